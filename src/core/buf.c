@@ -1,0 +1,160 @@
+/*
+ * buf.c — growable byte buffer and the JSON string escaper.
+ */
+#include "core/buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/log.h"
+
+void crw_buf_init(crw_buf_t *b) {
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void crw_buf_free(crw_buf_t *b) {
+    free(b->data);
+    crw_buf_init(b);
+}
+
+void crw_buf_grow(crw_buf_t *b, size_t extra) {
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    char *p = realloc(b->data, cap);
+    if (!p)
+        crw_log_oom(cap);
+    b->data = p;
+    b->cap = cap;
+}
+
+void crw_buf_vprintf(crw_buf_t *b, const char *fmt, va_list ap) {
+    va_list ap2;
+    va_copy(ap2, ap);
+    crw_buf_grow(b, 64);
+    int n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap);
+    if (n >= 0 && (size_t)n >= b->cap - b->len) {
+        crw_buf_grow(b, (size_t)n);
+        n = vsnprintf(b->data + b->len, b->cap - b->len, fmt, ap2);
+    }
+    va_end(ap2);
+    if (n > 0)
+        b->len += (size_t)n;
+}
+
+void crw_buf_printf(crw_buf_t *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    crw_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+}
+
+/* Length of the valid UTF-8 sequence starting at s (at most n bytes), or 0. */
+static size_t utf8_seq_len(const unsigned char *s, size_t n) {
+    unsigned char c = s[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0xC2)
+        return 0; /* continuation byte or overlong 2-byte lead */
+    if (c < 0xE0) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if (c < 0xF0) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if (c < 0xF5) {
+        len = 4;
+        cp = c & 0x07;
+    } else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return len;
+}
+
+void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *p = (const unsigned char *)s;
+    /* Worst case every byte becomes \u00XX (6 bytes); reserve once. */
+    crw_buf_grow(b, n * 6 + 2);
+    char *o = b->data + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            i++;
+            continue;
+        }
+        if (c < 0x80) {
+            *o++ = '\\';
+            switch (c) {
+            case '"': *o++ = '"'; break;
+            case '\\': *o++ = '\\'; break;
+            case '\n': *o++ = 'n'; break;
+            case '\r': *o++ = 'r'; break;
+            case '\t': *o++ = 't'; break;
+            case '\b': *o++ = 'b'; break;
+            case '\f': *o++ = 'f'; break;
+            default:
+                *o++ = 'u';
+                *o++ = '0';
+                *o++ = '0';
+                *o++ = hex[c >> 4];
+                *o++ = hex[c & 15];
+            }
+            i++;
+            continue;
+        }
+        size_t l = utf8_seq_len(p + i, n - i);
+        if (l == 0) {
+            /* U+FFFD REPLACEMENT CHARACTER, 3 bytes: fits in the 6 reserved. */
+            *o++ = (char)0xEF;
+            *o++ = (char)0xBF;
+            *o++ = (char)0xBD;
+            i++;
+            continue;
+        }
+        memcpy(o, p + i, l);
+        o += l;
+        i += l;
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->data);
+    b->data[b->len] = '\0';
+}
+
+void crw_buf_put_u64(crw_buf_t *b, uint64_t v) {
+    char tmp[24];
+    char *e = tmp + sizeof tmp, *q = e;
+    do {
+        *--q = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    crw_buf_put(b, q, (size_t)(e - q));
+}
+
+void crw_buf_put_i64(crw_buf_t *b, int64_t v) {
+    if (v < 0) {
+        crw_buf_putc(b, '-');
+        crw_buf_put_u64(b, (uint64_t)0 - (uint64_t)v);
+    } else
+        crw_buf_put_u64(b, (uint64_t)v);
+}
+
+void crw_buf_put_lsn(crw_buf_t *b, uint64_t lsn) {
+    crw_buf_printf(b, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
+}

@@ -1,0 +1,68 @@
+/*
+ * buf.h — growable byte buffer, the output arena of the hot path.
+ *
+ * A crw_buf_t is reused across rows: crw_buf_reset() keeps the allocation,
+ * so steady-state encoding does no malloc at all.  Allocation failure is
+ * fatal (the process logs and aborts), as in Redis' zmalloc: there is no
+ * sensible way to continue a change stream without memory.
+ */
+#ifndef CRW_BUF_H
+#define CRW_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct crw_buf {
+    char *data;  /* NUL-terminated whenever len < cap (always, after any put) */
+    size_t len;
+    size_t cap;
+} crw_buf_t;
+
+#define CRW_BUF_INIT {NULL, 0, 0}
+
+void crw_buf_init(crw_buf_t *b);
+/* Frees the storage; the buffer may be reused after crw_buf_init(). */
+void crw_buf_free(crw_buf_t *b);
+/* Ensures room for extra more bytes plus a terminating NUL. */
+void crw_buf_grow(crw_buf_t *b, size_t extra);
+
+static inline void crw_buf_reset(crw_buf_t *b) {
+    b->len = 0;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
+static inline void crw_buf_put(crw_buf_t *b, const void *p, size_t n) {
+    if (b->len + n + 1 > b->cap)
+        crw_buf_grow(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static inline void crw_buf_putc(crw_buf_t *b, char c) {
+    if (b->len + 2 > b->cap)
+        crw_buf_grow(b, 1);
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
+
+static inline void crw_buf_puts(crw_buf_t *b, const char *s) { crw_buf_put(b, s, strlen(s)); }
+
+void crw_buf_printf(crw_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void crw_buf_vprintf(crw_buf_t *b, const char *fmt, va_list ap);
+
+/* Appends s[0..n) as a JSON string literal: quoted, escaped per RFC 8259.
+ * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
+void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n);
+
+/* Appends v in decimal. */
+void crw_buf_put_u64(crw_buf_t *b, uint64_t v);
+void crw_buf_put_i64(crw_buf_t *b, int64_t v);
+
+/* Appends an LSN as PostgreSQL prints it: %X/%X. */
+void crw_buf_put_lsn(crw_buf_t *b, uint64_t lsn);
+
+#endif

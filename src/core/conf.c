@@ -1,0 +1,461 @@
+/*
+ * conf.c — table-driven configuration.
+ *
+ * Every fixed key is one row of `keys[]`: its type, where it lands in
+ * crw_config_t, its default and its help line.  Two prefixes are open:
+ * `kafka.<prop>` (passed to librdkafka as <prop>) and `resource.<id>.<sub>`
+ * (a row of `resource_keys[]`).  Anything else is an unknown key.
+ */
+#include "core/conf.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+
+typedef enum { T_STR, T_BOOL, T_INT, T_ENUM, T_SINKS, T_LIST, T_LOGLEVEL } keytype_t;
+
+typedef struct {
+    const char *name;
+    keytype_t type;
+    size_t off;
+    const char *def;
+    const char *const *choices; /* T_ENUM: NULL-terminated, index = value */
+    long min, max;              /* T_INT */
+    const char *help;
+} keydef_t;
+
+static const char *const source_choices[] = {"auto", "logical", "poll", NULL};
+static const char *const format_choices[] = {"cloudevents", "debezium", NULL};
+static const char *const delivery_choices[] = {"at-least-once", "exactly-once", NULL};
+static const char *const exec_mode_choices[] = {"stream", "per-event", NULL};
+static const char *const shape_choices[] = {"row", "crd", NULL};
+static const char *const sink_names[] = {"stdout", "kafka", "exec", "plugin", NULL};
+
+#define OFF(f) offsetof(crw_config_t, f)
+
+static const keydef_t keys[] = {
+    {"source", T_ENUM, OFF(source), "auto", source_choices, 0, 0, "logical, poll, or auto"},
+    {"slot.name", T_STR, OFF(slot_name), "crwatch", NULL, 0, 0, "logical replication slot"},
+    {"slot.create", T_BOOL, OFF(slot_create), "true", NULL, 0, 0, "create the slot when missing"},
+    {"publication.name", T_STR, OFF(publication_name), "crwatch", NULL, 0, 0, "publication of the watched tables"},
+    {"publication.create", T_BOOL, OFF(publication_create), "true", NULL, 0, 0, "create the publication when missing"},
+    {"tables", T_LIST, OFF(tables), "", NULL, 0, 0, "comma list of schema.table watched as row-shaped resources"},
+    {"sink", T_SINKS, OFF(sinks), "stdout", NULL, 0, 0, "comma list of stdout, kafka, exec, plugin"},
+    {"topic.template", T_STR, OFF(topic_template), "crwatch.{schema}.{table}", NULL, 0, 0,
+     "Kafka topic; {schema}, {table}, {kind}"},
+    {"event.format", T_ENUM, OFF(event_format), "cloudevents", format_choices, 0, 0, "cloudevents or debezium"},
+    {"delivery", T_ENUM, OFF(delivery), "at-least-once", delivery_choices, 0, 0, "at-least-once or exactly-once"},
+    {"poll.interval.ms", T_INT, OFF(poll_interval_ms), "1000", NULL, 10, 86400000, "polling source interval"},
+    {"exec.command", T_STR, OFF(exec_command), "", NULL, 0, 0, "local handler command (/bin/sh -c)"},
+    {"exec.mode", T_ENUM, OFF(exec_mode), "stream", exec_mode_choices, 0, 0, "stream or per-event"},
+    {"plugin.path", T_STR, OFF(plugin_path), "", NULL, 0, 0, "handler shared object"},
+    {"status.interval.ms", T_INT, OFF(status_interval_ms), "10000", NULL, 100, 3600000,
+     "standby status update interval"},
+    {"reconnect.backoff.max.ms", T_INT, OFF(reconnect_max_ms), "30000", NULL, 100, 3600000,
+     "cap of the reconnect backoff"},
+    {"spool.dir", T_STR, OFF(spool_dir), "", NULL, 0, 0, "where streamed in-progress transactions wait ($TMPDIR)"},
+    {"log.level", T_LOGLEVEL, OFF(log_level), "info", NULL, 0, 0, "error, warn, info or debug"},
+};
+
+#define ROFF(f) offsetof(crw_resource_conf_t, f)
+
+static const keydef_t resource_keys[] = {
+    {"table", T_STR, ROFF(table), "", NULL, 0, 0, "schema.table watched"},
+    {"kind", T_STR, ROFF(kind), "", NULL, 0, 0, "event kind (default: table name)"},
+    {"api.version", T_STR, ROFF(api_version), "", NULL, 0, 0, "apiVersion of crd-shaped objects"},
+    {"shape", T_ENUM, ROFF(shape), "row", shape_choices, 0, 0, "row or crd"},
+    {"key", T_LIST, ROFF(key), "", NULL, 0, 0, "key columns (default: primary key)"},
+};
+
+static void list_free(crw_strlist_t *l) {
+    for (int i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static char *trim(char *s) {
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+/* Splits a comma list into l (replacing it); empty items are an error. */
+static int list_parse(crw_strlist_t *l, const char *value) {
+    list_free(l);
+    if (*value == '\0')
+        return 0;
+    char *copy = crw_strdup(value), *save = NULL;
+    int rc = 0;
+    for (char *p = copy;; p = NULL) {
+        char *tok = strtok_r(p, ",", &save);
+        if (!tok)
+            break;
+        tok = trim(tok);
+        if (*tok == '\0') {
+            rc = -1;
+            break;
+        }
+        l->v = crw_realloc(l->v, sizeof(char *) * (size_t)(l->n + 1));
+        l->v[l->n++] = crw_strdup(tok);
+    }
+    /* ",a" and "a,,b" lose an item to strtok: count commas to catch them. */
+    int commas = 0;
+    for (const char *q = value; *q; q++)
+        commas += *q == ',';
+    if (rc == 0 && commas != l->n - 1)
+        rc = -1;
+    free(copy);
+    return rc;
+}
+
+static int set_typed(void *base, const keydef_t *k, const char *shown, const char *value, char *errstr,
+                     size_t n) {
+    void *field = (char *)base + k->off;
+    switch (k->type) {
+    case T_STR:
+        free(*(char **)field);
+        *(char **)field = crw_strdup(value);
+        return 0;
+    case T_BOOL:
+        if (!strcmp(value, "true") || !strcmp(value, "on") || !strcmp(value, "1") || !strcmp(value, "yes"))
+            *(bool *)field = true;
+        else if (!strcmp(value, "false") || !strcmp(value, "off") || !strcmp(value, "0") || !strcmp(value, "no"))
+            *(bool *)field = false;
+        else {
+            snprintf(errstr, n, "%s: '%s' is not a boolean (true or false)", shown, value);
+            return CRW_ERR_CONFIG;
+        }
+        return 0;
+    case T_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (errno || end == value || *end || v < k->min || v > k->max) {
+            snprintf(errstr, n, "%s: '%s' is not an integer in [%ld, %ld]", shown, value, k->min, k->max);
+            return CRW_ERR_CONFIG;
+        }
+        *(int *)field = (int)v;
+        return 0;
+    }
+    case T_ENUM:
+        for (int i = 0; k->choices[i]; i++)
+            if (!strcmp(value, k->choices[i])) {
+                *(int *)field = i;
+                return 0;
+            }
+        {
+            char allowed[256] = "";
+            for (int i = 0; k->choices[i]; i++) {
+                if (i)
+                    strncat(allowed, ", ", sizeof allowed - strlen(allowed) - 1);
+                strncat(allowed, k->choices[i], sizeof allowed - strlen(allowed) - 1);
+            }
+            snprintf(errstr, n, "%s: '%s' is not one of %s", shown, value, allowed);
+        }
+        return CRW_ERR_CONFIG;
+    case T_SINKS: {
+        crw_strlist_t l = {0};
+        unsigned bits = 0;
+        if (list_parse(&l, value) < 0 || l.n == 0) {
+            list_free(&l);
+            snprintf(errstr, n, "%s: '%s' is not a comma list of sinks", shown, value);
+            return CRW_ERR_CONFIG;
+        }
+        for (int i = 0; i < l.n; i++) {
+            int found = -1;
+            for (int j = 0; sink_names[j]; j++)
+                if (!strcmp(l.v[i], sink_names[j]))
+                    found = j;
+            if (found < 0) {
+                snprintf(errstr, n, "%s: unknown sink '%s' (stdout, kafka, exec, plugin)", shown, l.v[i]);
+                list_free(&l);
+                return CRW_ERR_CONFIG;
+            }
+            bits |= 1u << found;
+        }
+        list_free(&l);
+        *(unsigned *)field = bits;
+        return 0;
+    }
+    case T_LIST:
+        if (list_parse((crw_strlist_t *)field, value) < 0) {
+            snprintf(errstr, n, "%s: '%s' has an empty item", shown, value);
+            return CRW_ERR_CONFIG;
+        }
+        return 0;
+    case T_LOGLEVEL: {
+        int lvl = crw_log_level_parse(value);
+        if (lvl < 0) {
+            snprintf(errstr, n, "%s: '%s' is not one of error, warn, info, debug", shown, value);
+            return CRW_ERR_CONFIG;
+        }
+        *(int *)field = lvl;
+        return 0;
+    }
+    }
+    return CRW_ERR_INTERNAL;
+}
+
+static bool valid_word(const char *s, size_t len) {
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-')
+            return false;
+    return true;
+}
+
+static crw_resource_conf_t *resource_get(crw_config_t *c, const char *id, size_t idlen) {
+    for (int i = 0; i < c->nresources; i++)
+        if (strlen(c->resources[i].id) == idlen && !strncmp(c->resources[i].id, id, idlen))
+            return &c->resources[i];
+    c->resources = crw_realloc(c->resources, sizeof *c->resources * (size_t)(c->nresources + 1));
+    crw_resource_conf_t *r = &c->resources[c->nresources++];
+    memset(r, 0, sizeof *r);
+    r->id = crw_strndup(id, idlen);
+    return r;
+}
+
+int crw_config_set(crw_config_t *c, const char *key, const char *value, char *errstr, size_t n) {
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (!strcmp(key, keys[i].name))
+            return set_typed(c, &keys[i], key, value, errstr, n);
+
+    if (!strncmp(key, "kafka.", 6)) {
+        const char *prop = key + 6;
+        if (*prop == '\0') {
+            snprintf(errstr, n, "%s: missing librdkafka property name after 'kafka.'", key);
+            return CRW_ERR_CONFIG;
+        }
+        for (int i = 0; i < c->nkafka; i++)
+            if (!strcmp(c->kafka[i].key, prop)) {
+                free(c->kafka[i].value);
+                c->kafka[i].value = crw_strdup(value);
+                return 0;
+            }
+        c->kafka = crw_realloc(c->kafka, sizeof *c->kafka * (size_t)(c->nkafka + 1));
+        c->kafka[c->nkafka].key = crw_strdup(prop);
+        c->kafka[c->nkafka].value = crw_strdup(value);
+        c->nkafka++;
+        return 0;
+    }
+
+    if (!strncmp(key, "resource.", 9)) {
+        const char *id = key + 9, *dot = strchr(id, '.');
+        if (!dot || !valid_word(id, (size_t)(dot - id))) {
+            snprintf(errstr, n, "%s: expected resource.<id>.<setting> with <id> a word of letters, digits, _ or -",
+                     key);
+            return CRW_ERR_CONFIG;
+        }
+        for (size_t i = 0; i < sizeof resource_keys / sizeof resource_keys[0]; i++)
+            if (!strcmp(dot + 1, resource_keys[i].name)) {
+                crw_resource_conf_t *r = resource_get(c, id, (size_t)(dot - id));
+                if (!strcmp(dot + 1, "table"))
+                    r->seen_table = true;
+                return set_typed(r, &resource_keys[i], key, value, errstr, n);
+            }
+        snprintf(errstr, n, "%s: unknown resource setting '%s' (table, kind, api.version, shape, key)", key,
+                 dot + 1);
+        return CRW_ERR_CONFIG;
+    }
+
+    snprintf(errstr, n, "unknown configuration key '%s'", key);
+    return CRW_ERR_CONFIG;
+}
+
+int crw_config_set_pair(crw_config_t *c, const char *pair, char *errstr, size_t n) {
+    const char *eq = strchr(pair, '=');
+    if (!eq || eq == pair) {
+        snprintf(errstr, n, "'%s': expected key=value", pair);
+        return CRW_ERR_CONFIG;
+    }
+    char *k = crw_strndup(pair, (size_t)(eq - pair));
+    char *v = crw_strdup(eq + 1);
+    int rc = crw_config_set(c, trim(k), trim(v), errstr, n);
+    free(k);
+    free(v);
+    return rc;
+}
+
+int crw_config_load_file(crw_config_t *c, const char *path, char *errstr, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, n, "config file %s: %s", path, strerror(errno));
+        return CRW_ERR_CONFIG;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0, rc = 0;
+    while (getline(&line, &cap, f) >= 0) {
+        lineno++;
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#' || *s == '!')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq || eq == s) {
+            snprintf(errstr, n, "%s:%d: expected 'key = value', got '%s'", path, lineno, s);
+            rc = CRW_ERR_CONFIG;
+            break;
+        }
+        *eq = '\0';
+        char inner[768];
+        rc = crw_config_set(c, trim(s), trim(eq + 1), inner, sizeof inner);
+        if (rc < 0) {
+            snprintf(errstr, n, "%s:%d: %s", path, lineno, inner);
+            break;
+        }
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/* Splits "schema.table" (or "table": schema public) into r. */
+static int split_table(crw_resource_conf_t *r, const char *qualified, const char *shown, char *errstr, size_t n) {
+    const char *dot = strchr(qualified, '.');
+    free(r->schema);
+    char *tbl = dot ? crw_strdup(dot + 1) : crw_strdup(qualified);
+    r->schema = dot ? crw_strndup(qualified, (size_t)(dot - qualified)) : crw_strdup("public");
+    free(r->table);
+    r->table = tbl;
+    if (*r->schema == '\0' || *r->table == '\0' || strchr(r->table, '.')) {
+        snprintf(errstr, n, "%s: '%s' is not schema.table", shown, qualified);
+        return CRW_ERR_CONFIG;
+    }
+    return 0;
+}
+
+int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
+    char shown[300];
+    /* resource.<id>.table values are still "schema.table": split them. */
+    for (int i = 0; i < c->nresources; i++) {
+        crw_resource_conf_t *r = &c->resources[i];
+        snprintf(shown, sizeof shown, "resource.%s.table", r->id);
+        if (!r->seen_table || !r->table || !*r->table) {
+            snprintf(errstr, n, "resource.%s: no table given (set resource.%s.table = schema.table)", r->id, r->id);
+            return CRW_ERR_CONFIG;
+        }
+        char *q = crw_strdup(r->table);
+        int rc = split_table(r, q, shown, errstr, n);
+        free(q);
+        if (rc < 0)
+            return rc;
+    }
+    for (int i = 0; i < c->tables.n; i++) {
+        char id[64];
+        snprintf(id, sizeof id, "tables#%d", i + 1);
+        crw_resource_conf_t *r = resource_get(c, id, strlen(id));
+        if (split_table(r, c->tables.v[i], "tables", errstr, n) < 0)
+            return CRW_ERR_CONFIG;
+        r->seen_table = true;
+    }
+    for (int i = 0; i < c->nresources; i++) {
+        crw_resource_conf_t *r = &c->resources[i];
+        if (!r->kind || !*r->kind) {
+            free(r->kind);
+            r->kind = crw_strdup(r->table);
+        }
+        for (int j = 0; j < i; j++)
+            if (!strcmp(c->resources[j].schema, r->schema) && !strcmp(c->resources[j].table, r->table)) {
+                snprintf(errstr, n, "table %s.%s is watched twice (resource.%s and resource.%s)", r->schema,
+                         r->table, c->resources[j].id, r->id);
+                return CRW_ERR_CONFIG;
+            }
+    }
+    if (!*c->slot_name || !*c->publication_name) {
+        snprintf(errstr, n, "%s: must not be empty", !*c->slot_name ? "slot.name" : "publication.name");
+        return CRW_ERR_CONFIG;
+    }
+    /* Slot names are [a-z0-9_]{1,63} in PostgreSQL; say so before touching it. */
+    for (const char *p = c->slot_name; *p; p++)
+        if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_') || p - c->slot_name >= 63) {
+            snprintf(errstr, n, "slot.name: '%s' may contain only lower-case letters, digits and _ (63 at most)",
+                     c->slot_name);
+            return CRW_ERR_CONFIG;
+        }
+
+    /* Honest refusals: accepted by the contract, not built yet. */
+    const char *missing = NULL;
+    if (c->source == CRW_SOURCE_POLL)
+        missing = "source=poll";
+    else if (c->sinks & ~(unsigned)CRW_SINK_STDOUT)
+        missing = "sink=kafka/exec/plugin";
+    else if (c->event_format != CRW_FORMAT_CLOUDEVENTS)
+        missing = "event.format=debezium";
+    else if (c->delivery != CRW_DELIVERY_AT_LEAST_ONCE)
+        missing = "delivery=exactly-once";
+    for (int i = 0; !missing && i < c->nresources; i++)
+        if (c->resources[i].shape != CRW_SHAPE_ROW)
+            missing = "resource.<id>.shape=crd";
+    if (missing) {
+        snprintf(errstr, n, "%s is not available in this version of crwatch", missing);
+        return CRW_ERR_CONFIG;
+    }
+    if (!*c->spool_dir) {
+        const char *t = getenv("TMPDIR");
+        free(c->spool_dir);
+        c->spool_dir = crw_strdup(t && *t ? t : "/tmp");
+    }
+    return 0;
+}
+
+crw_config_t *crw_config_new(void) {
+    crw_config_t *c = crw_calloc(1, sizeof *c);
+    char err[256];
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (set_typed(c, &keys[i], keys[i].name, keys[i].def, err, sizeof err) < 0)
+            crw_log_write(CRW_LOG_ERROR, "bad default: %s", err); /* a bug in keys[] */
+    return c;
+}
+
+static void resource_free(crw_resource_conf_t *r) {
+    free(r->id);
+    free(r->schema);
+    free(r->table);
+    free(r->kind);
+    free(r->api_version);
+    list_free(&r->key);
+}
+
+void crw_config_destroy(crw_config_t *c) {
+    if (!c)
+        return;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        if (keys[i].type == T_STR)
+            free(*(char **)((char *)c + keys[i].off));
+        else if (keys[i].type == T_LIST)
+            list_free((crw_strlist_t *)((char *)c + keys[i].off));
+    }
+    for (int i = 0; i < c->nresources; i++)
+        resource_free(&c->resources[i]);
+    free(c->resources);
+    for (int i = 0; i < c->nkafka; i++) {
+        free(c->kafka[i].key);
+        free(c->kafka[i].value);
+    }
+    free(c->kafka);
+    free(c);
+}
+
+void crw_config_describe(FILE *f) {
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        fprintf(f, "  %-26s %-26s %s\n", keys[i].name, *keys[i].def ? keys[i].def : "-", keys[i].help);
+    for (size_t i = 0; i < sizeof resource_keys / sizeof resource_keys[0]; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "resource.<id>.%s", resource_keys[i].name);
+        fprintf(f, "  %-26s %-26s %s\n", name, *resource_keys[i].def ? resource_keys[i].def : "-",
+                resource_keys[i].help);
+    }
+    fprintf(f, "  %-26s %-26s %s\n", "kafka.<prop>", "-", "passed to librdkafka as <prop>");
+}

@@ -1,0 +1,102 @@
+/*
+ * conf.h — configuration: `key = value` properties files, -X overrides,
+ * parsed against one table of keys with types and validators (design.md §3).
+ *
+ * Unknown keys and bad values are errors naming the key (and file:line);
+ * nothing here touches the database.  Thread-safety: a config is built
+ * single-threaded at start-up and read-only afterwards.
+ */
+#ifndef CRW_CONF_H
+#define CRW_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum { CRW_SOURCE_AUTO, CRW_SOURCE_LOGICAL, CRW_SOURCE_POLL } crw_source_kind_t;
+typedef enum { CRW_SHAPE_ROW, CRW_SHAPE_CRD } crw_shape_t;
+typedef enum { CRW_FORMAT_CLOUDEVENTS, CRW_FORMAT_DEBEZIUM } crw_format_t;
+typedef enum { CRW_DELIVERY_AT_LEAST_ONCE, CRW_DELIVERY_EXACTLY_ONCE } crw_delivery_t;
+typedef enum { CRW_EXEC_STREAM, CRW_EXEC_PER_EVENT } crw_exec_mode_t;
+
+/* Sink bits of the `sink` list. */
+enum { CRW_SINK_STDOUT = 1, CRW_SINK_KAFKA = 2, CRW_SINK_EXEC = 4, CRW_SINK_PLUGIN = 8 };
+
+typedef struct crw_strlist {
+    char **v;
+    int n;
+} crw_strlist_t;
+
+/* One watched table (resource.<id>.* or an entry of `tables`). */
+typedef struct crw_resource_conf {
+    char *id;
+    char *schema;      /* from resource.<id>.table, "public" when unqualified */
+    char *table;
+    char *kind;        /* default: the table name */
+    char *api_version;
+    crw_shape_t shape;
+    crw_strlist_t key; /* empty: the primary key */
+    bool seen_table;   /* resource.<id>.table was given */
+} crw_resource_conf_t;
+
+typedef struct crw_kv {
+    char *key;
+    char *value;
+} crw_kv_t;
+
+typedef struct crw_config {
+    crw_source_kind_t source;
+    char *slot_name;
+    bool slot_create;
+    char *publication_name;
+    bool publication_create;
+    crw_strlist_t tables; /* the `tables` shorthand as given */
+    crw_resource_conf_t *resources;
+    int nresources;
+    unsigned sinks;       /* CRW_SINK_* bits */
+    crw_kv_t *kafka;      /* kafka.<prop> pass-through, <prop> without the prefix */
+    int nkafka;
+    char *topic_template;
+    crw_format_t event_format;
+    crw_delivery_t delivery;
+    int poll_interval_ms;
+    char *exec_command;
+    crw_exec_mode_t exec_mode;
+    char *plugin_path;
+    int status_interval_ms;   /* standby status update interval */
+    int reconnect_max_ms;     /* cap of the reconnect backoff */
+    char *spool_dir;          /* streamed in-progress transactions; default $TMPDIR or /tmp */
+    int log_level;
+} crw_config_t;
+
+/* Creates a config holding every default. */
+crw_config_t *crw_config_new(void);
+void crw_config_destroy(crw_config_t *c);
+
+/*
+ * Sets key to value after validating both.
+ * @returns 0, or CRW_ERR_CONFIG with errstr naming the key and what was wrong.
+ */
+int crw_config_set(crw_config_t *c, const char *key, const char *value, char *errstr, size_t errstr_size);
+
+/* Parses "key=value" (as given to -X) and sets it. */
+int crw_config_set_pair(crw_config_t *c, const char *pair, char *errstr, size_t errstr_size);
+
+/*
+ * Loads a properties file: `key = value` lines, `#` or `!` comments, blank
+ * lines.  Errors name the file and line.
+ */
+int crw_config_load_file(crw_config_t *c, const char *path, char *errstr, size_t errstr_size);
+
+/*
+ * Checks the whole config once every source has been applied: expands
+ * `tables`, requires each resource.<id> to name a table, rejects duplicate
+ * tables and features this build does not have.
+ */
+int crw_config_finalize(crw_config_t *c, char *errstr, size_t errstr_size);
+
+/* Writes "key = value" lines of every key to f (help text / debugging). */
+void crw_config_describe(FILE *f);
+
+#endif

@@ -1,0 +1,341 @@
+/*
+ * stream.c — the stream service: wires the replication source, the
+ * relation/type caches, the event encoder and the sinks, and reconnects.
+ *
+ * Acknowledgement rule (Bottled Water's): a transaction is closed in the
+ * pipeline only after every sink's commit() returned, and the flush
+ * position sent to PostgreSQL is the pipeline's confirmed LSN — the end of
+ * the last transaction every sink acknowledged.  A transaction cut short by
+ * a lost connection or a stop is abandoned, never confirmed: the server
+ * sends it again.
+ */
+#include "core/stream.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <inttypes.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/pipeline.h"
+#include "decode/relcache.h"
+#include "decode/types.h"
+#include "map/event.h"
+#include "sink/sink.h"
+#include "source/replication.h"
+
+typedef struct {
+    const crw_config_t *conf;
+    crw_repl_t *repl;
+    crw_pipeline_t *pipeline;
+    crw_sinks_t sinks;
+    crw_relcache_t *rels;
+    crw_typecache_t *types;
+    crw_txn_ctx_t tx;
+    uint64_t seq;
+    bool txn_open;
+    crw_buf_t out;
+    crw_buf_t key;
+    char err[1024];
+    uint64_t events;
+    uint64_t unmapped;
+    uint64_t commits;       /* transactions committed on the current connection */
+} stream_t;
+
+/* Type look-up through the SQL session (crw_type_lookup_fn). */
+static int lookup_type(void *opaque, uint32_t oid, crw_pgtype_row_t *row) {
+    stream_t *st = opaque;
+    PGconn *c = crw_repl_sql(st->repl);
+    if (!c)
+        return -1;
+    char oidbuf[16];
+    snprintf(oidbuf, sizeof oidbuf, "%u", oid);
+    const char *p[1] = {oidbuf};
+    PGresult *res = PQexecParams(c,
+                                 "SELECT typtype, typbasetype, typelem, typcategory, typdelim FROM pg_type "
+                                 "WHERE oid = $1::oid",
+                                 1, NULL, p, NULL, NULL, 0);
+    int rc = -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        row->oid = oid;
+        row->typtype = PQgetvalue(res, 0, 0)[0];
+        row->typbasetype = (uint32_t)strtoul(PQgetvalue(res, 0, 1), NULL, 10);
+        row->typelem = (uint32_t)strtoul(PQgetvalue(res, 0, 2), NULL, 10);
+        row->typcategory = PQgetvalue(res, 0, 3)[0];
+        row->typdelim = PQgetvalue(res, 0, 4)[0];
+        rc = 0;
+    } else
+        crw_warn("type %u: catalog look-up failed: %s", oid, PQerrorMessage(c));
+    PQclear(res);
+    return rc;
+}
+
+static int att_index(const crw_relation_t *rel, const char *name) {
+    for (int i = 0; i < rel->natts; i++)
+        if (!strcmp(rel->atts[i].name, name))
+            return i;
+    return -1;
+}
+
+/* Key columns: resource.<id>.key, else the primary key, else the replica identity. */
+static int resolve_key(stream_t *st, crw_relation_t *rel) {
+    free(rel->key_idx);
+    rel->key_idx = crw_calloc(rel->natts ? rel->natts : 1, sizeof(int));
+    rel->nkey = 0;
+    const crw_resource_conf_t *rs = rel->res;
+    if (rs && rs->key.n) {
+        for (int k = 0; k < rs->key.n; k++) {
+            int i = att_index(rel, rs->key.v[k]);
+            if (i < 0) {
+                snprintf(st->err, sizeof st->err, "resource.%s.key: table %s.%s has no column '%s'", rs->id,
+                         rel->nspname, rel->relname, rs->key.v[k]);
+                return CRW_ERR_CONFIG;
+            }
+            rel->key_idx[rel->nkey++] = i;
+        }
+        return 0;
+    }
+    PGconn *c = crw_repl_sql(st->repl);
+    if (c) {
+        char oidbuf[16];
+        snprintf(oidbuf, sizeof oidbuf, "%u", rel->relid);
+        const char *p[1] = {oidbuf};
+        PGresult *res = PQexecParams(c,
+                                     "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = "
+                                     "i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::oid AND "
+                                     "i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                                     1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK)
+            for (int row = 0; row < PQntuples(res); row++) {
+                int i = att_index(rel, PQgetvalue(res, row, 0));
+                if (i >= 0)
+                    rel->key_idx[rel->nkey++] = i;
+            }
+        PQclear(res);
+    }
+    if (rel->nkey == 0 && rel->replident != 'f')
+        for (int i = 0; i < rel->natts; i++)
+            if (rel->atts[i].flags & 1)
+                rel->key_idx[rel->nkey++] = i;
+    if (rel->nkey == 0)
+        for (int i = 0; i < rel->natts; i++)
+            rel->key_idx[rel->nkey++] = i;
+    return 0;
+}
+
+static int resolve(stream_t *st, crw_relation_t *rel) {
+    const crw_config_t *cf = st->conf;
+    rel->res = NULL;
+    for (int i = 0; i < cf->nresources; i++)
+        if (!strcmp(cf->resources[i].schema, rel->nspname) && !strcmp(cf->resources[i].table, rel->relname))
+            rel->res = &cf->resources[i];
+    /* With no table configured, the publication as it stands decides. */
+    rel->watched = rel->res || cf->nresources == 0;
+    free(rel->kind);
+    rel->kind = crw_strdup(rel->res ? rel->res->kind : rel->relname);
+    crw_buf_t b = CRW_BUF_INIT;
+    crw_buf_printf(&b, "/crwatch/%s/%s/%s", crw_repl_dbname(st->repl), rel->nspname, rel->relname);
+    free(rel->source);
+    rel->source = b.data;
+    for (int i = 0; i < rel->natts; i++)
+        rel->atts[i].ti = crw_typecache_get(st->types, rel->atts[i].typoid);
+    int rc = resolve_key(st, rel);
+    if (rc < 0)
+        return rc;
+    crw_event_prepare_relation(rel);
+    rel->resolved = true;
+    return 0;
+}
+
+static crw_relation_t *relation_for(stream_t *st, uint32_t relid, int *rc) {
+    crw_relation_t *rel = crw_relcache_get(st->rels, relid);
+    *rc = 0;
+    if (!rel) {
+        snprintf(st->err, sizeof st->err, "change for relation %u before its Relation message", relid);
+        *rc = CRW_ERR_PROTOCOL;
+        return NULL;
+    }
+    if (!rel->resolved)
+        *rc = resolve(st, rel);
+    return *rc < 0 ? NULL : rel;
+}
+
+static int emit(stream_t *st, const crw_relation_t *rel) {
+    crw_event_t ev = {st->seq, st->key.data ? st->key.data : "", st->key.len, st->out.data, st->out.len, rel};
+    st->events++;
+    return crw_sinks_emit(&st->sinks, &ev);
+}
+
+static int on_message(void *opaque, const crw_pgo_msg_t *m) {
+    stream_t *st = opaque;
+    int rc = 0;
+    crw_relation_t *rel;
+    switch (m->type) {
+    case CRW_PGO_BEGIN:
+        st->seq = crw_pipeline_begin(st->pipeline);
+        st->txn_open = true;
+        crw_event_txn_init(&st->tx, m->u.begin.final_lsn, m->u.begin.xid, m->u.begin.commit_time);
+        return 0;
+    case CRW_PGO_COMMIT:
+        if (!st->txn_open)
+            return 0;
+        if ((rc = crw_sinks_commit(&st->sinks, st->seq)) < 0) {
+            snprintf(st->err, sizeof st->err, "a sink failed to commit a transaction");
+            return rc;
+        }
+        crw_pipeline_commit(st->pipeline, st->seq, m->u.commit.end_lsn);
+        st->txn_open = false;
+        st->commits++;
+        return 0;
+    case CRW_PGO_RELATION:
+        rel = crw_relcache_update(st->rels, &m->u.relation);
+        return resolve(st, rel);
+    case CRW_PGO_TYPE:
+        crw_typecache_forget(st->types, m->u.type.typoid);
+        crw_relcache_invalidate(st->rels);
+        return 0;
+    case CRW_PGO_INSERT:
+    case CRW_PGO_UPDATE:
+    case CRW_PGO_DELETE: {
+        uint32_t relid = m->type == CRW_PGO_INSERT   ? m->u.insert.relid
+                         : m->type == CRW_PGO_UPDATE ? m->u.update.relid
+                                                     : m->u.del.relid;
+        st->tx.ordinal++;
+        if (!(rel = relation_for(st, relid, &rc)))
+            return rc;
+        if (!rel->watched)
+            return 0;
+        char why[512];
+        if (crw_event_encode_change(&st->out, &st->key, rel, m, &st->tx, why, sizeof why) < 0) {
+            st->unmapped++;
+            crw_error("cannot map a change of %s.%s at %s (%s); it is skipped", rel->nspname, rel->relname,
+                      st->tx.lsn_str, why);
+            return 0;
+        }
+        return emit(st, rel);
+    }
+    case CRW_PGO_TRUNCATE:
+        for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
+            st->tx.ordinal++;
+            if (!(rel = relation_for(st, m->u.truncate.relids[i], &rc)))
+                return rc;
+            if (!rel->watched)
+                continue;
+            crw_event_encode_truncate(&st->out, rel, &st->tx);
+            crw_buf_reset(&st->key);
+            if ((rc = emit(st, rel)) < 0)
+                return rc;
+        }
+        return 0;
+    default:
+        return 0; /* Origin, Message: nothing to publish */
+    }
+}
+
+/* Sleeps ms, waking early when a stop is requested. */
+static void nap(int ms, volatile sig_atomic_t *stop) {
+    while (ms > 0 && !(stop && *stop)) {
+        int step = ms < 100 ? ms : 100;
+        struct timespec ts = {0, (long)step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Logs why, sleeps a jittered backoff (half to all of it), doubles it up to the cap. */
+static void retry_wait(stream_t *st, int *backoff, volatile sig_atomic_t *stop, const char *what) {
+    int sleep_ms = *backoff / 2 + rand() % (*backoff / 2 + 1);
+    crw_warn("%s; %s in %d ms", st->err, what, sleep_ms);
+    nap(sleep_ms, stop);
+    *backoff = *backoff * 2 > st->conf->reconnect_max_ms ? st->conf->reconnect_max_ms : *backoff * 2;
+}
+
+int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char *errstr, size_t n) {
+    stream_t st = {0};
+    st.conf = conf;
+    st.pipeline = crw_pipeline_new(0);
+    st.rels = crw_relcache_new();
+    st.types = crw_typecache_new(lookup_type, &st);
+    int rc = crw_sinks_open(&st.sinks, conf, st.pipeline, errstr, n);
+    if (rc < 0)
+        goto out;
+    st.repl = crw_repl_new(conf, opts->conninfo, st.pipeline, opts->endpos, on_message, &st);
+
+    int backoff = 100;
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    for (;;) {
+        if (opts->stop && *opts->stop) {
+            rc = 0;
+            break;
+        }
+        rc = crw_repl_start(st.repl, st.err, sizeof st.err);
+        if (rc < 0) {
+            if (!crw_err_retriable(rc))
+                break;
+            retry_wait(&st, &backoff, opts->stop, "retrying");
+            continue;
+        }
+        st.commits = 0;
+        int64_t started = mono_ms();
+        while (!(opts->stop && *opts->stop)) {
+            rc = crw_repl_poll(st.repl, 200, st.err, sizeof st.err);
+            if (rc < 0)
+                break;
+            if ((rc = crw_sinks_poll(&st.sinks, 0)) < 0)
+                break;
+            if (crw_repl_at_endpos(st.repl) && !st.txn_open && crw_pipeline_idle(st.pipeline)) {
+                /* Everything committed up to endpos arrived (commit order) and was
+                 * acknowledged: the slot may move to endpos itself. */
+                crw_pipeline_follow(st.pipeline, opts->endpos);
+                rc = CRW_ERR_STOPPED;
+                break;
+            }
+        }
+        if (st.txn_open) {
+            crw_pipeline_abandon(st.pipeline, st.seq);
+            st.txn_open = false;
+        }
+        if (rc == CRW_ERR_CONN) {
+            crw_repl_close(st.repl);
+            /* A connection that delivered work or lived a while was healthy:
+             * start the backoff over.  One that fails at once backs off. */
+            if (st.commits > 0 || mono_ms() - started > 10000)
+                backoff = 100;
+            retry_wait(&st, &backoff, opts->stop, "reconnecting");
+            continue;
+        }
+        if (rc == 0 || rc == CRW_ERR_STOPPED) {
+            /* Stopped or at endpos: the server takes the final confirmed position. */
+            if (crw_repl_finish(st.repl, 5000) < 0)
+                crw_warn("the final confirmed position may not have reached the server");
+            rc = 0;
+        }
+        break;
+    }
+    if (rc < 0)
+        snprintf(errstr, n, "%s", st.err);
+    uint64_t c = crw_pipeline_confirmed(st.pipeline);
+    crw_info("stopped: %" PRIu64 " events, confirmed %X/%X%s", st.events, (unsigned)(c >> 32), (unsigned)c,
+             st.unmapped ? ", some changes could not be mapped" : "");
+    crw_repl_destroy(st.repl);
+out:
+    crw_sinks_close(&st.sinks);
+    crw_typecache_destroy(st.types);
+    crw_relcache_destroy(st.rels);
+    crw_pipeline_destroy(st.pipeline);
+    crw_buf_free(&st.out);
+    crw_buf_free(&st.key);
+    crw_event_thread_cleanup();
+    return rc;
+}

@@ -1,0 +1,27 @@
+/*
+ * stream.h — the `crwatch stream` service: source -> decode -> map -> sinks,
+ * with the pipeline deciding what is confirmed (design.md §8).
+ */
+#ifndef CRW_STREAM_H
+#define CRW_STREAM_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "core/conf.h"
+
+typedef struct crw_stream_opts {
+    const char *conninfo;        /* NULL: PG* environment */
+    uint64_t endpos;             /* 0: run until stopped */
+    volatile sig_atomic_t *stop; /* set by a signal handler: drain, confirm, return */
+} crw_stream_opts_t;
+
+/*
+ * Runs the change stream until *stop, endpos, or a fatal error.
+ * Connection losses are retried with capped exponential backoff and jitter.
+ * @returns 0 (stopped cleanly) or a negative crw_err_t (crw_err_exit_code
+ *          maps it to the process exit code); errstr says why.
+ */
+int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char *errstr, size_t errstr_size);
+
+#endif

@@ -1,0 +1,134 @@
+/*
+ * main.c — the crwatch command line (design.md §2): argument parsing,
+ * signals and exit codes.  The only place that calls exit().
+ *
+ * Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error;
+ * 3 a database prerequisite is missing.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/stream.h"
+#include "source/replication.h"
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig) {
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "Usage: crwatch COMMAND [options]\n"
+            "\n"
+            "Commands:\n"
+            "  stream                 run the change stream (Ctrl-C/SIGTERM: drain, confirm, exit 0)\n"
+            "  backfill               current rows as SYNC events, then exit (not in this version)\n"
+            "  resync                 diff the sink's view against the tables (not in this version)\n"
+            "  check                  verify database + config prerequisites (not in this version)\n"
+            "  slot status|create|drop  manage the replication slot (not in this version)\n"
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE      properties file: key = value, # comments\n"
+            "  -X key=value           set any config key (repeatable; wins over the file)\n"
+            "  -d, --dbname CONNINFO  libpq conninfo or URI; PG* environment variables apply\n"
+            "      --endpos LSN       stream: stop once every change up to LSN is confirmed\n"
+            "  -h, --help             this help\n"
+            "  -V, --version          print the version\n"
+            "\n"
+            "Configuration keys (key, default, meaning):\n");
+    crw_config_describe(f);
+    fprintf(f, "\nExit codes: 0 success, 1 runtime failure, 2 usage or configuration error,\n"
+               "3 database prerequisite missing (wal_level, privilege, slot lost).\n");
+}
+
+static int fail_usage(const char *fmt, const char *arg) {
+    fprintf(stderr, "crwatch: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'crwatch --help'.\n");
+    return 2;
+}
+
+int main(int argc, char **argv) {
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"dbname", required_argument, NULL, 'd'},
+        {"endpos", required_argument, NULL, 'E'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+    };
+    const char *config_file = NULL, *conninfo = NULL;
+    const char **overrides = calloc((size_t)argc, sizeof(char *));
+    int noverrides = 0;
+    uint64_t endpos = 0;
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "c:d:X:hV", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config_file = optarg; break;
+        case 'd': conninfo = optarg; break;
+        case 'X': overrides[noverrides++] = optarg; break;
+        case 'E':
+            if (crw_lsn_parse(optarg, &endpos) < 0 || endpos == 0)
+                exit(fail_usage("--endpos: '%s' is not an LSN like 0/16B3748", optarg));
+            break;
+        case 'h': usage(stdout); exit(0);
+        case 'V': printf("crwatch %s\n", CRW_VERSION); exit(0);
+        default:
+            exit(fail_usage("unknown or incomplete option '%s'", argv[optind - 1]));
+        }
+    }
+    if (optind >= argc)
+        exit(fail_usage("%s", "no command given"));
+    const char *cmd = argv[optind];
+    if (strcmp(cmd, "stream") != 0) {
+        if (!strcmp(cmd, "backfill") || !strcmp(cmd, "resync") || !strcmp(cmd, "check") || !strcmp(cmd, "slot"))
+            exit(fail_usage("'%s' is not available in this version of crwatch", cmd));
+        exit(fail_usage("unknown command '%s'", cmd));
+    }
+    if (optind + 1 < argc)
+        exit(fail_usage("unexpected argument '%s'", argv[optind + 1]));
+
+    /* Configuration: defaults, then the file, then -X; all before any connection. */
+    char err[1024];
+    crw_config_t *conf = crw_config_new();
+    int rc = 0;
+    if (config_file)
+        rc = crw_config_load_file(conf, config_file, err, sizeof err);
+    for (int i = 0; rc == 0 && i < noverrides; i++) {
+        char inner[900];
+        rc = crw_config_set_pair(conf, overrides[i], inner, sizeof inner);
+        if (rc < 0)
+            snprintf(err, sizeof err, "-X %s", inner);
+    }
+    if (rc == 0)
+        rc = crw_config_finalize(conf, err, sizeof err);
+    free(overrides);
+    if (rc < 0) {
+        fprintf(stderr, "crwatch: configuration error: %s\n", err);
+        crw_config_destroy(conf);
+        exit(2);
+    }
+    crw_log_level = conf->log_level;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: a blocked select() returns at once */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    crw_stream_opts_t so = {conninfo, endpos, &stop_requested};
+    rc = crw_stream_run(conf, &so, err, sizeof err);
+    crw_config_destroy(conf);
+    if (rc < 0) {
+        crw_error("%s: %s", crw_err_str(rc), err);
+        exit(crw_err_exit_code(rc));
+    }
+    exit(0);
+}

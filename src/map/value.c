@@ -1,0 +1,663 @@
+/*
+ * value.c — PostgreSQL text output -> JSON value, per type class (design.md §4).
+ *
+ * This is the per-column hot path: every renderer appends straight into the
+ * caller's crw_buf_t, parses with byte loops, and allocates nothing per
+ * value.  The only extra memory is one per-thread scratch buffer used to
+ * unescape quoted array elements; it grows to the largest such element and
+ * is then reused (crw_value_thread_cleanup releases it).
+ *
+ * Renderings chosen where the contract leaves room:
+ *  - BC years become ISO-8601 astronomical years: 1 BC -> "0000",
+ *    44 BC -> "-0043"; at least four digits, a sign only when negative.
+ *  - AD years above 9999 stay as PostgreSQL prints them ("12345-01-01"),
+ *    with no '+' of the ISO expanded form: the sign is then only ever '-'.
+ *  - float NaN/Infinity/-Infinity become the JSON strings "NaN",
+ *    "Infinity", "-Infinity"; everything else is the number as printed.
+ *  - bytea is accepted in both the hex ("\x0aff") and the escape form
+ *    ("\012\377\\" with printable bytes verbatim); both give base64.
+ *  - timetz offsets become +HH:MM; a seconds part (historic LMT zones,
+ *    "+05:53:28") is kept as +HH:MM:SS rather than silently rounded.
+ */
+#include "map/value.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* PostgreSQL's MAXDIM is 6; a little slack, and recursion stays bounded. */
+#define MAX_ARRAY_DEPTH 16
+
+static _Thread_local crw_buf_t scratch = CRW_BUF_INIT;
+
+void crw_value_thread_cleanup(void) { crw_buf_free(&scratch); }
+
+void crw_value_render_text(crw_buf_t *out, const char *text, size_t len) { crw_buf_put_json_str(out, text, len); }
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* array_in's notion of whitespace (scanner_isspace). */
+static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+static bool eq(const char *s, size_t n, const char *lit) {
+    size_t l = strlen(lit);
+    return n == l && memcmp(s, lit, l) == 0;
+}
+
+/* Case-insensitive match of s[0..n) against an upper-case ASCII literal. */
+static bool eq_upper(const char *s, size_t n, const char *lit) {
+    size_t l = strlen(lit);
+    if (n != l)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c >= 'a' && c <= 'z')
+            c = (char)(c - 'a' + 'A');
+        if (c != lit[i])
+            return false;
+    }
+    return true;
+}
+
+/* ---- numbers ---------------------------------------------------------- */
+
+/* Integers: -?(0|[1-9][0-9]*), which is also the JSON integer grammar. */
+static int render_int(crw_buf_t *out, const char *s, size_t n) {
+    size_t i = (n > 0 && s[0] == '-') ? 1 : 0;
+    if (i == n || (s[i] == '0' && n - i > 1))
+        return -1;
+    for (; i < n; i++)
+        if (!is_digit(s[i]))
+            return -1;
+    crw_buf_put(out, s, n);
+    return 0;
+}
+
+/* True when s[0..n) matches the JSON number grammar (RFC 8259 §6). */
+static bool is_json_number(const char *s, size_t n) {
+    size_t i = 0;
+    if (i < n && s[i] == '-')
+        i++;
+    if (i == n || !is_digit(s[i]))
+        return false;
+    if (s[i] == '0')
+        i++;
+    else
+        while (i < n && is_digit(s[i]))
+            i++;
+    if (i < n && s[i] == '.') {
+        i++;
+        if (i == n || !is_digit(s[i]))
+            return false;
+        while (i < n && is_digit(s[i]))
+            i++;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        if (i == n || !is_digit(s[i]))
+            return false;
+        while (i < n && is_digit(s[i]))
+            i++;
+    }
+    return i == n;
+}
+
+/* float4/float8: the shortest-exact text PostgreSQL prints is already a JSON
+ * number ("1e+30", "-0", "1e-310"); only the specials need quoting. */
+static int render_float(crw_buf_t *out, const char *s, size_t n) {
+    if (is_json_number(s, n)) {
+        crw_buf_put(out, s, n);
+        return 0;
+    }
+    if (eq(s, n, "NaN") || eq(s, n, "Infinity") || eq(s, n, "-Infinity")) {
+        crw_buf_put_json_str(out, s, n);
+        return 0;
+    }
+    return -1;
+}
+
+/* numeric: a string so no consumer rounds it through a double; the scale
+ * ("1.50") is part of the value and kept. */
+static int render_numeric(crw_buf_t *out, const char *s, size_t n) {
+    if (is_json_number(s, n) || eq(s, n, "NaN") || eq(s, n, "Infinity") || eq(s, n, "-Infinity")) {
+        crw_buf_put_json_str(out, s, n);
+        return 0;
+    }
+    return -1;
+}
+
+static int render_bool(crw_buf_t *out, const char *s, size_t n) {
+    if (n == 1 && s[0] == 't')
+        crw_buf_put(out, "true", 4);
+    else if (n == 1 && s[0] == 'f')
+        crw_buf_put(out, "false", 5);
+    else
+        return -1;
+    return 0;
+}
+
+/* ---- json / jsonb ----------------------------------------------------- */
+
+/* json keeps its input text verbatim, newlines included; the event must be
+ * one line, so whitespace outside strings goes.  PostgreSQL validated the
+ * text on input; the checks here only keep a damaged value from breaking
+ * the surrounding document. */
+static int render_json(crw_buf_t *out, const char *s, size_t n) {
+    crw_buf_grow(out, n);
+    char *o = out->data + out->len, *start = o;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if ((unsigned char)c < 0x20)
+                return -1;
+            *o++ = c;
+            if (c == '\\') {
+                if (++i == n)
+                    return -1;
+                *o++ = s[i];
+            } else if (c == '"')
+                in_str = false;
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            continue;
+        } else {
+            if (c == '"')
+                in_str = true;
+            *o++ = c;
+        }
+    }
+    if (in_str || o == start)
+        return -1;
+    out->len = (size_t)(o - out->data);
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+/* ---- bytea ------------------------------------------------------------ */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Emits the base64 of 1..3 bytes (n of them) at o; returns the advanced o. */
+static char *b64_quad(char *o, const unsigned char *b, int n) {
+    uint32_t v = (uint32_t)b[0] << 16 | (n > 1 ? (uint32_t)b[1] << 8 : 0) | (n > 2 ? b[2] : 0);
+    *o++ = b64[v >> 18 & 63];
+    *o++ = b64[v >> 12 & 63];
+    *o++ = n > 1 ? b64[v >> 6 & 63] : '=';
+    *o++ = n > 2 ? b64[v & 63] : '=';
+    return o;
+}
+
+/*
+ * Decodes bytea text (hex "\x..." or escape form) and base64-encodes it
+ * on the fly, three bytes at a time, straight into out.
+ */
+static int render_bytea(crw_buf_t *out, const char *s, size_t n) {
+    bool hex = n >= 2 && s[0] == '\\' && s[1] == 'x';
+    if (hex && (n & 1))
+        return -1;
+    /* Decoded size is at most n bytes (escape) or (n-2)/2 (hex). */
+    size_t maxbytes = hex ? (n - 2) / 2 : n;
+    crw_buf_grow(out, (maxbytes + 2) / 3 * 4 + 2);
+    char *o = out->data + out->len;
+    *o++ = '"';
+    unsigned char grp[3];
+    int g = 0;
+    size_t i = hex ? 2 : 0;
+    while (i < n) {
+        int byte;
+        if (hex) {
+            int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            byte = hi << 4 | lo;
+            i += 2;
+        } else if (s[i] != '\\') {
+            byte = (unsigned char)s[i++];
+        } else if (i + 1 < n && s[i + 1] == '\\') {
+            byte = '\\';
+            i += 2;
+        } else if (i + 3 < n && s[i + 1] >= '0' && s[i + 1] <= '3' && s[i + 2] >= '0' && s[i + 2] <= '7' &&
+                   s[i + 3] >= '0' && s[i + 3] <= '7') {
+            byte = (s[i + 1] - '0') << 6 | (s[i + 2] - '0') << 3 | (s[i + 3] - '0');
+            i += 4;
+        } else {
+            return -1;
+        }
+        grp[g++] = (unsigned char)byte;
+        if (g == 3) {
+            o = b64_quad(o, grp, 3);
+            g = 0;
+        }
+    }
+    if (g)
+        o = b64_quad(o, grp, g);
+    *o++ = '"';
+    out->len = (size_t)(o - out->data);
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+/* ---- dates and times -------------------------------------------------- */
+
+/* Parses exactly k digits at s[*i]; returns the value or -1. */
+static int64_t digits(const char *s, size_t n, size_t *i, size_t k) {
+    if (*i + k > n)
+        return -1;
+    int64_t v = 0;
+    for (size_t j = 0; j < k; j++) {
+        char c = s[*i + j];
+        if (!is_digit(c))
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    *i += k;
+    return v;
+}
+
+static bool expect(const char *s, size_t n, size_t *i, char c) {
+    if (*i < n && s[*i] == c) {
+        (*i)++;
+        return true;
+    }
+    return false;
+}
+
+/* A broken-down date/time as PostgreSQL's ISO DateStyle prints it. */
+typedef struct tm_parts {
+    int64_t year; /* astronomical: 1 BC is 0, 2 BC is -1 */
+    int mon, day;
+    int hour, min, sec;
+    const char *frac; /* ".123456" or NULL, copied verbatim */
+    size_t frac_len;
+    int offset; /* seconds east of UTC */
+    const char *off_text;
+    size_t off_len;
+    bool has_off_min, has_off_sec;
+} tm_parts_t;
+
+/* YYYY-MM-DD with a year of four or more digits. */
+static bool parse_date(const char *s, size_t n, size_t *i, tm_parts_t *t) {
+    size_t k = *i;
+    int64_t y = 0;
+    while (k < n && is_digit(s[k]) && k - *i < 9)
+        y = y * 10 + (s[k++] - '0');
+    if (k - *i < 4)
+        return false;
+    *i = k;
+    t->year = y;
+    int64_t m, d;
+    if (!expect(s, n, i, '-') || (m = digits(s, n, i, 2)) < 1 || m > 12 || !expect(s, n, i, '-') ||
+        (d = digits(s, n, i, 2)) < 1 || d > 31)
+        return false;
+    t->mon = (int)m;
+    t->day = (int)d;
+    return true;
+}
+
+/* HH:MM:SS[.f+]; hour 24 is valid for the time type ("24:00:00"). */
+static bool parse_time(const char *s, size_t n, size_t *i, tm_parts_t *t) {
+    int64_t h, m, sec;
+    if ((h = digits(s, n, i, 2)) < 0 || h > 24 || !expect(s, n, i, ':') || (m = digits(s, n, i, 2)) < 0 || m > 59 ||
+        !expect(s, n, i, ':') || (sec = digits(s, n, i, 2)) < 0 || sec > 60)
+        return false;
+    t->hour = (int)h;
+    t->min = (int)m;
+    t->sec = (int)sec;
+    t->frac = NULL;
+    t->frac_len = 0;
+    if (*i < n && s[*i] == '.') {
+        size_t st = (*i)++;
+        while (*i < n && is_digit(s[*i]))
+            (*i)++;
+        if (*i - st < 2)
+            return false;
+        t->frac = s + st;
+        t->frac_len = *i - st;
+    }
+    return true;
+}
+
+/* ±HH[:MM[:SS]] as EncodeTimezone prints it (zero trailing parts omitted). */
+static bool parse_offset(const char *s, size_t n, size_t *i, tm_parts_t *t) {
+    if (*i >= n || (s[*i] != '+' && s[*i] != '-'))
+        return false;
+    size_t st = *i;
+    int sign = s[(*i)++] == '-' ? -1 : 1;
+    int64_t h = digits(s, n, i, 2), m = 0, sec = 0;
+    if (h < 0)
+        return false;
+    t->has_off_min = t->has_off_sec = false;
+    if (*i < n && s[*i] == ':') {
+        (*i)++;
+        if ((m = digits(s, n, i, 2)) < 0 || m > 59)
+            return false;
+        t->has_off_min = true;
+        if (*i < n && s[*i] == ':') {
+            (*i)++;
+            if ((sec = digits(s, n, i, 2)) < 0 || sec > 59)
+                return false;
+            t->has_off_sec = true;
+        }
+    }
+    t->offset = sign * (int)(h * 3600 + m * 60 + sec);
+    t->off_text = s + st;
+    t->off_len = *i - st;
+    return true;
+}
+
+/* Optional " BC" suffix, then end of input; converts the year to astronomical. */
+static bool parse_era_end(const char *s, size_t n, size_t *i, tm_parts_t *t) {
+    if (*i + 3 == n && memcmp(s + *i, " BC", 3) == 0) {
+        if (t->year < 1)
+            return false;
+        t->year = 1 - t->year;
+        *i = n;
+    }
+    return *i == n;
+}
+
+static void put_2d(char *o, int v) {
+    o[0] = (char)('0' + v / 10);
+    o[1] = (char)('0' + v % 10);
+}
+
+/* Astronomical year, at least four digits, '-' only when negative. */
+static void put_year(crw_buf_t *out, int64_t y) {
+    if (y < 0) {
+        crw_buf_putc(out, '-');
+        y = -y;
+    }
+    for (int64_t p = 1000; p > 1 && y < p; p /= 10)
+        crw_buf_putc(out, '0');
+    crw_buf_put_u64(out, (uint64_t)y);
+}
+
+static void put_date(crw_buf_t *out, const tm_parts_t *t) {
+    char b[6] = {'-', 0, 0, '-', 0, 0};
+    put_year(out, t->year);
+    put_2d(b + 1, t->mon);
+    put_2d(b + 4, t->day);
+    crw_buf_put(out, b, sizeof b);
+}
+
+static void put_hms(crw_buf_t *out, const tm_parts_t *t) {
+    char b[8] = {0, 0, ':', 0, 0, ':', 0, 0};
+    put_2d(b, t->hour);
+    put_2d(b + 3, t->min);
+    put_2d(b + 6, t->sec);
+    crw_buf_put(out, b, sizeof b);
+    if (t->frac)
+        crw_buf_put(out, t->frac, t->frac_len);
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* "infinity" / "-infinity" pass through as strings for every date-time class. */
+static bool render_infinity(crw_buf_t *out, const char *s, size_t n) {
+    if (eq(s, n, "infinity") || eq(s, n, "-infinity")) {
+        crw_buf_put_json_str(out, s, n);
+        return true;
+    }
+    return false;
+}
+
+static int render_date(crw_buf_t *out, const char *s, size_t n) {
+    if (render_infinity(out, s, n))
+        return 0;
+    tm_parts_t t = {0};
+    size_t i = 0;
+    if (!parse_date(s, n, &i, &t) || !parse_era_end(s, n, &i, &t))
+        return -1;
+    crw_buf_putc(out, '"');
+    put_date(out, &t);
+    crw_buf_putc(out, '"');
+    return 0;
+}
+
+static int render_timestamp(crw_buf_t *out, const char *s, size_t n, bool tz) {
+    if (render_infinity(out, s, n))
+        return 0;
+    tm_parts_t t = {0};
+    size_t i = 0;
+    if (!parse_date(s, n, &i, &t) || !expect(s, n, &i, ' ') || !parse_time(s, n, &i, &t) || t.hour > 23 ||
+        (tz && !parse_offset(s, n, &i, &t)) || !parse_era_end(s, n, &i, &t))
+        return -1;
+    if (tz && t.offset != 0) {
+        /* local = UTC + offset.  Offsets are whole seconds, so the fraction
+         * is untouched and only the calendar fields move. */
+        int64_t days = days_from_civil(t.year, t.mon, t.day);
+        int64_t secs = (int64_t)t.hour * 3600 + t.min * 60 + t.sec - t.offset;
+        while (secs < 0) {
+            secs += 86400;
+            days--;
+        }
+        while (secs >= 86400) {
+            secs -= 86400;
+            days++;
+        }
+        civil_from_days(days, &t.year, &t.mon, &t.day);
+        t.hour = (int)(secs / 3600);
+        t.min = (int)(secs / 60 % 60);
+        t.sec = (int)(secs % 60);
+    }
+    crw_buf_putc(out, '"');
+    put_date(out, &t);
+    crw_buf_putc(out, 'T');
+    put_hms(out, &t);
+    if (tz)
+        crw_buf_putc(out, 'Z');
+    crw_buf_putc(out, '"');
+    return 0;
+}
+
+static int render_timetz(crw_buf_t *out, const char *s, size_t n) {
+    tm_parts_t t = {0};
+    size_t i = 0;
+    if (!parse_time(s, n, &i, &t) || !parse_offset(s, n, &i, &t) || i != n)
+        return -1;
+    crw_buf_putc(out, '"');
+    crw_buf_put(out, s, (size_t)(t.off_text - s) + 3); /* time and ±HH */
+    if (t.has_off_min)
+        crw_buf_put(out, t.off_text + 3, t.off_len - 3);
+    else
+        crw_buf_put(out, ":00", 3);
+    crw_buf_putc(out, '"');
+    return 0;
+}
+
+/* ---- arrays ----------------------------------------------------------- */
+
+static int render_scalar(crw_buf_t *out, crw_typeclass_t cls, const char *s, size_t n) {
+    switch (cls) {
+    case CRW_TC_INT: return render_int(out, s, n);
+    case CRW_TC_FLOAT: return render_float(out, s, n);
+    case CRW_TC_NUMERIC: return render_numeric(out, s, n);
+    case CRW_TC_BOOL: return render_bool(out, s, n);
+    case CRW_TC_JSON: return render_json(out, s, n);
+    case CRW_TC_JSONB: return render_json(out, s, n); /* jsonb_out adds ", " and ": " */
+    case CRW_TC_BYTEA: return render_bytea(out, s, n);
+    case CRW_TC_DATE: return render_date(out, s, n);
+    case CRW_TC_TIMESTAMP: return render_timestamp(out, s, n, false);
+    case CRW_TC_TIMESTAMPTZ: return render_timestamp(out, s, n, true);
+    case CRW_TC_TIMETZ: return render_timetz(out, s, n);
+    case CRW_TC_TIME:
+    case CRW_TC_INTERVAL:
+    case CRW_TC_UUID:
+    case CRW_TC_TEXT:
+    default: crw_buf_put_json_str(out, s, n); return 0;
+    }
+}
+
+/* Copies s[0..n) into the scratch buffer dropping each escaping backslash. */
+static void unescape(const char *s, size_t n) {
+    crw_buf_reset(&scratch);
+    crw_buf_grow(&scratch, n);
+    char *o = scratch.data;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n)
+            i++;
+        *o++ = s[i];
+    }
+    scratch.len = (size_t)(o - scratch.data);
+    scratch.data[scratch.len] = '\0';
+}
+
+/*
+ * One element at *pp (not a sub-array): quoted with backslash escapes, or
+ * bare.  A bare NULL (any case) is SQL NULL; array_out quotes the string.
+ */
+static int render_element(crw_buf_t *out, const crw_typeinfo_t *ti, const char **pp, const char *end) {
+    const char *p = *pp, *st;
+    size_t n;
+    bool escaped = false;
+    if (*p == '"') {
+        st = ++p;
+        while (p < end && *p != '"') {
+            if (*p == '\\') {
+                escaped = true;
+                if (++p == end)
+                    return -1;
+            }
+            p++;
+        }
+        if (p == end)
+            return -1;
+        n = (size_t)(p - st);
+        p++;
+    } else {
+        st = p;
+        while (p < end && *p != ti->delim && *p != '}' && *p != '{' && *p != '"') {
+            if (*p == '\\') {
+                escaped = true;
+                if (++p == end)
+                    return -1;
+            }
+            p++;
+        }
+        const char *e = p;
+        while (e > st && is_space(e[-1]) && !(e - 1 > st && e[-2] == '\\'))
+            e--;
+        n = (size_t)(e - st);
+        if (n == 0)
+            return -1;
+        if (!escaped && eq_upper(st, n, "NULL")) {
+            crw_buf_put(out, "null", 4);
+            *pp = p;
+            return 0;
+        }
+    }
+    *pp = p;
+    if (!escaped)
+        return render_scalar(out, ti->cls, st, n);
+    unescape(st, n);
+    return render_scalar(out, ti->cls, scratch.data, scratch.len);
+}
+
+static void skip_space(const char **pp, const char *end) {
+    while (*pp < end && is_space(**pp))
+        (*pp)++;
+}
+
+/* One brace level {a,b,...} or {{...},{...}} -> [..]. */
+static int render_level(crw_buf_t *out, const crw_typeinfo_t *ti, const char **pp, const char *end, int depth) {
+    const char *p = *pp;
+    if (depth > MAX_ARRAY_DEPTH || p == end || *p != '{')
+        return -1;
+    p++;
+    crw_buf_putc(out, '[');
+    skip_space(&p, end);
+    if (p < end && *p == '}') {
+        crw_buf_putc(out, ']');
+        *pp = p + 1;
+        return 0;
+    }
+    int kind = 0; /* 1 scalars, 2 sub-arrays: PostgreSQL never mixes them */
+    for (;;) {
+        skip_space(&p, end);
+        if (p == end)
+            return -1;
+        int k = *p == '{' ? 2 : 1;
+        if (kind && k != kind)
+            return -1;
+        kind = k;
+        if ((k == 2 ? render_level(out, ti, &p, end, depth + 1) : render_element(out, ti, &p, end)) < 0)
+            return -1;
+        skip_space(&p, end);
+        if (p == end)
+            return -1;
+        if (*p == '}')
+            break;
+        if (*p != ti->delim)
+            return -1;
+        crw_buf_putc(out, ',');
+        p++;
+    }
+    crw_buf_putc(out, ']');
+    *pp = p + 1;
+    return 0;
+}
+
+/* array_out text: optional "[lo:hi]...=" decoration (non-default lower
+ * bounds; JSON arrays cannot carry them), then nested braces. */
+static int render_array(crw_buf_t *out, const crw_typeinfo_t *ti, const char *s, size_t n) {
+    const char *p = s, *end = s + n;
+    skip_space(&p, end);
+    if (p < end && *p == '[') {
+        while (p < end && *p != '=') {
+            if (!is_digit(*p) && *p != '[' && *p != ']' && *p != ':' && *p != '-')
+                return -1;
+            p++;
+        }
+        if (p == end)
+            return -1;
+        p++;
+        skip_space(&p, end);
+    }
+    if (render_level(out, ti, &p, end, 1) < 0)
+        return -1;
+    skip_space(&p, end);
+    return p == end ? 0 : -1;
+}
+
+int crw_value_render(crw_buf_t *out, const crw_typeinfo_t *ti, const char *text, size_t len) {
+    size_t mark = out->len;
+    int rc = ti->is_array ? render_array(out, ti, text, len) : render_scalar(out, ti->cls, text, len);
+    if (rc < 0) {
+        out->len = mark;
+        if (out->data)
+            out->data[mark] = '\0';
+    }
+    return rc;
+}

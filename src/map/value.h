@@ -1,0 +1,34 @@
+/*
+ * value.h — renders one column value, as PostgreSQL's text output sends it,
+ * into a JSON value (design.md §4).  The replication session is set to
+ * DateStyle=ISO, IntervalStyle=iso_8601, TimeZone=UTC, extra_float_digits=3,
+ * bytea_output=hex, so the input forms are fixed; the renderer still accepts
+ * the escape form of bytea and any UTC offset on timestamptz.
+ */
+#ifndef CRW_VALUE_H
+#define CRW_VALUE_H
+
+#include <stddef.h>
+
+#include "core/buf.h"
+#include "decode/types.h"
+
+/*
+ * Appends the JSON rendering of text[0..len) of type ti to out.
+ * @returns 0, or -1 when the text is malformed for its class; then nothing
+ *          usable was appended (out is restored to its previous length) and
+ *          the caller may fall back to crw_value_render_text.
+ */
+int crw_value_render(crw_buf_t *out, const crw_typeinfo_t *ti, const char *text, size_t len);
+
+/* Appends text[0..len) as a JSON string (the universal fallback). */
+void crw_value_render_text(crw_buf_t *out, const char *text, size_t len);
+
+/*
+ * Frees the calling thread's scratch buffer (used to unescape quoted array
+ * elements; it is kept between calls so the hot path does not allocate).
+ * Call before a rendering thread exits; rendering afterwards is still fine.
+ */
+void crw_value_thread_cleanup(void);
+
+#endif

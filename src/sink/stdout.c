@@ -1,0 +1,80 @@
+/*
+ * stdout.c — the stdout sink: one event JSON per line, nothing else.
+ *
+ * Events collect in a buffer written with write(2) when it passes 256 KiB
+ * and at every transaction end; the transaction counts as acknowledged only
+ * once every byte of it was written (a synchronous sink: it holds nothing
+ * in the pipeline, and the driver closes the transaction after commit()).
+ * A write error (EPIPE: the reader went away) fails the sink.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "sink/sink.h"
+
+#define FLUSH_AT (256 * 1024)
+
+typedef struct {
+    crw_sink_t base;
+    int fd;
+    crw_buf_t buf;
+} stdout_sink_t;
+
+static int flush_out(stdout_sink_t *s) {
+    size_t off = 0;
+    while (off < s->buf.len) {
+        ssize_t w = write(s->fd, s->buf.data + off, s->buf.len - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            crw_error("stdout: write failed: %s", strerror(errno));
+            return CRW_ERR_IO;
+        }
+        off += (size_t)w;
+    }
+    crw_buf_reset(&s->buf);
+    return 0;
+}
+
+static int stdout_emit(crw_sink_t *base, const crw_event_t *ev) {
+    stdout_sink_t *s = (stdout_sink_t *)base;
+    crw_buf_put(&s->buf, ev->value, ev->len);
+    crw_buf_putc(&s->buf, '\n');
+    return s->buf.len >= FLUSH_AT ? flush_out(s) : 0;
+}
+
+static int stdout_commit(crw_sink_t *base, uint64_t txn) {
+    (void)txn;
+    return flush_out((stdout_sink_t *)base);
+}
+
+static void stdout_destroy(crw_sink_t *base) {
+    stdout_sink_t *s = (stdout_sink_t *)base;
+    crw_buf_free(&s->buf);
+    free(s);
+}
+
+static const crw_sink_ops_t stdout_ops = {
+    .name = "stdout",
+    .emit = stdout_emit,
+    .commit = stdout_commit,
+    .poll = NULL,
+    .destroy = stdout_destroy,
+};
+
+crw_sink_t *crw_sink_stdout_new(crw_pipeline_t *p, int fd, char *errstr, size_t n) {
+    (void)errstr;
+    (void)n;
+    stdout_sink_t *s = crw_calloc(1, sizeof *s);
+    s->base.ops = &stdout_ops;
+    s->base.pipeline = p;
+    s->fd = fd;
+    crw_buf_grow(&s->buf, FLUSH_AT + 4096);
+    return &s->base;
+}

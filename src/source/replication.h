@@ -1,0 +1,82 @@
+/*
+ * replication.h — the logical replication source: libpq in replication
+ * mode, pgoutput, standby status updates (pg_recvlogical.c's loop).
+ *
+ * Two connections: a walsender (replication=database) carrying the stream,
+ * and a plain SQL session for prerequisites, publication and catalog look-ups
+ * (a walsender in COPY mode cannot answer queries).
+ *
+ * Messages reach the handler in commit order, whole transactions at a time:
+ * protocol-2 streamed transactions are spooled and replayed at their Stream
+ * Commit between a synthesized Begin and Commit, and vanish on abort.
+ * Thread-safety: one thread.
+ */
+#ifndef CRW_REPLICATION_H
+#define CRW_REPLICATION_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/conf.h"
+#include "core/pipeline.h"
+#include "decode/pgoutput.h"
+
+typedef struct crw_repl crw_repl_t;
+
+/* Returns 0, or a negative crw_err_t to stop the stream (CRW_ERR_STOPPED: stop cleanly). */
+typedef int (*crw_repl_msg_fn)(void *opaque, const crw_pgo_msg_t *m);
+
+/*
+ * Creates a source for conf reading through conninfo (libpq conninfo or
+ * URI; NULL or "" uses the PG* environment).  The pipeline supplies the
+ * flush position reported to the server.  endpos 0: none.
+ */
+crw_repl_t *crw_repl_new(const crw_config_t *conf, const char *conninfo, crw_pipeline_t *p, uint64_t endpos,
+                         crw_repl_msg_fn fn, void *opaque);
+void crw_repl_destroy(crw_repl_t *r);
+
+/*
+ * Connects both sessions, checks prerequisites, creates the publication and
+ * slot when missing and allowed, and starts replication from the slot.
+ * @returns 0; CRW_ERR_PREREQ or CRW_ERR_SLOT_LOST (exit 3); CRW_ERR_CONN or
+ *          CRW_ERR_SLOT_BUSY (retry later); with errstr.
+ */
+int crw_repl_start(crw_repl_t *r, char *errstr, size_t errstr_size);
+
+/*
+ * Reads and dispatches what has arrived, waiting up to timeout_ms for more;
+ * sends a status update when due or asked.  @returns 0, a negative crw_err_t
+ * from the handler, or CRW_ERR_CONN when the connection dropped.
+ */
+int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t errstr_size);
+
+/* Sends a standby status update now with the pipeline's confirmed LSN. */
+int crw_repl_send_status(crw_repl_t *r, bool reply_requested);
+
+/*
+ * Ends the stream cleanly: a last status update, CopyDone, and waiting (at
+ * most timeout_ms) until the server ends the stream, which proves it took
+ * the flush position.  Closes both sessions.
+ */
+int crw_repl_finish(crw_repl_t *r, int timeout_ms);
+
+/* True once every change up to endpos was received (the handler saw them all). */
+bool crw_repl_at_endpos(const crw_repl_t *r);
+
+/* A Begin was dispatched without its Commit. */
+bool crw_repl_in_txn(const crw_repl_t *r);
+
+/* Closes both sessions and drops spooled transactions (the server resends them). */
+void crw_repl_close(crw_repl_t *r);
+
+/* The SQL session (for catalog look-ups by the mapper); NULL when closed. */
+PGconn *crw_repl_sql(crw_repl_t *r);
+
+/* The database name IDENTIFY_SYSTEM reported. */
+const char *crw_repl_dbname(const crw_repl_t *r);
+
+/* Parses "X/Y" into *lsn; returns 0 or -1. */
+int crw_lsn_parse(const char *s, uint64_t *lsn);
+
+#endif
