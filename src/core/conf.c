@@ -61,6 +61,14 @@ static const keydef_t keys[] = {
      "cap of the reconnect backoff"},
     {"spool.dir", T_STR, OFF(spool_dir), "", NULL, 0, 0, "where streamed in-progress transactions wait ($TMPDIR)"},
     {"log.level", T_LOGLEVEL, OFF(log_level), "info", NULL, 0, 0, "error, warn, info or debug"},
+    {"deadletter.file", T_STR, OFF(deadletter_file), "crwatch-deadletter.jsonl", NULL, 0, 0,
+     "JSON lines of changes that could not be mapped or delivered"},
+
+    /* --- Kafka sink --- */
+
+    /* --- local handlers: exec, plugin, embedding --- */
+
+    /* --- mapper --- */
 };
 
 #define ROFF(f) offsetof(crw_resource_conf_t, f)

@@ -68,6 +68,13 @@ typedef struct crw_config {
     int reconnect_max_ms;     /* cap of the reconnect backoff */
     char *spool_dir;          /* streamed in-progress transactions; default $TMPDIR or /tmp */
     int log_level;
+    char *deadletter_file;    /* changes that cannot be mapped or delivered */
+
+    /* --- Kafka sink (sink/kafka.c) --- */
+
+    /* --- local handlers: exec, plugin, embedding (sink/exec.c, sink/plugin.c) --- */
+
+    /* --- mapper (map/) --- */
 } crw_config_t;
 
 /* Creates a config holding every default. */

@@ -20,6 +20,7 @@
 #include <inttypes.h>
 
 #include "core/buf.h"
+#include "core/deadletter.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/pipeline.h"
@@ -34,6 +35,10 @@ typedef struct {
     crw_repl_t *repl;
     crw_pipeline_t *pipeline;
     crw_sinks_t sinks;
+    crw_sink_env_t env;
+    crw_deadletter_t *deadletter;
+    uint64_t skip_lsn;      /* changes committed at or below it are in the sinks already */
+    bool skipping;          /* the open transaction is at or below skip_lsn */
     crw_relcache_t *rels;
     crw_typecache_t *types;
     crw_txn_ctx_t tx;
@@ -165,10 +170,37 @@ static crw_relation_t *relation_for(stream_t *st, uint32_t relid, int *rc) {
     return *rc < 0 ? NULL : rel;
 }
 
-static int emit(stream_t *st, const crw_relation_t *rel) {
-    crw_event_t ev = {st->seq, st->key.data ? st->key.data : "", st->key.len, st->out.data, st->out.len, rel};
+static int emit(stream_t *st, const crw_relation_t *rel, const char *type) {
+    crw_event_t ev = {.txn = st->seq,
+                      .commit_lsn = st->tx.commit_lsn,
+                      .ordinal = st->tx.ordinal,
+                      .type = type,
+                      .key = st->key.data ? st->key.data : "",
+                      .keylen = st->key.len,
+                      .value = st->out.data,
+                      .len = st->out.len,
+                      .rel = rel};
     st->events++;
     return crw_sinks_emit(&st->sinks, &ev);
+}
+
+/* A change that cannot be mapped: its raw row goes to the dead-letter file. */
+static int dead_letter(stream_t *st, const crw_relation_t *rel, const crw_pgo_msg_t *m, const char *why) {
+    st->unmapped++;
+    crw_event_encode_raw(&st->out, rel, m);
+    crw_deadletter_rec_t rec = {why, rel->source, st->tx.lsn_str, st->tx.xid, st->tx.ordinal, st->out.data,
+                                st->out.len};
+    crw_warn("cannot map a change of %s.%s at %s/%u (%s): dead-lettered", rel->nspname, rel->relname,
+             st->tx.lsn_str, st->tx.ordinal, why);
+    int rc = crw_deadletter_write(st->deadletter, &rec);
+    if (rc < 0)
+        snprintf(st->err, sizeof st->err, "cannot write the dead-letter file %s", st->conf->deadletter_file);
+    return rc;
+}
+
+static void keepalive(void *opaque) {
+    stream_t *st = opaque;
+    crw_repl_keepalive(st->repl);
 }
 
 static int on_message(void *opaque, const crw_pgo_msg_t *m) {
@@ -179,12 +211,13 @@ static int on_message(void *opaque, const crw_pgo_msg_t *m) {
     case CRW_PGO_BEGIN:
         st->seq = crw_pipeline_begin(st->pipeline);
         st->txn_open = true;
+        st->skipping = m->u.begin.final_lsn <= st->skip_lsn;
         crw_event_txn_init(&st->tx, m->u.begin.final_lsn, m->u.begin.xid, m->u.begin.commit_time);
         return 0;
     case CRW_PGO_COMMIT:
         if (!st->txn_open)
             return 0;
-        if ((rc = crw_sinks_commit(&st->sinks, st->seq)) < 0) {
+        if (!st->skipping && (rc = crw_sinks_commit(&st->sinks, st->seq)) < 0) {
             snprintf(st->err, sizeof st->err, "a sink failed to commit a transaction");
             return rc;
         }
@@ -208,27 +241,23 @@ static int on_message(void *opaque, const crw_pgo_msg_t *m) {
         st->tx.ordinal++;
         if (!(rel = relation_for(st, relid, &rc)))
             return rc;
-        if (!rel->watched)
+        if (!rel->watched || st->skipping)
             return 0;
         char why[512];
-        if (crw_event_encode_change(&st->out, &st->key, rel, m, &st->tx, why, sizeof why) < 0) {
-            st->unmapped++;
-            crw_error("cannot map a change of %s.%s at %s (%s); it is skipped", rel->nspname, rel->relname,
-                      st->tx.lsn_str, why);
-            return 0;
-        }
-        return emit(st, rel);
+        if (crw_event_encode_change(&st->out, &st->key, rel, m, &st->tx, why, sizeof why) < 0)
+            return dead_letter(st, rel, m, why);
+        return emit(st, rel, m->type == CRW_PGO_INSERT ? "ADDED" : m->type == CRW_PGO_UPDATE ? "MODIFIED" : "DELETED");
     }
     case CRW_PGO_TRUNCATE:
         for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
             st->tx.ordinal++;
             if (!(rel = relation_for(st, m->u.truncate.relids[i], &rc)))
                 return rc;
-            if (!rel->watched)
+            if (!rel->watched || st->skipping)
                 continue;
             crw_event_encode_truncate(&st->out, rel, &st->tx);
             crw_buf_reset(&st->key);
-            if ((rc = emit(st, rel)) < 0)
+            if ((rc = emit(st, rel, "TRUNCATED")) < 0)
                 return rc;
         }
         return 0;
@@ -267,10 +296,12 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.pipeline = crw_pipeline_new(0);
     st.rels = crw_relcache_new();
     st.types = crw_typecache_new(lookup_type, &st);
-    int rc = crw_sinks_open(&st.sinks, conf, st.pipeline, errstr, n);
+    st.deadletter = crw_deadletter_new(conf->deadletter_file);
+    st.env = (crw_sink_env_t){conf, st.pipeline, st.deadletter, keepalive, &st};
+    st.repl = crw_repl_new(conf, opts->conninfo, st.pipeline, opts->endpos, on_message, &st);
+    int rc = crw_sinks_open(&st.sinks, &st.env, errstr, n);
     if (rc < 0)
         goto out;
-    st.repl = crw_repl_new(conf, opts->conninfo, st.pipeline, opts->endpos, on_message, &st);
 
     int backoff = 100;
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
@@ -288,6 +319,10 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
         }
         st.commits = 0;
         int64_t started = mono_ms();
+        if ((rc = crw_sinks_resume_lsn(&st.sinks, &st.skip_lsn)) < 0) {
+            snprintf(st.err, sizeof st.err, "a sink could not report what it already holds");
+            break;
+        }
         while (!(opts->stop && *opts->stop)) {
             rc = crw_repl_poll(st.repl, 200, st.err, sizeof st.err);
             if (rc < 0)
@@ -316,7 +351,10 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             continue;
         }
         if (rc == 0 || rc == CRW_ERR_STOPPED) {
-            /* Stopped or at endpos: the server takes the final confirmed position. */
+            /* Stopped or at endpos: let in-flight deliveries land, then the
+             * server takes the final confirmed position. */
+            if (crw_sinks_drain(&st.sinks, 10000) < 0)
+                crw_warn("not every sink drained; unacknowledged changes will be sent again");
             if (crw_repl_finish(st.repl, 5000) < 0)
                 crw_warn("the final confirmed position may not have reached the server");
             rc = 0;
@@ -327,10 +365,11 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
         snprintf(errstr, n, "%s", st.err);
     uint64_t c = crw_pipeline_confirmed(st.pipeline);
     crw_info("stopped: %" PRIu64 " events, confirmed %X/%X%s", st.events, (unsigned)(c >> 32), (unsigned)c,
-             st.unmapped ? ", some changes could not be mapped" : "");
-    crw_repl_destroy(st.repl);
+             st.unmapped ? ", some changes were dead-lettered" : "");
 out:
     crw_sinks_close(&st.sinks);
+    crw_repl_destroy(st.repl);
+    crw_deadletter_destroy(st.deadletter);
     crw_typecache_destroy(st.types);
     crw_relcache_destroy(st.rels);
     crw_pipeline_destroy(st.pipeline);

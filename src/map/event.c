@@ -251,6 +251,54 @@ int crw_event_encode_change(crw_buf_t *out, crw_buf_t *key, const crw_relation_t
     return 0;
 }
 
+static void put_raw_tuple(crw_buf_t *out, const crw_relation_t *rel, const crw_pgo_tuple_t *t) {
+    crw_buf_putc(out, '{');
+    for (int i = 0; i < t->ncols && i < rel->natts; i++) {
+        if (i)
+            crw_buf_putc(out, ',');
+        crw_buf_put(out, rel->atts[i].json_name, rel->atts[i].json_name_len);
+        const crw_pgo_col_t *c = &t->cols[i];
+        if (c->kind == CRW_PGO_COL_TEXT || c->kind == CRW_PGO_COL_BINARY)
+            crw_buf_put_json_str(out, c->data, c->len);
+        else if (c->kind == CRW_PGO_COL_UNCHANGED)
+            crw_buf_puts(out, "{\"unchanged\":true}");
+        else
+            crw_buf_puts(out, "null");
+    }
+    crw_buf_putc(out, '}');
+}
+
+void crw_event_encode_raw(crw_buf_t *out, const crw_relation_t *rel, const crw_pgo_msg_t *m) {
+    crw_buf_reset(out);
+    crw_buf_puts(out, "{\"schema\":");
+    crw_buf_put_json_str(out, rel->nspname, strlen(rel->nspname));
+    crw_buf_puts(out, ",\"table\":");
+    crw_buf_put_json_str(out, rel->relname, strlen(rel->relname));
+    const crw_pgo_tuple_t *newt = NULL, *oldt = NULL;
+    const char *op = "?";
+    if (m->type == CRW_PGO_INSERT) {
+        op = "INSERT";
+        newt = &m->u.insert.newtup;
+    } else if (m->type == CRW_PGO_UPDATE) {
+        op = "UPDATE";
+        newt = &m->u.update.newtup;
+        oldt = m->u.update.oldkind ? &m->u.update.oldtup : NULL;
+    } else if (m->type == CRW_PGO_DELETE) {
+        op = "DELETE";
+        oldt = m->u.del.oldkind ? &m->u.del.oldtup : NULL;
+    }
+    crw_buf_printf(out, ",\"op\":\"%s\"", op);
+    if (newt) {
+        crw_buf_puts(out, ",\"new\":");
+        put_raw_tuple(out, rel, newt);
+    }
+    if (oldt) {
+        crw_buf_puts(out, ",\"old\":");
+        put_raw_tuple(out, rel, oldt);
+    }
+    crw_buf_putc(out, '}');
+}
+
 void crw_event_encode_truncate(crw_buf_t *out, const crw_relation_t *rel, const crw_txn_ctx_t *tx) {
     crw_buf_reset(out);
     put_header(out, rel, tx, VERB_TRUNCATED);

@@ -51,6 +51,13 @@ void crw_event_prepare_relation(crw_relation_t *rel);
 int crw_event_encode_change(crw_buf_t *out, crw_buf_t *key, const crw_relation_t *rel, const crw_pgo_msg_t *m,
                             const crw_txn_ctx_t *tx, char *errstr, size_t errstr_size);
 
+/*
+ * Encodes the raw change for the dead-letter record: {"schema","table","op",
+ * "new":{col:text|null},"old":{...}} with every value as its text form, so
+ * nothing a mapping rule could misread is lost.
+ */
+void crw_event_encode_raw(crw_buf_t *out, const crw_relation_t *rel, const crw_pgo_msg_t *m);
+
 /* Encodes a TRUNCATED event for rel (no key, no object). */
 void crw_event_encode_truncate(crw_buf_t *out, const crw_relation_t *rel, const crw_txn_ctx_t *tx);
 

@@ -8,10 +8,10 @@
 
 #include "core/err.h"
 
-int crw_sinks_open(crw_sinks_t *ss, const crw_config_t *conf, crw_pipeline_t *p, char *errstr, size_t n) {
+int crw_sinks_open(crw_sinks_t *ss, const crw_sink_env_t *env, char *errstr, size_t n) {
     ss->n = 0;
-    if (conf->sinks & CRW_SINK_STDOUT) {
-        crw_sink_t *s = crw_sink_stdout_new(p, STDOUT_FILENO, errstr, n);
+    if (env->conf->sinks & CRW_SINK_STDOUT) {
+        crw_sink_t *s = crw_sink_stdout_new(env, STDOUT_FILENO, errstr, n);
         if (!s)
             return CRW_ERR_SINK;
         ss->v[ss->n++] = s;
@@ -47,6 +47,31 @@ int crw_sinks_poll(crw_sinks_t *ss, int timeout_ms) {
             int rc = ss->v[i]->ops->poll(ss->v[i], timeout_ms);
             if (rc < 0)
                 return rc;
+        }
+    return 0;
+}
+
+int crw_sinks_drain(crw_sinks_t *ss, int timeout_ms) {
+    int rc = 0;
+    for (int i = 0; i < ss->n; i++)
+        if (ss->v[i]->ops->drain) {
+            int r = ss->v[i]->ops->drain(ss->v[i], timeout_ms);
+            if (r < 0)
+                rc = r;
+        }
+    return rc;
+}
+
+int crw_sinks_resume_lsn(crw_sinks_t *ss, uint64_t *lsn) {
+    *lsn = 0;
+    for (int i = 0; i < ss->n; i++)
+        if (ss->v[i]->ops->resume_lsn) {
+            uint64_t l = 0;
+            int rc = ss->v[i]->ops->resume_lsn(ss->v[i], &l);
+            if (rc < 0)
+                return rc;
+            if (l > *lsn)
+                *lsn = l;
         }
     return 0;
 }

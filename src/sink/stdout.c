@@ -68,12 +68,12 @@ static const crw_sink_ops_t stdout_ops = {
     .destroy = stdout_destroy,
 };
 
-crw_sink_t *crw_sink_stdout_new(crw_pipeline_t *p, int fd, char *errstr, size_t n) {
+crw_sink_t *crw_sink_stdout_new(const crw_sink_env_t *env, int fd, char *errstr, size_t n) {
     (void)errstr;
     (void)n;
     stdout_sink_t *s = crw_calloc(1, sizeof *s);
     s->base.ops = &stdout_ops;
-    s->base.pipeline = p;
+    s->base.env = env;
     s->fd = fd;
     crw_buf_grow(&s->buf, FLUSH_AT + 4096);
     return &s->base;

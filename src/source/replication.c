@@ -541,6 +541,11 @@ static int handle_message(crw_repl_t *r, const char *buf, size_t len, char *errs
     return dispatch(r, &m);
 }
 
+void crw_repl_keepalive(crw_repl_t *r) {
+    if (r->conn && now_mono_us() - r->last_status_us >= (int64_t)r->conf->status_interval_ms * 1000)
+        crw_repl_send_status(r, false);
+}
+
 int crw_repl_finish(crw_repl_t *r, int timeout_ms) {
     if (!r->conn)
         return CRW_ERR_CONN;

@@ -61,6 +61,9 @@ int crw_repl_send_status(crw_repl_t *r, bool reply_requested);
  */
 int crw_repl_finish(crw_repl_t *r, int timeout_ms);
 
+/* Sends a status update if one is due (for sinks blocked by backpressure). */
+void crw_repl_keepalive(crw_repl_t *r);
+
 /* True once every change up to endpos was received (the handler saw them all). */
 bool crw_repl_at_endpos(const crw_repl_t *r);
 
