@@ -302,6 +302,14 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     int rc = crw_sinks_open(&st.sinks, &st.env, errstr, n);
     if (rc < 0)
         goto out;
+    if (opts->extra_sink_new) {
+        crw_sink_t *x = opts->extra_sink_new(&st.env, opts->extra_sink_arg, errstr, n);
+        if (!x) {
+            rc = CRW_ERR_SINK;
+            goto out;
+        }
+        st.sinks.v[st.sinks.n++] = x;
+    }
 
     int backoff = 100;
     srand((unsigned)time(NULL) ^ (unsigned)getpid());

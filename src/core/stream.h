@@ -9,11 +9,15 @@
 #include <stdint.h>
 
 #include "core/conf.h"
+#include "sink/sink.h"
 
 typedef struct crw_stream_opts {
     const char *conninfo;        /* NULL: PG* environment */
     uint64_t endpos;             /* 0: run until stopped */
     volatile sig_atomic_t *stop; /* set by a signal handler: drain, confirm, return */
+    /* An extra sink beside the configured ones (the embedding API's callbacks); may be NULL. */
+    crw_sink_t *(*extra_sink_new)(const crw_sink_env_t *env, void *arg, char *errstr, size_t errstr_size);
+    void *extra_sink_arg;
 } crw_stream_opts_t;
 
 /*

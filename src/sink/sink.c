@@ -16,6 +16,10 @@ int crw_sinks_open(crw_sinks_t *ss, const crw_sink_env_t *env, char *errstr, siz
             return CRW_ERR_SINK;
         ss->v[ss->n++] = s;
     }
+    /* --- kafka --- */
+
+    /* --- exec, plugin --- */
+
     if (ss->n == 0) {
         snprintf(errstr, n, "sink: no usable sink configured");
         return CRW_ERR_CONFIG;

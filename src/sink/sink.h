@@ -78,7 +78,7 @@ struct crw_sink {
 crw_sink_t *crw_sink_stdout_new(const crw_sink_env_t *env, int fd, char *errstr, size_t errstr_size);
 
 typedef struct crw_sinks {
-    crw_sink_t *v[4];
+    crw_sink_t *v[5]; /* stdout, kafka, exec, plugin, and one embedded */
     int n;
 } crw_sinks_t;
 
