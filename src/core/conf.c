@@ -397,8 +397,10 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
     const char *missing = NULL;
     if (c->source == CRW_SOURCE_POLL)
         missing = "source=poll";
-    else if (c->sinks & ~(unsigned)CRW_SINK_STDOUT)
-        missing = "sink=kafka/exec/plugin";
+    else if (c->sinks & CRW_SINK_KAFKA)
+        missing = "sink=kafka";
+    else if (c->sinks & (CRW_SINK_EXEC | CRW_SINK_PLUGIN))
+        missing = "sink=exec/plugin";
     else if (c->event_format != CRW_FORMAT_CLOUDEVENTS)
         missing = "event.format=debezium";
     else if (c->delivery != CRW_DELIVERY_AT_LEAST_ONCE)
