@@ -67,8 +67,30 @@ static const keydef_t keys[] = {
     /* --- Kafka sink --- */
 
     /* --- local handlers: exec, plugin, embedding --- */
+    {"workers", T_INT, OFF(workers), "1", NULL, 1, 256, "local handlers: worker threads (keys in parallel)"},
+    {"retry.max", T_INT, OFF(retry_max), "10", NULL, -1, 1000000,
+     "local handlers: retries before dead-lettering (-1: forever)"},
+    {"retry.backoff.initial.ms", T_INT, OFF(retry_backoff_initial_ms), "100", NULL, 1, 3600000,
+     "local handlers: first retry delay (doubles, jittered)"},
+    {"retry.backoff.max.ms", T_INT, OFF(retry_backoff_max_ms), "30000", NULL, 1, 86400000,
+     "local handlers: cap of the retry delay"},
+    {"rate.limit", T_INT, OFF(rate_limit), "0", NULL, 0, 10000000, "local handlers: calls per second (0: no limit)"},
+    {"rate.burst", T_INT, OFF(rate_burst), "1", NULL, 1, 10000000, "local handlers: calls allowed back to back"},
+    {"coalesce", T_BOOL, OFF(coalesce), "false", NULL, 0, 0, "local handlers: only the latest queued change per key"},
+    {"queue.max.events", T_INT, OFF(queue_max_events), "10000", NULL, 1, 10000000,
+     "local handlers: unfinished events before the stream waits"},
+    {"queue.max.bytes", T_INT, OFF(queue_max_bytes), "67108864", NULL, 4096, 2147483647,
+     "local handlers: unfinished event bytes before the stream waits"},
+    {"exec.timeout.ms", T_INT, OFF(exec_timeout_ms), "0", NULL, 0, 86400000,
+     "exec: a reply or exit later than this is a retry (0: wait)"},
+    {"plugin.config", T_STR, OFF(plugin_config), "", NULL, 0, 0, "string handed to the plugin's init()"},
 
     /* --- mapper --- */
+    {"event.patch", T_BOOL, OFF(event_patch), "false", NULL, 0, 0, "add data.patch: RFC 6902 from oldObject to object"},
+    {"cache.max.entries", T_INT, OFF(cache_max_entries), "0", NULL, 0, 50000000,
+     "resource cache size (0: off); gives oldObject and TOAST fill without FULL identity"},
+    {"cache.seed", T_BOOL, OFF(cache_seed), "true", NULL, 0, 0, "list watched tables at start to fill the cache"},
+    {"debezium.name", T_STR, OFF(debezium_name), "crwatch", NULL, 0, 0, "event.format=debezium: source.name"},
 };
 
 #define ROFF(f) offsetof(crw_resource_conf_t, f)
@@ -78,7 +100,10 @@ static const keydef_t resource_keys[] = {
     {"kind", T_STR, ROFF(kind), "", NULL, 0, 0, "event kind (default: table name)"},
     {"api.version", T_STR, ROFF(api_version), "", NULL, 0, 0, "apiVersion of crd-shaped objects"},
     {"shape", T_ENUM, ROFF(shape), "row", shape_choices, 0, 0, "row or crd"},
-    {"key", T_LIST, ROFF(key), "", NULL, 0, 0, "key columns (default: primary key)"},
+    {"key", T_LIST, ROFF(key), "", NULL, 0, 0, "key columns (default: primary key; crd: namespace,name)"},
+    {"kind.column", T_STR, ROFF(kind_column), "", NULL, 0, 0, "shared table: column holding each row's kind"},
+    {"columns.include", T_LIST, ROFF(include), "", NULL, 0, 0, "columns in the object (default: all)"},
+    {"columns.exclude", T_LIST, ROFF(exclude), "", NULL, 0, 0, "columns left out of the object"},
 };
 
 static void list_free(crw_strlist_t *l) {
@@ -273,7 +298,10 @@ int crw_config_set(crw_config_t *c, const char *key, const char *value, char *er
                     r->seen_table = true;
                 return set_typed(r, &resource_keys[i], key, value, errstr, n);
             }
-        snprintf(errstr, n, "%s: unknown resource setting '%s' (table, kind, api.version, shape, key)", key,
+        snprintf(errstr, n,
+                 "%s: unknown resource setting '%s' (table, kind, api.version, shape, key, kind.column, "
+                 "columns.include, columns.exclude)",
+                 key,
                  dot + 1);
         return CRW_ERR_CONFIG;
     }
@@ -374,8 +402,15 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
             free(r->kind);
             r->kind = crw_strdup(r->table);
         }
+        if (r->include.n && r->exclude.n) {
+            snprintf(errstr, n, "resource.%s: set columns.include or columns.exclude, not both", r->id);
+            return CRW_ERR_CONFIG;
+        }
+        /* One table may hold several kinds when each resource names the same kind column. */
         for (int j = 0; j < i; j++)
-            if (!strcmp(c->resources[j].schema, r->schema) && !strcmp(c->resources[j].table, r->table)) {
+            if (!strcmp(c->resources[j].schema, r->schema) && !strcmp(c->resources[j].table, r->table) &&
+                !(r->kind_column && c->resources[j].kind_column && *r->kind_column &&
+                  !strcmp(r->kind_column, c->resources[j].kind_column) && strcmp(r->kind, c->resources[j].kind))) {
                 snprintf(errstr, n, "table %s.%s is watched twice (resource.%s and resource.%s)", r->schema,
                          r->table, c->resources[j].id, r->id);
                 return CRW_ERR_CONFIG;
@@ -399,15 +434,10 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
         missing = "source=poll";
     else if (c->sinks & CRW_SINK_KAFKA)
         missing = "sink=kafka";
-    else if (c->sinks & (CRW_SINK_EXEC | CRW_SINK_PLUGIN))
-        missing = "sink=exec/plugin";
     else if (c->event_format != CRW_FORMAT_CLOUDEVENTS)
         missing = "event.format=debezium";
     else if (c->delivery != CRW_DELIVERY_AT_LEAST_ONCE)
         missing = "delivery=exactly-once";
-    for (int i = 0; !missing && i < c->nresources; i++)
-        if (c->resources[i].shape != CRW_SHAPE_ROW)
-            missing = "resource.<id>.shape=crd";
     if (missing) {
         snprintf(errstr, n, "%s is not available in this version of crwatch", missing);
         return CRW_ERR_CONFIG;
@@ -435,7 +465,10 @@ static void resource_free(crw_resource_conf_t *r) {
     free(r->table);
     free(r->kind);
     free(r->api_version);
+    free(r->kind_column);
     list_free(&r->key);
+    list_free(&r->include);
+    list_free(&r->exclude);
 }
 
 void crw_config_destroy(crw_config_t *c) {

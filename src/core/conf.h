@@ -36,7 +36,10 @@ typedef struct crw_resource_conf {
     char *kind;        /* default: the table name */
     char *api_version;
     crw_shape_t shape;
-    crw_strlist_t key; /* empty: the primary key */
+    crw_strlist_t key; /* empty: the primary key (crd shape: namespace, name) */
+    char *kind_column; /* shared table: the column naming each row's kind */
+    crw_strlist_t include; /* columns in the object (empty: all) */
+    crw_strlist_t exclude; /* columns left out of the object */
     bool seen_table;   /* resource.<id>.table was given */
 } crw_resource_conf_t;
 
@@ -73,8 +76,23 @@ typedef struct crw_config {
     /* --- Kafka sink (sink/kafka.c) --- */
 
     /* --- local handlers: exec, plugin, embedding (sink/exec.c, sink/plugin.c) --- */
+    int workers;              /* handler worker threads (per handler sink) */
+    int retry_max;            /* retries after the first attempt; -1: forever */
+    int retry_backoff_initial_ms;
+    int retry_backoff_max_ms;
+    int rate_limit;           /* handler calls per second; 0: unlimited */
+    int rate_burst;
+    bool coalesce;            /* queued changes to one key collapse to the latest */
+    int queue_max_events;     /* emit() waits while this many events are unfinished */
+    int queue_max_bytes;
+    int exec_timeout_ms;      /* 0: none */
+    char *plugin_config;      /* handed to the plugin's init() */
 
     /* --- mapper (map/) --- */
+    bool event_patch;         /* add an RFC 6902 JSON Patch from oldObject to object */
+    int cache_max_entries;    /* resource cache size; 0: no cache */
+    bool cache_seed;          /* list watched tables at start to fill the cache */
+    char *debezium_name;      /* Debezium source.name (logical server name) */
 } crw_config_t;
 
 /* Creates a config holding every default. */

@@ -26,6 +26,7 @@
 #include "core/pipeline.h"
 #include "decode/relcache.h"
 #include "decode/types.h"
+#include "map/cache.h"
 #include "map/event.h"
 #include "sink/sink.h"
 #include "source/replication.h"
@@ -41,6 +42,8 @@ typedef struct {
     bool skipping;          /* the open transaction is at or below skip_lsn */
     crw_relcache_t *rels;
     crw_typecache_t *types;
+    crw_cache_t *cache;
+    crw_mapper_t *mapper;
     crw_txn_ctx_t tx;
     uint64_t seq;
     bool txn_open;
@@ -80,80 +83,145 @@ static int lookup_type(void *opaque, uint32_t oid, crw_pgtype_row_t *row) {
     return rc;
 }
 
-static int att_index(const crw_relation_t *rel, const char *name) {
-    for (int i = 0; i < rel->natts; i++)
-        if (!strcmp(rel->atts[i].name, name))
-            return i;
-    return -1;
+/* Primary key column names of relid, in key order (through the SQL session). */
+static PGresult *primary_key(stream_t *st, uint32_t relid) {
+    PGconn *c = crw_repl_sql(st->repl);
+    if (!c)
+        return NULL;
+    char oidbuf[16];
+    snprintf(oidbuf, sizeof oidbuf, "%u", relid);
+    const char *p[1] = {oidbuf};
+    PGresult *res = PQexecParams(c,
+                                 "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = "
+                                 "i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::oid AND "
+                                 "i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                                 1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        crw_warn("primary key of relation %u: %s", relid, PQerrorMessage(c));
+        PQclear(res);
+        return NULL;
+    }
+    return res;
 }
 
-/* Key columns: resource.<id>.key, else the primary key, else the replica identity. */
-static int resolve_key(stream_t *st, crw_relation_t *rel) {
-    free(rel->key_idx);
-    rel->key_idx = crw_calloc(rel->natts ? rel->natts : 1, sizeof(int));
-    rel->nkey = 0;
-    const crw_resource_conf_t *rs = rel->res;
-    if (rs && rs->key.n) {
-        for (int k = 0; k < rs->key.n; k++) {
-            int i = att_index(rel, rs->key.v[k]);
-            if (i < 0) {
-                snprintf(st->err, sizeof st->err, "resource.%s.key: table %s.%s has no column '%s'", rs->id,
-                         rel->nspname, rel->relname, rs->key.v[k]);
-                return CRW_ERR_CONFIG;
-            }
-            rel->key_idx[rel->nkey++] = i;
-        }
+/* Fills the resource cache with the current rows of rel (cache.seed). */
+static int seed_cache(stream_t *st, const crw_relation_t *rel) {
+    PGconn *c = crw_repl_sql(st->repl);
+    if (!c)
+        return 0;
+    crw_buf_t sql = CRW_BUF_INIT;
+    crw_buf_puts(&sql, "SELECT ");
+    for (int i = 0; i < rel->natts; i++) {
+        char *q = PQescapeIdentifier(c, rel->atts[i].name, strlen(rel->atts[i].name));
+        crw_buf_printf(&sql, "%s%s", i ? ", " : "", q);
+        PQfreemem(q);
+    }
+    char *ns = PQescapeIdentifier(c, rel->nspname, strlen(rel->nspname));
+    char *tb = PQescapeIdentifier(c, rel->relname, strlen(rel->relname));
+    crw_buf_printf(&sql, " FROM %s.%s", ns, tb);
+    PQfreemem(ns);
+    PQfreemem(tb);
+    PGresult *res = PQexec(c, sql.data);
+    crw_buf_free(&sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        crw_warn("cache seed of %s.%s failed: %s", rel->nspname, rel->relname, PQerrorMessage(c));
+        PQclear(res);
         return 0;
     }
-    PGconn *c = crw_repl_sql(st->repl);
-    if (c) {
-        char oidbuf[16];
-        snprintf(oidbuf, sizeof oidbuf, "%u", rel->relid);
-        const char *p[1] = {oidbuf};
-        PGresult *res = PQexecParams(c,
-                                     "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = "
-                                     "i.indrelid AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::oid AND "
-                                     "i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                                     1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(res) == PGRES_TUPLES_OK)
-            for (int row = 0; row < PQntuples(res); row++) {
-                int i = att_index(rel, PQgetvalue(res, row, 0));
-                if (i >= 0)
-                    rel->key_idx[rel->nkey++] = i;
-            }
-        PQclear(res);
+    crw_pgo_col_t *cols = crw_calloc(rel->natts ? rel->natts : 1, sizeof *cols);
+    crw_pgo_tuple_t row = {rel->natts, cols};
+    int seeded = 0;
+    for (int r = 0; r < PQntuples(res); r++) {
+        for (int i = 0; i < rel->natts; i++) {
+            cols[i].kind = PQgetisnull(res, r, i) ? CRW_PGO_COL_NULL : CRW_PGO_COL_TEXT;
+            cols[i].data = PQgetvalue(res, r, i);
+            cols[i].len = (uint32_t)PQgetlength(res, r, i);
+        }
+        char why[256];
+        if (crw_mapper_seed(st->mapper, rel, &row, why, sizeof why) == 0)
+            seeded++;
     }
-    if (rel->nkey == 0 && rel->replident != 'f')
-        for (int i = 0; i < rel->natts; i++)
-            if (rel->atts[i].flags & 1)
-                rel->key_idx[rel->nkey++] = i;
-    if (rel->nkey == 0)
-        for (int i = 0; i < rel->natts; i++)
-            rel->key_idx[rel->nkey++] = i;
+    crw_info("cache: %d of %d rows of %s.%s", seeded, PQntuples(res), rel->nspname, rel->relname);
+    free(cols);
+    PQclear(res);
     return 0;
 }
 
 static int resolve(stream_t *st, crw_relation_t *rel) {
     const crw_config_t *cf = st->conf;
-    rel->res = NULL;
-    for (int i = 0; i < cf->nresources; i++)
+    const crw_resource_conf_t *matched[64];
+    int nmatched = 0;
+    for (int i = 0; i < cf->nresources && nmatched < 64; i++)
         if (!strcmp(cf->resources[i].schema, rel->nspname) && !strcmp(cf->resources[i].table, rel->relname))
-            rel->res = &cf->resources[i];
+            matched[nmatched++] = &cf->resources[i];
     /* With no table configured, the publication as it stands decides. */
-    rel->watched = rel->res || cf->nresources == 0;
-    free(rel->kind);
-    rel->kind = crw_strdup(rel->res ? rel->res->kind : rel->relname);
+    rel->watched = nmatched > 0 || cf->nresources == 0;
     crw_buf_t b = CRW_BUF_INIT;
     crw_buf_printf(&b, "/crwatch/%s/%s/%s", crw_repl_dbname(st->repl), rel->nspname, rel->relname);
     free(rel->source);
     rel->source = b.data;
     for (int i = 0; i < rel->natts; i++)
         rel->atts[i].ti = crw_typecache_get(st->types, rel->atts[i].typoid);
-    int rc = resolve_key(st, rel);
+    PGresult *pk = rel->watched ? primary_key(st, rel->relid) : NULL;
+    int npk = pk ? PQntuples(pk) : 0;
+    const char *pkcols[64];
+    for (int i = 0; i < npk && i < 64; i++)
+        pkcols[i] = PQgetvalue(pk, i, 0);
+    int rc = crw_mapper_prepare(rel, matched, nmatched, pkcols, npk < 64 ? npk : 64, st->err, sizeof st->err);
+    PQclear(pk);
     if (rc < 0)
         return rc;
-    crw_event_prepare_relation(rel);
     rel->resolved = true;
+    return 0;
+}
+
+/*
+ * The seed hook: lists every watched table once, before streaming, to fill
+ * the resource cache.  Relations are described from the catalog as pgoutput
+ * will describe them (no dropped or generated columns).
+ */
+static int seed_all(void *opaque, PGconn *c, bool in_snapshot) {
+    stream_t *st = opaque;
+    const crw_config_t *cf = st->conf;
+    crw_info("cache: listing the watched tables (%s)",
+             in_snapshot ? "in the new slot's snapshot" : "current state; the slot existed already");
+    for (int i = 0; i < cf->nresources; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        bool dup = false;
+        for (int j = 0; j < i; j++)
+            dup |= !strcmp(cf->resources[j].schema, rs->schema) && !strcmp(cf->resources[j].table, rs->table);
+        if (dup)
+            continue;
+        const char *p[2] = {rs->schema, rs->table};
+        PGresult *res = PQexecParams(c,
+                                     "SELECT c.oid, c.relreplident, a.attname, a.atttypid, a.atttypmod FROM pg_class c "
+                                     "JOIN pg_namespace ns ON ns.oid = c.relnamespace JOIN pg_attribute a ON "
+                                     "a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
+                                     "WHERE ns.nspname = $1 AND c.relname = $2 ORDER BY a.attnum",
+                                     2, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0) {
+            crw_warn("cache: cannot describe %s.%s: %s", rs->schema, rs->table, PQerrorMessage(c));
+            PQclear(res);
+            continue;
+        }
+        int natts = PQntuples(res);
+        crw_pgo_attr_t *atts = crw_calloc((size_t)natts, sizeof *atts);
+        for (int a = 0; a < natts; a++) {
+            atts[a].name = PQgetvalue(res, a, 2);
+            atts[a].typoid = (uint32_t)strtoul(PQgetvalue(res, a, 3), NULL, 10);
+            atts[a].typmod = atoi(PQgetvalue(res, a, 4));
+        }
+        crw_pgo_relation_t m = {(uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10), rs->schema, rs->table,
+                                PQgetvalue(res, 0, 1)[0], (uint16_t)natts, atts};
+        crw_relation_t *rel = crw_relcache_update(st->rels, &m);
+        int rc = resolve(st, rel);
+        if (rc == 0)
+            seed_cache(st, rel);
+        free(atts);
+        PQclear(res);
+        if (rc < 0)
+            return rc;
+    }
     return 0;
 }
 
@@ -244,9 +312,10 @@ static int on_message(void *opaque, const crw_pgo_msg_t *m) {
         if (!rel->watched || st->skipping)
             return 0;
         char why[512];
-        if (crw_event_encode_change(&st->out, &st->key, rel, m, &st->tx, why, sizeof why) < 0)
+        const char *type;
+        if (crw_mapper_change(st->mapper, &st->out, &st->key, &type, rel, m, &st->tx, why, sizeof why) < 0)
             return dead_letter(st, rel, m, why);
-        return emit(st, rel, m->type == CRW_PGO_INSERT ? "ADDED" : m->type == CRW_PGO_UPDATE ? "MODIFIED" : "DELETED");
+        return emit(st, rel, type);
     }
     case CRW_PGO_TRUNCATE:
         for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
@@ -255,7 +324,7 @@ static int on_message(void *opaque, const crw_pgo_msg_t *m) {
                 return rc;
             if (!rel->watched || st->skipping)
                 continue;
-            crw_event_encode_truncate(&st->out, rel, &st->tx);
+            crw_mapper_truncate(st->mapper, &st->out, rel, &st->tx);
             crw_buf_reset(&st->key);
             if ((rc = emit(st, rel, "TRUNCATED")) < 0)
                 return rc;
@@ -296,9 +365,13 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.pipeline = crw_pipeline_new(0);
     st.rels = crw_relcache_new();
     st.types = crw_typecache_new(lookup_type, &st);
+    st.cache = conf->cache_max_entries > 0 ? crw_cache_new((uint32_t)conf->cache_max_entries) : NULL;
+    st.mapper = crw_mapper_new(st.cache, conf->event_patch);
     st.deadletter = crw_deadletter_new(conf->deadletter_file);
     st.env = (crw_sink_env_t){conf, st.pipeline, st.deadletter, keepalive, &st};
     st.repl = crw_repl_new(conf, opts->conninfo, st.pipeline, opts->endpos, on_message, &st);
+    if (st.cache && conf->cache_seed)
+        crw_repl_set_seed(st.repl, seed_all, &st);
     int rc = crw_sinks_open(&st.sinks, &st.env, errstr, n);
     if (rc < 0)
         goto out;
@@ -383,6 +456,7 @@ out:
     crw_pipeline_destroy(st.pipeline);
     crw_buf_free(&st.out);
     crw_buf_free(&st.key);
-    crw_event_thread_cleanup();
+    crw_mapper_destroy(st.mapper);
+    crw_cache_destroy(st.cache);
     return rc;
 }

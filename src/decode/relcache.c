@@ -24,11 +24,14 @@ crw_relcache_t *crw_relcache_new(void) {
     return rc;
 }
 
+void crw_relcache_clear_variants(crw_relation_t *r);
+
 static void rel_clear(crw_relation_t *r) {
     for (uint16_t i = 0; i < r->natts; i++) {
         free(r->atts[i].name);
         free(r->atts[i].json_name);
         free(r->atts[i].pointer);
+        free(r->atts[i].obj_pointer);
     }
     free(r->atts);
     free(r->nspname);
@@ -37,9 +40,21 @@ static void rel_clear(crw_relation_t *r) {
     free(r->source);
     free(r->key_idx);
     free(r->js_source);
-    free(r->js_kind);
-    for (int i = 0; i < 4; i++)
-        free(r->js_type[i]);
+    crw_relcache_clear_variants(r);
+}
+
+void crw_relcache_clear_variants(crw_relation_t *r) {
+    for (int v = 0; v < r->nvariants; v++) {
+        crw_rel_variant_t *x = &r->variants[v];
+        free(x->kind);
+        free(x->js_kind);
+        free(x->js_api_version);
+        for (int i = 0; i < 4; i++)
+            free(x->js_type[i]);
+    }
+    free(r->variants);
+    r->variants = NULL;
+    r->nvariants = 0;
 }
 
 void crw_relcache_destroy(crw_relcache_t *rc) {

@@ -1,23 +1,29 @@
 /*
- * event.h — turns decoded row changes into typed change events
- * (design.md §4): CloudEvents 1.0 structured JSON, one object per change.
+ * event.h — the mapper: decoded row changes to typed change events
+ * (design.md §4-5), CloudEvents 1.0 structured JSON, one object per change.
  *
- * Row shape: the object is the typed row, keyed by column name.  The event
- * names fields it could not fill (an unchanged TOAST value with no old row,
- * the non-key columns of a key-only old tuple) in data.unknown as JSON
- * pointers; a placeholder never appears inside an object.
+ * Shapes: `row` (the typed row, keyed by column name) and `crd` (the sql/
+ * convention as {apiVersion, kind, metadata{...}, spec, status}).  Fields
+ * that cannot be known (an unchanged TOAST value with no old row and no
+ * cached object; the non-key columns of a key-only old tuple) are left out
+ * and named in data.unknown as JSON pointers; a placeholder never appears.
  *
- * Hot path: encoding appends into caller-owned buffers that are reset, not
- * freed, between rows.  No allocation per row in steady state.
+ * Hot path: encoding appends into caller-owned buffers and the mapper's
+ * scratch buffers, all reset rather than freed between rows.
+ * Thread-safety: a mapper is used by one thread.
  */
 #ifndef CRW_EVENT_H
 #define CRW_EVENT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/buf.h"
 #include "decode/pgoutput.h"
 #include "decode/relcache.h"
+#include "map/cache.h"
+
+struct crw_resource_conf;
 
 /* What every event of one source transaction shares. */
 typedef struct crw_txn_ctx {
@@ -35,21 +41,40 @@ void crw_event_txn_init(crw_txn_ctx_t *tx, uint64_t commit_lsn, uint32_t xid, in
 /* Formats PostgreSQL-epoch microseconds as YYYY-MM-DDTHH:MM:SS.ffffffZ into buf (>= 32 bytes). */
 void crw_event_format_time(char *buf, size_t n, int64_t pg_us);
 
-/* Frees the calling thread's encoding scratch buffers (call before the thread exits). */
-void crw_event_thread_cleanup(void);
+typedef struct crw_mapper crw_mapper_t;
 
-/* Fills rel's pre-escaped strings from rel->kind and rel->source (after they are set). */
-void crw_event_prepare_relation(crw_relation_t *rel);
+/* cache: may be NULL (no resource cache); not owned.  patch: add data.patch. */
+crw_mapper_t *crw_mapper_new(crw_cache_t *cache, bool patch);
+void crw_mapper_destroy(crw_mapper_t *mp);
+
+/*
+ * Prepares rel for mapping: its variants (one per matched resource; several
+ * for a shared table with a kind column), shape, where each column lands in
+ * the object, and the key columns (resource key, else for crd namespace and
+ * name, else pk[], else the replica identity, else every column).
+ * rel->source must be set.  @returns 0, or CRW_ERR_CONFIG with errstr
+ * (a configured column the table lacks).
+ */
+int crw_mapper_prepare(crw_relation_t *rel, const struct crw_resource_conf *const *res, int nres,
+                       const char *const *pk, int npk, char *errstr, size_t errstr_size);
 
 /*
  * Encodes an Insert, Update or Delete of rel as one CloudEvents JSON object
- * (no trailing newline) into out, and the resource key into key.
+ * (no trailing newline) into out, the resource key into key, and points
+ * *type at "ADDED", "MODIFIED" or "DELETED".  Keeps the cache current.
  * tx->ordinal must already count this change.
  * @returns 0, or -1 with errstr when the change cannot be mapped (the
  *          caller dead-letters it).
  */
-int crw_event_encode_change(crw_buf_t *out, crw_buf_t *key, const crw_relation_t *rel, const crw_pgo_msg_t *m,
-                            const crw_txn_ctx_t *tx, char *errstr, size_t errstr_size);
+int crw_mapper_change(crw_mapper_t *mp, crw_buf_t *out, crw_buf_t *key, const char **type, const crw_relation_t *rel,
+                      const crw_pgo_msg_t *m, const crw_txn_ctx_t *tx, char *errstr, size_t errstr_size);
+
+/* Encodes a TRUNCATED event for rel (no key, no object) and forgets rel's cached objects. */
+void crw_mapper_truncate(crw_mapper_t *mp, crw_buf_t *out, const crw_relation_t *rel, const crw_txn_ctx_t *tx);
+
+/* Renders a whole row (read outside replication) as its object and key and caches it (cache seeding). */
+int crw_mapper_seed(crw_mapper_t *mp, const crw_relation_t *rel, const crw_pgo_tuple_t *row, char *errstr,
+                    size_t errstr_size);
 
 /*
  * Encodes the raw change for the dead-letter record: {"schema","table","op",
@@ -57,8 +82,5 @@ int crw_event_encode_change(crw_buf_t *out, crw_buf_t *key, const crw_relation_t
  * nothing a mapping rule could misread is lost.
  */
 void crw_event_encode_raw(crw_buf_t *out, const crw_relation_t *rel, const crw_pgo_msg_t *m);
-
-/* Encodes a TRUNCATED event for rel (no key, no object). */
-void crw_event_encode_truncate(crw_buf_t *out, const crw_relation_t *rel, const crw_txn_ctx_t *tx);
 
 #endif

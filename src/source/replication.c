@@ -40,6 +40,10 @@ struct crw_repl {
     int server_version;
     char *dbname;
     bool slot_seen;          /* the slot existed at some point in this run */
+    crw_repl_seed_fn seed;
+    void *seed_opaque;
+    bool seeded;
+    char *snapshot;          /* exported by CREATE_REPLICATION_SLOT, valid until the next command */
     crw_pgo_decoder_t *dec;
     crw_spool_t *spool;
 
@@ -119,10 +123,47 @@ void crw_repl_destroy(crw_repl_t *r) {
     crw_spool_destroy(r->spool);
     free(r->conninfo);
     free(r->dbname);
+    free(r->snapshot);
     free(r);
 }
 
 PGconn *crw_repl_sql(crw_repl_t *r) { return r->sql; }
+
+void crw_repl_set_seed(crw_repl_t *r, crw_repl_seed_fn fn, void *opaque) {
+    r->seed = fn;
+    r->seed_opaque = opaque;
+}
+
+/* Runs the seed hook, inside the slot's snapshot when there is one. */
+static int run_seed(crw_repl_t *r, char *errstr, size_t n) {
+    if (!r->seed || r->seeded)
+        return 0;
+    bool in_snap = false;
+    if (r->snapshot) {
+        char *lit = PQescapeLiteral(r->sql, r->snapshot, strlen(r->snapshot));
+        crw_buf_t sql = CRW_BUF_INIT;
+        crw_buf_printf(&sql, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT %s", lit);
+        PQfreemem(lit);
+        PGresult *res = PQexec(r->sql, sql.data);
+        crw_buf_free(&sql);
+        in_snap = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!in_snap)
+            crw_warn("could not use the slot's snapshot (%s); reading the current state",
+                     PQresultErrorMessage(res));
+        PQclear(res);
+        if (!in_snap)
+            PQclear(PQexec(r->sql, "ROLLBACK"));
+    }
+    int rc = r->seed(r->seed_opaque, r->sql, in_snap);
+    if (in_snap)
+        PQclear(PQexec(r->sql, "COMMIT"));
+    if (rc < 0) {
+        snprintf(errstr, n, "initial listing of the watched tables failed");
+        return rc;
+    }
+    r->seeded = true;
+    return 0;
+}
 const char *crw_repl_dbname(const crw_repl_t *r) { return r->dbname ? r->dbname : ""; }
 bool crw_repl_at_endpos(const crw_repl_t *r) { return r->at_end; }
 bool crw_repl_in_txn(const crw_repl_t *r) { return r->in_txn; }
@@ -345,7 +386,9 @@ static int create_slot(crw_repl_t *r, uint64_t *start_lsn, char *errstr, size_t 
     PGresult *res;
     char *slotq = quote_ident(r->conn, cf->slot_name);
     crw_buf_t sql = CRW_BUF_INIT;
-    crw_buf_printf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput NOEXPORT_SNAPSHOT", slotq);
+    /* Export the slot's snapshot when something wants to read the tables as of it. */
+    crw_buf_printf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", slotq,
+                   r->seed && !r->seeded ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
     free(slotq);
     res = PQexec(r->conn, sql.data);
     crw_buf_free(&sql);
@@ -356,6 +399,8 @@ static int create_slot(crw_repl_t *r, uint64_t *start_lsn, char *errstr, size_t 
         return PQstatus(r->conn) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
     }
     crw_lsn_parse(PQgetvalue(res, 0, 1), start_lsn);
+    free(r->snapshot);
+    r->snapshot = PQgetisnull(res, 0, 2) ? NULL : crw_strdup(PQgetvalue(res, 0, 2));
     crw_info("created replication slot %s at %s", cf->slot_name, PQgetvalue(res, 0, 1));
     PQclear(res);
     r->slot_seen = true;
@@ -401,6 +446,11 @@ int crw_repl_start(crw_repl_t *r, char *errstr, size_t n) {
         (rc = ensure_publication(r, errstr, n)) < 0 || (missing && (rc = create_slot(r, &start, errstr, n)) < 0))
         goto fail;
     crw_pipeline_follow(r->pipeline, start);
+    rc = run_seed(r, errstr, n);
+    free(r->snapshot);
+    r->snapshot = NULL;
+    if (rc < 0)
+        goto fail;
 
     crw_buf_t cmd = CRW_BUF_INIT;
     char *slotq = quote_ident(r->conn, r->conf->slot_name);

@@ -37,6 +37,16 @@ crw_repl_t *crw_repl_new(const crw_config_t *conf, const char *conninfo, crw_pip
 void crw_repl_destroy(crw_repl_t *r);
 
 /*
+ * Called once, on the first successful start, with the SQL session just
+ * before streaming begins.  When crwatch created the slot, the session is
+ * inside a REPEATABLE READ transaction on the slot's exported snapshot, so
+ * what it reads is exactly the state the stream continues from; otherwise
+ * it reads the current state.
+ */
+typedef int (*crw_repl_seed_fn)(void *opaque, PGconn *sql, bool in_slot_snapshot);
+void crw_repl_set_seed(crw_repl_t *r, crw_repl_seed_fn fn, void *opaque);
+
+/*
  * Connects both sessions, checks prerequisites, creates the publication and
  * slot when missing and allowed, and starts replication from the slot.
  * @returns 0; CRW_ERR_PREREQ or CRW_ERR_SLOT_LOST (exit 3); CRW_ERR_CONN or

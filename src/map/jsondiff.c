@@ -1,0 +1,373 @@
+/*
+ * jsondiff.c — tokenizer, pointer look-up and diff.
+ *
+ * The documents are crwatch's own compact output, but the tokenizer
+ * accepts any JSON (whitespace included) and rejects what is not.
+ * Diff rules: equal text is equal (jsonb orders keys, so equal values print
+ * alike); objects are compared member by member, arrays element by element
+ * (extra elements are added or removed at the end); anything else that
+ * differs is replaced.
+ */
+#include "map/jsondiff.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+
+#define MAX_DEPTH 256
+
+typedef struct {
+    crw_jdoc_t *d;
+    const char *s;
+    size_t n, i;
+} parser_t;
+
+static void skip_ws(parser_t *p) {
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r'))
+        p->i++;
+}
+
+static uint32_t push(parser_t *p, char type) {
+    crw_jdoc_t *d = p->d;
+    if (d->ntoks == d->cap) {
+        d->cap = d->cap ? d->cap * 2 : 64;
+        d->toks = crw_realloc(d->toks, sizeof *d->toks * d->cap);
+    }
+    crw_jtok_t *t = &d->toks[d->ntoks];
+    t->type = type;
+    t->start = (uint32_t)p->i;
+    t->end = t->start;
+    t->count = 0;
+    t->next = 0;
+    return d->ntoks++;
+}
+
+static int parse_value(parser_t *p, int depth);
+
+static int parse_string(parser_t *p) {
+    uint32_t t = push(p, 's');
+    p->i++; /* opening quote */
+    while (p->i < p->n) {
+        char c = p->s[p->i++];
+        if (c == '\\') {
+            if (p->i >= p->n)
+                return -1;
+            p->i++;
+        } else if (c == '"') {
+            p->d->toks[t].end = (uint32_t)p->i;
+            p->d->toks[t].next = t + 1;
+            return 0;
+        } else if ((unsigned char)c < 0x20)
+            return -1;
+    }
+    return -1;
+}
+
+static int parse_value(parser_t *p, int depth) {
+    if (depth > MAX_DEPTH)
+        return -1;
+    skip_ws(p);
+    if (p->i >= p->n)
+        return -1;
+    char c = p->s[p->i];
+    if (c == '"')
+        return parse_string(p);
+    if (c == '{' || c == '[') {
+        uint32_t t = push(p, c == '{' ? 'o' : 'a');
+        char close = c == '{' ? '}' : ']';
+        p->i++;
+        skip_ws(p);
+        uint32_t count = 0;
+        if (p->i < p->n && p->s[p->i] == close)
+            p->i++;
+        else
+            for (;;) {
+                if (c == '{') {
+                    skip_ws(p);
+                    if (p->i >= p->n || p->s[p->i] != '"' || parse_string(p) < 0)
+                        return -1;
+                    skip_ws(p);
+                    if (p->i >= p->n || p->s[p->i++] != ':')
+                        return -1;
+                }
+                if (parse_value(p, depth + 1) < 0)
+                    return -1;
+                count++;
+                skip_ws(p);
+                if (p->i >= p->n)
+                    return -1;
+                char sep = p->s[p->i++];
+                if (sep == close)
+                    break;
+                if (sep != ',')
+                    return -1;
+            }
+        p->d->toks[t].end = (uint32_t)p->i;
+        p->d->toks[t].count = count;
+        p->d->toks[t].next = p->d->ntoks;
+        return 0;
+    }
+    /* number, true, false, null: the run of characters up to a delimiter */
+    uint32_t t = push(p, 'p');
+    size_t st = p->i;
+    while (p->i < p->n && !strchr(",:]} \t\n\r", p->s[p->i]))
+        p->i++;
+    if (p->i == st)
+        return -1;
+    p->d->toks[t].end = (uint32_t)p->i;
+    p->d->toks[t].next = t + 1;
+    return 0;
+}
+
+int crw_jdoc_parse(crw_jdoc_t *doc, const char *text, size_t len) {
+    parser_t p = {doc, text, len, 0};
+    doc->text = text;
+    doc->ntoks = 0;
+    if (len > UINT32_MAX || parse_value(&p, 0) < 0)
+        return -1;
+    skip_ws(&p);
+    return p.i == len ? 0 : -1;
+}
+
+void crw_jdoc_free(crw_jdoc_t *doc) {
+    free(doc->toks);
+    doc->toks = NULL;
+    doc->ntoks = doc->cap = 0;
+}
+
+/* Does the raw JSON string token (quotes included) spell the pointer
+ * segment seg[0..n) (RFC 6901 escaped)?  Handles the escapes crwatch's
+ * encoder writes; keys with \u escapes compare by their raw text. */
+static bool key_matches(const char *tok, size_t toklen, const char *seg, size_t n) {
+    const char *k = tok + 1, *ke = tok + toklen - 1;
+    size_t j = 0;
+    while (k < ke && j < n) {
+        char kc = *k, sc = seg[j];
+        if (kc == '\\' && k + 1 < ke) {
+            kc = k[1] == 'n' ? '\n' : k[1] == 't' ? '\t' : k[1] == 'r' ? '\r' : k[1];
+            k++;
+        }
+        if (sc == '~' && j + 1 < n) {
+            sc = seg[j + 1] == '1' ? '/' : '~';
+            j++;
+        }
+        if (kc != sc)
+            return false;
+        k++;
+        j++;
+    }
+    return k == ke && j == n;
+}
+
+int crw_jdoc_lookup(const crw_jdoc_t *doc, const char *pointer) {
+    if (doc->ntoks == 0)
+        return -1;
+    uint32_t cur = 0;
+    const char *p = pointer;
+    while (*p) {
+        if (*p != '/')
+            return -1;
+        const char *seg = ++p;
+        while (*p && *p != '/')
+            p++;
+        size_t n = (size_t)(p - seg);
+        const crw_jtok_t *t = &doc->toks[cur];
+        uint32_t child = cur + 1;
+        bool found = false;
+        if (t->type == 'o') {
+            for (uint32_t m = 0; m < t->count && !found; m++) {
+                const crw_jtok_t *k = &doc->toks[child];
+                if (key_matches(doc->text + k->start, k->end - k->start, seg, n)) {
+                    cur = child + 1;
+                    found = true;
+                } else
+                    child = doc->toks[child + 1].next;
+            }
+        } else if (t->type == 'a') {
+            char *end;
+            unsigned long idx = strtoul(seg, &end, 10);
+            if (end != p || n == 0)
+                return -1;
+            for (uint32_t e = 0; e < t->count; e++) {
+                if (e == idx) {
+                    cur = child;
+                    found = true;
+                    break;
+                }
+                child = doc->toks[child].next;
+            }
+        }
+        if (!found)
+            return -1;
+    }
+    return (int)cur;
+}
+
+typedef struct {
+    const crw_jdoc_t *a, *b;
+    crw_buf_t *changed, *patch;
+    const char *skip;
+    crw_buf_t path;
+} diff_t;
+
+static void tok_text(const crw_jdoc_t *d, uint32_t t, const char **s, size_t *n) {
+    *s = d->text + d->toks[t].start;
+    *n = d->toks[t].end - d->toks[t].start;
+}
+
+/* Appends a member key (raw JSON string token) to the path, RFC 6901-escaped. */
+static void path_push_key(crw_buf_t *path, const char *tok, size_t n) {
+    crw_buf_putc(path, '/');
+    for (size_t i = 1; i + 1 < n; i++) {
+        char c = tok[i];
+        if (c == '\\' && i + 2 < n) {
+            char e = tok[++i];
+            c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
+        }
+        if (c == '~')
+            crw_buf_puts(path, "~0");
+        else if (c == '/')
+            crw_buf_puts(path, "~1");
+        else
+            crw_buf_putc(path, c);
+    }
+}
+
+static bool skipped(const diff_t *df) {
+    if (!df->skip)
+        return false;
+    /* skip holds "\"/a\",\"/b\"": look for the quoted path */
+    size_t n = df->path.len;
+    for (const char *s = df->skip; (s = strchr(s, '"')); s++) {
+        if (!strncmp(s + 1, df->path.data, n) && s[1 + n] == '"')
+            return true;
+        s = strchr(s + 1, '"');
+        if (!s)
+            break;
+    }
+    return false;
+}
+
+static void record(diff_t *df, const char *op, const crw_jdoc_t *vd, uint32_t vt) {
+    if (df->changed->len)
+        crw_buf_putc(df->changed, ',');
+    crw_buf_put_json_str(df->changed, df->path.data ? df->path.data : "", df->path.len);
+    if (!df->patch)
+        return;
+    if (df->patch->len)
+        crw_buf_putc(df->patch, ',');
+    crw_buf_printf(df->patch, "{\"op\":\"%s\",\"path\":", op);
+    crw_buf_put_json_str(df->patch, df->path.data ? df->path.data : "", df->path.len);
+    if (vd) {
+        const char *s;
+        size_t n;
+        tok_text(vd, vt, &s, &n);
+        crw_buf_puts(df->patch, ",\"value\":");
+        crw_buf_put(df->patch, s, n);
+    }
+    crw_buf_putc(df->patch, '}');
+}
+
+static void diff_at(diff_t *df, uint32_t ta, uint32_t tb) {
+    const crw_jtok_t *x = &df->a->toks[ta], *y = &df->b->toks[tb];
+    const char *sa, *sb;
+    size_t na, nb;
+    tok_text(df->a, ta, &sa, &na);
+    tok_text(df->b, tb, &sb, &nb);
+    if (na == nb && memcmp(sa, sb, na) == 0)
+        return;
+    size_t mark = df->path.len;
+    if (x->type == 'o' && y->type == 'o') {
+        /* members of b: changed or added */
+        uint32_t kb = tb + 1;
+        for (uint32_t i = 0; i < y->count; i++) {
+            const char *kbs;
+            size_t kbn;
+            tok_text(df->b, kb, &kbs, &kbn);
+            uint32_t ka = ta + 1;
+            int found = -1;
+            for (uint32_t j = 0; j < x->count; j++) {
+                const char *kas;
+                size_t kan;
+                tok_text(df->a, ka, &kas, &kan);
+                if (kan == kbn && !memcmp(kas, kbs, kan)) {
+                    found = (int)ka;
+                    break;
+                }
+                ka = df->a->toks[ka + 1].next;
+            }
+            path_push_key(&df->path, kbs, kbn);
+            if (found >= 0)
+                diff_at(df, (uint32_t)found + 1, kb + 1);
+            else
+                record(df, "add", df->b, kb + 1);
+            df->path.len = mark;
+            df->path.data[mark] = '\0';
+            kb = df->b->toks[kb + 1].next;
+        }
+        /* members of a missing from b: removed (unless merely unknown) */
+        uint32_t ka = ta + 1;
+        for (uint32_t j = 0; j < x->count; j++) {
+            const char *kas;
+            size_t kan;
+            tok_text(df->a, ka, &kas, &kan);
+            bool present = false;
+            kb = tb + 1;
+            for (uint32_t i = 0; i < y->count && !present; i++) {
+                const char *kbs;
+                size_t kbn;
+                tok_text(df->b, kb, &kbs, &kbn);
+                present = kan == kbn && !memcmp(kas, kbs, kan);
+                kb = df->b->toks[kb + 1].next;
+            }
+            if (!present) {
+                path_push_key(&df->path, kas, kan);
+                if (!skipped(df))
+                    record(df, "remove", NULL, 0);
+                df->path.len = mark;
+                df->path.data[mark] = '\0';
+            }
+            ka = df->a->toks[ka + 1].next;
+        }
+        return;
+    }
+    if (x->type == 'a' && y->type == 'a') {
+        uint32_t ea = ta + 1, eb = tb + 1, common = x->count < y->count ? x->count : y->count;
+        for (uint32_t i = 0; i < common; i++) {
+            crw_buf_printf(&df->path, "/%u", i);
+            diff_at(df, ea, eb);
+            df->path.len = mark;
+            df->path.data[mark] = '\0';
+            ea = df->a->toks[ea].next;
+            eb = df->b->toks[eb].next;
+        }
+        for (uint32_t i = common; i < y->count; i++) {
+            crw_buf_printf(&df->path, "/%u", i);
+            record(df, "add", df->b, eb);
+            df->path.len = mark;
+            df->path.data[mark] = '\0';
+            eb = df->b->toks[eb].next;
+        }
+        /* Removals from the end backwards, so each index is valid when applied. */
+        for (uint32_t i = x->count; i > y->count; i--) {
+            crw_buf_printf(&df->path, "/%u", i - 1);
+            record(df, "remove", NULL, 0);
+            df->path.len = mark;
+            df->path.data[mark] = '\0';
+        }
+        return;
+    }
+    record(df, "replace", df->b, tb);
+}
+
+void crw_jdoc_diff(const crw_jdoc_t *a, const crw_jdoc_t *b, crw_buf_t *changed, crw_buf_t *patch, const char *skip) {
+    if (a->ntoks == 0 || b->ntoks == 0)
+        return;
+    diff_t df = {a, b, changed, patch, skip, CRW_BUF_INIT};
+    crw_buf_grow(&df.path, 64);
+    df.path.data[0] = '\0';
+    diff_at(&df, 0, 0);
+    crw_buf_free(&df.path);
+}

@@ -1,0 +1,322 @@
+/*
+ * test_mapper.c — resources, not rows: crd-shaped objects through a whole
+ * lifecycle, deep `changed` pointers, JSON Patch, oldObject and TOAST fill
+ * from the old row or the resource cache, soft delete, shared tables with a
+ * kind column, column filters, and the dead-letter path.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "support/itest.h"
+
+#define EV_TIMEOUT 15000
+
+static it_proc_t *start(const char *db, const char *const *xs) {
+    const char *args[40];
+    int n = 0;
+    char slot[128];
+    snprintf(slot, sizeof slot, "slot.name=%s", db);
+    args[n++] = "stream";
+    args[n++] = "-X";
+    args[n++] = slot;
+    for (; *xs && n < 36; xs++) {
+        args[n++] = "-X";
+        args[n++] = *xs;
+    }
+    args[n] = NULL;
+    it_proc_t *p = it_crwatch_start(db, args);
+    if (!it_proc_stderr_wait(p, "streaming from slot", EV_TIMEOUT)) {
+        it_proc_dump_stderr(p);
+        cr_assert_fail("crwatch did not start streaming");
+    }
+    return p;
+}
+
+static void expect_str(json_object *ev, const char *path, const char *want) {
+    const char *got = it_json_str(ev, path);
+    cr_assert(got && !strcmp(got, want), "%s: want '%s', got '%s' in %s", path, want, got ? got : "(missing)",
+              json_object_to_json_string(ev));
+}
+
+/* True when the JSON array at path holds the string s. */
+static bool has(json_object *ev, const char *path, const char *s) {
+    json_object *a = it_json_get(ev, path);
+    for (size_t i = 0; a && i < json_object_array_length(a); i++)
+        if (!strcmp(json_object_get_string(json_object_array_get_idx(a, i)), s))
+            return true;
+    return false;
+}
+
+static void psql_file(const char *db, const char *rel) {
+    char path[512], dbarg[128];
+    snprintf(path, sizeof path, "%s/%s", CRW_SOURCE_DIR, rel);
+    snprintf(dbarg, sizeof dbarg, "dbname=%s", db);
+    const char *argv[] = {"psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dbarg, "-f", path, NULL};
+    char *err = NULL;
+    int rc = it_run("/usr/bin/psql", argv, 60000, NULL, &err);
+    cr_assert_eq(rc, 0, "psql -f %s: %s", rel, err);
+    free(err);
+}
+
+static void stop(it_proc_t *p) {
+    cr_assert_eq(it_proc_signal_wait(p, SIGTERM, 10000), 0);
+    it_proc_free(p);
+}
+
+Test(mapper, crd_lifecycle_event_by_event) {
+    char db[64];
+    PGconn *c = it_db_create("crd", db, sizeof db);
+    psql_file(db, "sql/examples/video_transcoding_job.sql");
+    const char *xs[] = {"resource.jobs.table=public.video_transcoding_jobs", "resource.jobs.kind=VideoTranscodingJob",
+                        "resource.jobs.shape=crd", "resource.jobs.api.version=media.example.com/v1", NULL};
+    it_proc_t *p = start(db, xs);
+    it_exec(c, "INSERT INTO video_transcoding_jobs (namespace, name, labels, spec) VALUES ('default', 'job-42',"
+               " '{\"team\":\"media\"}', '{\"input\":\"s3://in/cat.mov\",\"preset\":\"1080p\"}')");
+    it_exec(c, "UPDATE video_transcoding_jobs SET status = '{\"phase\":\"Pending\"}' WHERE name = 'job-42'");
+    it_exec(c, "UPDATE video_transcoding_jobs SET status = jsonb_set(status, '{phase}', '\"Running\"')");
+    it_exec(c, "UPDATE video_transcoding_jobs SET spec = jsonb_set(spec, '{preset}', '\"4k\"')");
+    it_exec(c, "UPDATE video_transcoding_jobs SET deleted_at = now()");
+    it_exec(c, "DELETE FROM video_transcoding_jobs");
+
+    json_object *ev[6];
+    for (int i = 0; i < 6; i++)
+        ev[i] = it_proc_expect_event(p, EV_TIMEOUT);
+    static const char *const types[] = {"ADDED", "MODIFIED", "MODIFIED", "MODIFIED", "MODIFIED", "DELETED"};
+    long long last_rv = 0;
+    for (int i = 0; i < 6; i++) {
+        expect_str(ev[i], "data.type", types[i]);
+        expect_str(ev[i], "data.kind", "VideoTranscodingJob");
+        expect_str(ev[i], "subject", "default/job-42");
+        expect_str(ev[i], "data.key", "default/job-42");
+        expect_str(ev[i], "data.object.apiVersion", "media.example.com/v1");
+        expect_str(ev[i], "data.object.kind", "VideoTranscodingJob");
+        expect_str(ev[i], "data.object.metadata.name", "job-42");
+        expect_str(ev[i], "data.object.metadata.namespace", "default");
+        expect_str(ev[i], "data.object.metadata.labels.team", "media");
+        json_object *rv = it_json_get(ev[i], "data.object.metadata.resourceVersion");
+        cr_assert(rv && json_object_is_type(rv, json_type_string), "resourceVersion must be a string");
+        long long v = atoll(json_object_get_string(rv));
+        if (i < 5) /* the delete carries the last state, not a new version */
+            cr_assert_gt(v, last_rv, "resourceVersion did not increase at event %d", i);
+        last_rv = v;
+        cr_assert(it_json_exists(ev[i], "data.object.metadata.uid"));
+        cr_assert(it_json_exists(ev[i], "data.object.metadata.creationTimestamp"));
+    }
+    expect_str(ev[0], "type", "crwatch.VideoTranscodingJob.added");
+    expect_str(ev[0], "data.object.metadata.generation", "1");
+    expect_str(ev[0], "data.object.spec.preset", "1080p");
+    cr_assert_not(it_json_exists(ev[0], "data.object.metadata.deletionTimestamp"));
+
+    expect_str(ev[1], "data.object.status.phase", "Pending");
+    expect_str(ev[1], "data.object.metadata.generation", "1");
+    cr_assert(has(ev[1], "data.changed", "/status/phase"), "%s", json_object_to_json_string(ev[1]));
+    cr_assert(has(ev[1], "data.changed", "/metadata/resourceVersion"));
+    cr_assert_not(has(ev[1], "data.changed", "/spec"));
+    cr_assert_not(it_json_exists(ev[1], "data.oldObject.status.phase"));
+
+    expect_str(ev[2], "data.object.status.phase", "Running");
+    expect_str(ev[2], "data.oldObject.status.phase", "Pending");
+    cr_assert(has(ev[2], "data.changed", "/status/phase"));
+    cr_assert_not(has(ev[2], "data.changed", "/status"));
+
+    expect_str(ev[3], "data.object.spec.preset", "4k");
+    expect_str(ev[3], "data.oldObject.spec.preset", "1080p");
+    expect_str(ev[3], "data.object.metadata.generation", "2");
+    cr_assert(has(ev[3], "data.changed", "/spec/preset"));
+    cr_assert(has(ev[3], "data.changed", "/metadata/generation"));
+
+    /* Soft delete, as Kubernetes does it: MODIFIED with a deletionTimestamp. */
+    cr_assert(it_json_exists(ev[4], "data.object.metadata.deletionTimestamp"));
+    cr_assert(has(ev[4], "data.changed", "/metadata/deletionTimestamp"));
+    cr_assert_not(it_json_exists(ev[4], "data.oldObject.metadata.deletionTimestamp"));
+
+    expect_str(ev[5], "type", "crwatch.VideoTranscodingJob.deleted");
+    expect_str(ev[5], "data.object.spec.preset", "4k");
+    cr_assert(it_json_exists(ev[5], "data.object.metadata.deletionTimestamp"));
+    for (int i = 0; i < 6; i++)
+        json_object_put(ev[i]);
+    stop(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+/* A crd table with a 10 KiB incompressible spec (stored out of line). */
+static void make_big(PGconn *c, const char *identity) {
+    it_exec(c, "CREATE TABLE r (namespace text, name text, spec jsonb, status jsonb, PRIMARY KEY (namespace, name));"
+               "ALTER TABLE r REPLICA IDENTITY %s", identity);
+}
+
+static void insert_big(PGconn *c, const char *name) {
+    it_exec(c, "INSERT INTO r SELECT 'ns', '%s', jsonb_build_object('blob', string_agg(md5(g::text || '%s'), '')),"
+               " '{\"phase\":\"a\"}' FROM generate_series(1, 320) g", name, name);
+}
+
+static void expect_whole_spec(json_object *ev) {
+    const char *blob = it_json_str(ev, "data.object.spec.blob");
+    cr_assert(blob && strlen(blob) == 320 * 32, "spec not delivered whole: %s", json_object_to_json_string(ev));
+    cr_assert_not(it_json_exists(ev, "data.unknown"));
+    expect_str(ev, "data.oldObject.status.phase", "a");
+    expect_str(ev, "data.object.status.phase", "b");
+    cr_assert(has(ev, "data.changed", "/status/phase"));
+    cr_assert_not(has(ev, "data.changed", "/spec"));
+    cr_assert_not(has(ev, "data.changed", "/spec/blob"));
+}
+
+Test(mapper, big_spec_status_update_delivered_whole_with_full_identity) {
+    char db[64];
+    PGconn *c = it_db_create("bigfull", db, sizeof db);
+    make_big(c, "FULL");
+    const char *xs[] = {"resource.r.table=public.r", "resource.r.shape=crd", "resource.r.kind=Big", NULL};
+    it_proc_t *p = start(db, xs);
+    insert_big(c, "x");
+    it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}'");
+    json_object_put(it_proc_expect_event(p, EV_TIMEOUT));
+    json_object *m = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_whole_spec(m);
+    json_object_put(m);
+    stop(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(mapper, big_spec_status_update_delivered_whole_with_the_cache) {
+    char db[64];
+    PGconn *c = it_db_create("bigcache", db, sizeof db);
+    make_big(c, "DEFAULT");
+    insert_big(c, "before"); /* known only through the cache's initial listing */
+    const char *xs[] = {"resource.r.table=public.r", "resource.r.shape=crd", "resource.r.kind=Big",
+                        "cache.max.entries=100", NULL};
+    it_proc_t *p = start(db, xs);
+    insert_big(c, "after"); /* known through the stream */
+    it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}' WHERE name = 'before'");
+    it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}' WHERE name = 'after'");
+    it_exec(c, "DELETE FROM r WHERE name = 'after'");
+    json_object *a = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(a, "data.type", "ADDED");
+    json_object *m1 = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(m1, "subject", "ns/before");
+    expect_whole_spec(m1);
+    json_object *m2 = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(m2, "subject", "ns/after");
+    expect_whole_spec(m2);
+    /* A key-only delete carries the last state from the cache. */
+    json_object *d = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(d, "data.type", "DELETED");
+    expect_str(d, "data.object.status.phase", "b");
+    cr_assert_not(it_json_exists(d, "data.unknown"));
+    json_object_put(a);
+    json_object_put(m1);
+    json_object_put(m2);
+    json_object_put(d);
+    stop(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(mapper, big_spec_without_old_row_or_cache_is_named_unknown) {
+    char db[64];
+    PGconn *c = it_db_create("bignone", db, sizeof db);
+    make_big(c, "DEFAULT");
+    const char *xs[] = {"resource.r.table=public.r", "resource.r.shape=crd", "resource.r.kind=Big", NULL};
+    it_proc_t *p = start(db, xs);
+    insert_big(c, "x");
+    it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}'");
+    json_object_put(it_proc_expect_event(p, EV_TIMEOUT));
+    json_object *m = it_proc_expect_event(p, EV_TIMEOUT);
+    cr_assert_not(it_json_exists(m, "data.object.spec"));
+    cr_assert(has(m, "data.unknown", "/spec"), "%s", json_object_to_json_string(m));
+    cr_assert_not(it_json_exists(m, "data.oldObject"));
+    json_object_put(m);
+    stop(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(mapper, shared_table_kinds_and_dead_letters) {
+    char db[64], dl[256];
+    PGconn *c = it_db_create("shared", db, sizeof db);
+    snprintf(dl, sizeof dl, "deadletter.file=/tmp/%s.deadletter.jsonl", db);
+    unlink(dl + strlen("deadletter.file="));
+    it_exec(c, "CREATE TABLE res (kind text, namespace text, name text, spec jsonb, status jsonb,"
+               " PRIMARY KEY (kind, namespace, name))");
+    const char *xs[] = {"resource.a.table=public.res", "resource.a.kind=Alpha", "resource.a.kind.column=kind",
+                        "resource.a.shape=crd", "resource.b.table=public.res", "resource.b.kind=Beta",
+                        "resource.b.kind.column=kind", "resource.b.shape=crd", dl, NULL};
+    it_proc_t *p = start(db, xs);
+    it_exec(c, "INSERT INTO res VALUES ('Alpha', 'n', 'one', '{}', null)");
+    it_exec(c, "INSERT INTO res VALUES ('Gamma', 'n', 'stray', '{}', null)");   /* no such kind */
+    it_exec(c, "INSERT INTO res VALUES ('Beta', 'n', 'bad', '[1,2]', null)"); /* spec not an object */
+    it_exec(c, "INSERT INTO res VALUES ('Beta', 'n', 'two', '{\"x\":1}', null)");
+    char *after = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    json_object *a = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(a, "data.kind", "Alpha");
+    expect_str(a, "data.object.kind", "Alpha");
+    expect_str(a, "type", "crwatch.Alpha.added");
+    json_object *b = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(b, "data.kind", "Beta");
+    expect_str(b, "data.object.metadata.name", "two");
+    json_object_put(a);
+    json_object_put(b);
+    cr_assert(it_proc_no_line_within(p, 300));
+    stop(p);
+
+    /* Both rejects are in the dead-letter file with reason and raw row; the slot went past them. */
+    FILE *f = fopen(dl + strlen("deadletter.file="), "r");
+    cr_assert(f, "no dead-letter file");
+    char line[8192];
+    int n = 0;
+    bool kind_reason = false, spec_reason = false;
+    while (fgets(line, sizeof line, f)) {
+        json_object *o = json_tokener_parse(line);
+        cr_assert(o, "dead-letter line is not JSON: %s", line);
+        const char *reason = it_json_str(o, "reason");
+        kind_reason |= strstr(reason, "Gamma") != NULL;
+        spec_reason |= strstr(reason, "spec is not a JSON object") != NULL;
+        cr_assert(it_json_exists(o, "payload.new.name"), "raw row missing: %s", line);
+        cr_assert(it_json_exists(o, "pglsn"));
+        json_object_put(o);
+        n++;
+    }
+    fclose(f);
+    cr_assert_eq(n, 2);
+    cr_assert(kind_reason && spec_reason);
+    char *ok = it_query_value(c, "SELECT confirmed_flush_lsn >= '%s'::pg_lsn - 200 FROM pg_replication_slots WHERE "
+                                 "slot_name = current_database()", after);
+    cr_assert_str_eq(ok, "t");
+    free(ok);
+    free(after);
+    unlink(dl + strlen("deadletter.file="));
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(mapper, patch_option_and_column_filters) {
+    char db[64];
+    PGconn *c = it_db_create("patch", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY, doc jsonb, secret text); ALTER TABLE t REPLICA IDENTITY FULL");
+    const char *xs[] = {"resource.t.table=public.t", "resource.t.columns.exclude=secret", "event.patch=true", NULL};
+    it_proc_t *p = start(db, xs);
+    it_exec(c, "INSERT INTO t VALUES (1, '{\"a\":{\"b\":1},\"l\":[1,2]}', 'pw')");
+    it_exec(c, "UPDATE t SET doc = '{\"a\":{\"b\":2},\"l\":[1],\"n\":true}', secret = 'pw2'");
+    json_object *a = it_proc_expect_event(p, EV_TIMEOUT);
+    cr_assert_not(it_json_exists(a, "data.object.secret"));
+    json_object *m = it_proc_expect_event(p, EV_TIMEOUT);
+    cr_assert_not(it_json_exists(m, "data.object.secret"));
+    cr_assert_not(it_json_exists(m, "data.oldObject.secret"));
+    cr_assert(has(m, "data.changed", "/doc/a/b"));
+    cr_assert(has(m, "data.changed", "/doc/l/1"));
+    cr_assert(has(m, "data.changed", "/doc/n"));
+    cr_assert_null(it_json_get(m, "data.changed.3"), "%s", json_object_to_json_string(m));
+    expect_str(m, "data.patch.0.op", "replace");
+    expect_str(m, "data.patch.0.path", "/doc/a/b");
+    expect_str(m, "data.patch.0.value", "2");
+    json_object_put(a);
+    json_object_put(m);
+    stop(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
