@@ -76,7 +76,7 @@ Test(stream, typed_values_and_change_types_in_commit_order) {
     char src[128];
     snprintf(src, sizeof src, "/crwatch/%s/public/t", db);
     expect_str(ev, "source", src);
-    const char *lsn = it_json_str(ev, "pglsn");
+    char *lsn = strdup(it_json_str(ev, "pglsn")); /* outlives ev */
     char want_id[64];
     snprintf(want_id, sizeof want_id, "%s/1", lsn);
     expect_str(ev, "id", want_id);
@@ -147,6 +147,7 @@ Test(stream, typed_values_and_change_types_in_commit_order) {
     json_object_put(a);
     json_object_put(m);
     json_object_put(d);
+    free(lsn);
 
     json_object *tr = it_proc_expect_event(p, EV_TIMEOUT);
     expect_str(tr, "data.type", "TRUNCATED");
