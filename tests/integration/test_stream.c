@@ -425,3 +425,36 @@ Test(stream, bad_configuration_exits_2_before_touching_the_slot) {
     PQfinish(c);
     it_db_drop(NULL, db);
 }
+
+Test(stream, slot_held_by_another_process_is_waited_for) {
+    char db[64], dbarg[128];
+    PGconn *c = it_db_create("busy", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY)");
+    it_exec(c, "CREATE PUBLICATION crwatch FOR TABLE t");
+    it_exec(c, "SELECT pg_create_logical_replication_slot(current_database(), 'pgoutput')");
+    /* A predecessor still holds the slot. */
+    snprintf(dbarg, sizeof dbarg, "dbname=%s", db);
+    const char *holder_argv[] = {"pg_recvlogical", "-d", dbarg, "--slot", db, "--start", "-f", "/dev/null",
+                                 "-o", "proto_version=1", "-o", "publication_names=crwatch", "--no-loop", NULL};
+    it_proc_t *holder = it_proc_spawn("/usr/bin/pg_recvlogical", holder_argv);
+    cr_assert(it_wait_sql_true(c, 10000, "SELECT active FROM pg_replication_slots WHERE slot_name = current_database()"),
+              "pg_recvlogical did not take the slot");
+    char slot[128];
+    snprintf(slot, sizeof slot, "slot.name=%s", db);
+    const char *args[] = {"stream", "-X", "tables=public.t", "-X", slot, NULL};
+    it_proc_t *p = it_crwatch_start(db, args);
+    cr_assert(it_proc_stderr_wait(p, "is active for PID", 10000), "busy slot not reported");
+    cr_assert(it_proc_stderr_wait(p, "retrying in", 1000));
+    cr_assert(it_proc_running(p), "a busy slot must not stop crwatch");
+    it_proc_signal_wait(holder, SIGTERM, 10000);
+    it_proc_free(holder);
+    cr_assert(it_proc_stderr_wait(p, "streaming from slot", 40000), "crwatch never took the slot over");
+    it_exec(c, "INSERT INTO t VALUES (7)");
+    json_object *ev = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(ev, "subject", "7");
+    json_object_put(ev);
+    cr_assert_eq(it_proc_signal_wait(p, SIGTERM, 10000), 0);
+    it_proc_free(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
