@@ -32,8 +32,8 @@ static void usage(FILE *f) {
             "  stream                 run the change stream (Ctrl-C/SIGTERM: drain, confirm, exit 0)\n"
             "  backfill               current rows as SYNC events, then exit (not in this version)\n"
             "  resync                 diff the sink's view against the tables (not in this version)\n"
-            "  check                  verify database + config prerequisites (not in this version)\n"
-            "  slot status|create|drop  manage the replication slot (not in this version)\n"
+            "  check                  verify database + config prerequisites, print a report (changes nothing)\n"
+            "  slot status|create|drop  show (one JSON line), create or drop the replication slot\n"
             "\n"
             "Options:\n"
             "  -c, --config FILE      properties file: key = value, # comments\n"
@@ -86,13 +86,23 @@ int main(int argc, char **argv) {
     if (optind >= argc)
         exit(fail_usage("%s", "no command given"));
     const char *cmd = argv[optind];
-    if (strcmp(cmd, "stream") != 0) {
-        if (!strcmp(cmd, "backfill") || !strcmp(cmd, "resync") || !strcmp(cmd, "check") || !strcmp(cmd, "slot"))
-            exit(fail_usage("'%s' is not available in this version of crwatch", cmd));
+    const char *verb = NULL;
+    int want_args = 1;
+    if (!strcmp(cmd, "slot")) {
+        if (optind + 1 >= argc)
+            exit(fail_usage("%s", "slot needs an action: status, create or drop"));
+        verb = argv[optind + 1];
+        if (strcmp(verb, "status") && strcmp(verb, "create") && strcmp(verb, "drop"))
+            exit(fail_usage("slot: unknown action '%s' (status, create, drop)", verb));
+        want_args = 2;
+    } else if (!strcmp(cmd, "backfill") || !strcmp(cmd, "resync"))
+        exit(fail_usage("'%s' is not available in this version of crwatch", cmd));
+    else if (strcmp(cmd, "stream") && strcmp(cmd, "check"))
         exit(fail_usage("unknown command '%s'", cmd));
-    }
-    if (optind + 1 < argc)
-        exit(fail_usage("unexpected argument '%s'", argv[optind + 1]));
+    if (optind + want_args < argc)
+        exit(fail_usage("unexpected argument '%s'", argv[optind + want_args]));
+    if (endpos && strcmp(cmd, "stream"))
+        exit(fail_usage("--endpos goes with 'stream', not '%s'", cmd));
 
     /* Configuration: defaults, then the file, then -X; all before any connection. */
     char err[1024];
@@ -123,8 +133,15 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    crw_stream_opts_t so = {conninfo, endpos, &stop_requested};
-    rc = crw_stream_run(conf, &so, err, sizeof err);
+    if (!strcmp(cmd, "stream")) {
+        crw_stream_opts_t so = {conninfo, endpos, &stop_requested, NULL, NULL};
+        rc = crw_stream_run(conf, &so, err, sizeof err);
+    } else {
+        crw_repl_t *r = crw_repl_new(conf, conninfo, NULL, 0, NULL, NULL);
+        rc = verb ? crw_repl_slot(r, verb, stdout, err, sizeof err) : crw_repl_check(r, stdout, err, sizeof err);
+        crw_repl_destroy(r);
+        fflush(stdout);
+    }
     crw_config_destroy(conf);
     if (rc < 0) {
         crw_error("%s: %s", crw_err_str(rc), err);

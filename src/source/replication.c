@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -732,4 +733,178 @@ int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
         if (r->at_end)
             return 0;
     }
+}
+
+/* ---- crwatch check / crwatch slot ------------------------------------ */
+
+static void report(FILE *out, const char *status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(FILE *out, const char *status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(out, "%-5s ", status);
+    vfprintf(out, fmt, ap);
+    fputc('\n', out);
+    va_end(ap);
+}
+
+/* Connects both sessions and asks IDENTIFY_SYSTEM (no publication or slot is touched). */
+static int connect_identify(crw_repl_t *r, char *errstr, size_t n) {
+    int err = CRW_ERR_CONN;
+    crw_repl_close(r);
+    if (!(r->sql = connect_one(r, false, errstr, n, &err)))
+        return err;
+    if (!(r->conn = connect_one(r, true, errstr, n, &err))) {
+        crw_repl_close(r);
+        return err;
+    }
+    PGresult *res = PQexec(r->conn, "IDENTIFY_SYSTEM");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) < 4 || PQgetisnull(res, 0, 3)) {
+        snprintf(errstr, n, "IDENTIFY_SYSTEM failed: %s", PQresultErrorMessage(res));
+        PQclear(res);
+        crw_repl_close(r);
+        return CRW_ERR_PREREQ;
+    }
+    free(r->dbname);
+    r->dbname = crw_strdup(PQgetvalue(res, 0, 3));
+    PQclear(res);
+    return 0;
+}
+
+int crw_repl_check(crw_repl_t *r, FILE *out, char *errstr, size_t n) {
+    const crw_config_t *cf = r->conf;
+    int rc = connect_identify(r, errstr, n);
+    if (rc < 0) {
+        report(out, "FAIL", "connection: %s", errstr);
+        return rc;
+    }
+    int failed = 0;
+    report(out, "ok", "connection: database %s as %s, server %s (replication session accepted)", r->dbname,
+           PQuser(r->sql), PQparameterStatus(r->sql, "server_version"));
+    char why[1024];
+    if ((rc = check_prereqs(r, why, sizeof why)) < 0) {
+        report(out, "FAIL", "%s", why);
+        failed = rc;
+    } else
+        report(out, "ok", "wal_level=logical, REPLICATION attribute, watched tables readable");
+    for (int i = 0; i < cf->nresources && !failed; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        const char *p[2] = {rs->schema, rs->table};
+        PGresult *res;
+        if (query(r->sql, &res, why, sizeof why,
+                  "SELECT c.relreplident, (SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey::int2[], "
+                  "a.attnum)) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = "
+                  "ANY(i.indkey) WHERE i.indrelid = c.oid AND i.indisprimary) FROM pg_class c JOIN pg_namespace "
+                  "ns ON ns.oid = c.relnamespace WHERE ns.nspname = $1 AND c.relname = $2",
+                  2, p) < 0)
+            continue;
+        char ident = PQgetvalue(res, 0, 0)[0];
+        const char *ids = ident == 'f' ? "FULL (oldObject on every update)"
+                          : ident == 'n' ? "NOTHING (updates and deletes cannot be published)"
+                          : ident == 'i' ? "USING INDEX (old key only)"
+                                         : "DEFAULT (old key only: oldObject needs cache.max.entries)";
+        report(out, ident == 'n' ? "FAIL" : "ok", "table %s.%s: kind %s, primary key (%s), replica identity %s",
+               rs->schema, rs->table, rs->kind, PQgetisnull(res, 0, 1) ? "none" : PQgetvalue(res, 0, 1), ids);
+        if (ident == 'n')
+            failed = CRW_ERR_PREREQ;
+        PQclear(res);
+    }
+    PGresult *res;
+    const char *pp[1] = {cf->publication_name};
+    if (query(r->sql, &res, why, sizeof why,
+              "SELECT p.puballtables, (SELECT count(*) FROM pg_publication_tables t WHERE t.pubname = p.pubname) "
+              "FROM pg_publication p WHERE p.pubname = $1",
+              1, pp) == 0) {
+        if (PQntuples(res) == 0)
+            report(out, cf->publication_create ? "warn" : "FAIL", "publication %s: missing (%s)", cf->publication_name,
+                   cf->publication_create ? "stream creates it" : "publication.create=false");
+        else
+            report(out, "ok", "publication %s: %s table(s)%s", cf->publication_name, PQgetvalue(res, 0, 1),
+                   !strcmp(PQgetvalue(res, 0, 0), "t") ? ", FOR ALL TABLES" : "");
+        if (PQntuples(res) == 0 && !cf->publication_create)
+            failed = CRW_ERR_PREREQ;
+        PQclear(res);
+    }
+    uint64_t start = 0;
+    bool missing = false;
+    bool seen = r->slot_seen;
+    rc = check_slot(r, &start, &missing, why, sizeof why);
+    r->slot_seen = seen;
+    if (rc < 0 && rc != CRW_ERR_SLOT_BUSY) {
+        report(out, "FAIL", "%s", why);
+        failed = failed ? failed : rc;
+    } else if (missing)
+        report(out, "warn", "slot %s: missing (stream creates it)", cf->slot_name);
+    else {
+        const char *sp[1] = {cf->slot_name};
+        if (query(r->sql, &res, why, sizeof why,
+                  "SELECT confirmed_flush_lsn, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+                  "active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                  1, sp) == 0 &&
+            PQntuples(res) == 1) {
+            report(out, rc == CRW_ERR_SLOT_BUSY ? "warn" : "ok", "slot %s: pgoutput, confirmed %s, %s bytes behind%s%s",
+                   cf->slot_name, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
+                   PQgetisnull(res, 0, 2) ? "" : ", in use by PID ", PQgetvalue(res, 0, 2));
+        }
+        PQclear(res);
+    }
+    crw_repl_close(r);
+    if (failed)
+        snprintf(errstr, n, "a prerequisite is missing (see the report)");
+    return failed;
+}
+
+int crw_repl_slot(crw_repl_t *r, const char *verb, FILE *out, char *errstr, size_t n) {
+    const crw_config_t *cf = r->conf;
+    int rc = connect_identify(r, errstr, n);
+    if (rc < 0)
+        return rc;
+    uint64_t lsn = 0;
+    bool missing = false;
+    rc = check_slot(r, &lsn, &missing, errstr, n);
+    if (!strcmp(verb, "status")) {
+        if (rc == 0 && missing) {
+            snprintf(errstr, n, "slot %s does not exist", cf->slot_name);
+            rc = CRW_ERR_PREREQ;
+        } else if (rc == 0 || rc == CRW_ERR_SLOT_BUSY) {
+            const char *sp[1] = {cf->slot_name};
+            PGresult *res;
+            rc = query(r->sql, &res, errstr, n,
+                       "SELECT json_build_object('slot', slot_name, 'plugin', plugin, 'database', database, "
+                       "'active', active, 'active_pid', active_pid, 'restart_lsn', restart_lsn, "
+                       "'confirmed_flush_lsn', confirmed_flush_lsn, 'lag_bytes', "
+                       "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 'wal_status', wal_status) "
+                       "FROM pg_replication_slots WHERE slot_name = $1",
+                       1, sp);
+            if (rc == 0) {
+                fprintf(out, "%s\n", PQgetvalue(res, 0, 0));
+                PQclear(res);
+            }
+        }
+    } else if (!strcmp(verb, "create")) {
+        if (rc == 0 && !missing) {
+            snprintf(errstr, n, "slot %s exists already", cf->slot_name);
+            rc = CRW_ERR_PREREQ;
+        } else if (rc == 0 && (rc = ensure_publication(r, errstr, n)) == 0 && (rc = create_slot(r, &lsn, errstr, n)) == 0)
+            /* the publication first: a slot older than its publication cannot stream */
+            fprintf(out, "{\"slot\":\"%s\",\"created_at_lsn\":\"%X/%X\"}\n", cf->slot_name, (unsigned)(lsn >> 32),
+                    (unsigned)lsn);
+    } else if (!strcmp(verb, "drop")) {
+        if (rc == 0 && missing) {
+            snprintf(errstr, n, "slot %s does not exist", cf->slot_name);
+            rc = CRW_ERR_PREREQ;
+        } else if (rc == 0) {
+            const char *sp[1] = {cf->slot_name};
+            PGresult *res;
+            rc = query(r->sql, &res, errstr, n, "SELECT pg_drop_replication_slot($1)", 1, sp);
+            if (rc == 0) {
+                PQclear(res);
+                fprintf(out, "{\"slot\":\"%s\",\"dropped\":true}\n", cf->slot_name);
+            }
+        }
+    } else {
+        snprintf(errstr, n, "slot: unknown action '%s' (status, create, drop)", verb);
+        rc = CRW_ERR_CONFIG;
+    }
+    crw_repl_close(r);
+    return rc;
 }

@@ -17,6 +17,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/conf.h"
 #include "core/pipeline.h"
@@ -88,6 +89,16 @@ PGconn *crw_repl_sql(crw_repl_t *r);
 
 /* The database name IDENTIFY_SYSTEM reported. */
 const char *crw_repl_dbname(const crw_repl_t *r);
+
+/*
+ * `crwatch check`: connects, checks every prerequisite without changing
+ * anything, and writes one line per item to out ("ok", "warn", "FAIL").
+ * @returns 0, or the code of the first failure (CRW_ERR_PREREQ: exit 3).
+ */
+int crw_repl_check(crw_repl_t *r, FILE *out, char *errstr, size_t errstr_size);
+
+/* `crwatch slot status|create|drop`: one JSON line to out. */
+int crw_repl_slot(crw_repl_t *r, const char *verb, FILE *out, char *errstr, size_t errstr_size);
 
 /* Parses "X/Y" into *lsn; returns 0 or -1. */
 int crw_lsn_parse(const char *s, uint64_t *lsn);

@@ -458,3 +458,48 @@ Test(stream, slot_held_by_another_process_is_waited_for) {
     PQfinish(c);
     it_db_drop(NULL, db);
 }
+
+Test(stream, check_and_slot_commands) {
+    char db[64], slot[128];
+    PGconn *c = it_db_create("admin", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY)");
+    snprintf(slot, sizeof slot, "slot.name=%s", db);
+    char *out = NULL;
+    const char *check[] = {"check", "-X", "tables=public.t", "-X", slot, NULL};
+    cr_assert_eq(it_run_crwatch(db, check, 20000, &out, NULL), 0);
+    cr_assert(strstr(out, "ok    table public.t") && strstr(out, "warn  slot"), "%s", out);
+    free(out);
+    char *slots = it_query_value(c, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = current_database()");
+    cr_assert_str_eq(slots, "0", "check must change nothing");
+    free(slots);
+
+    const char *bad[] = {"check", "-X", "tables=public.missing", "-X", slot, NULL};
+    cr_assert_eq(it_run_crwatch(db, bad, 20000, &out, NULL), 3);
+    cr_assert(strstr(out, "FAIL") && strstr(out, "public.missing"), "%s", out);
+    free(out);
+
+    const char *create[] = {"slot", "create", "-X", "tables=public.t", "-X", slot, NULL};
+    cr_assert_eq(it_run_crwatch(db, create, 20000, &out, NULL), 0);
+    free(out);
+    const char *status[] = {"slot", "status", "-X", slot, NULL};
+    cr_assert_eq(it_run_crwatch(db, status, 20000, &out, NULL), 0);
+    json_object *st = json_tokener_parse(out);
+    cr_assert(st, "status is not JSON: %s", out);
+    expect_str(st, "plugin", "pgoutput");
+    expect_str(st, "slot", db);
+    json_object_put(st);
+    free(out);
+    /* The slot created this way streams: its publication came first. */
+    it_exec(c, "INSERT INTO t VALUES (1)");
+    char *endpos = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    const char *stream[] = {"stream", "-X", "tables=public.t", "-X", slot, "--endpos", endpos, NULL};
+    cr_assert_eq(it_run_crwatch(db, stream, 20000, &out, NULL), 0);
+    cr_assert(strstr(out, "\"subject\":\"1\""), "%s", out);
+    free(out);
+    free(endpos);
+    const char *drop[] = {"slot", "drop", "-X", slot, NULL};
+    cr_assert_eq(it_run_crwatch(db, drop, 20000, NULL, NULL), 0);
+    cr_assert_eq(it_run_crwatch(db, status, 20000, NULL, NULL), 3, "status of a dropped slot must exit 3");
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
