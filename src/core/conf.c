@@ -65,6 +65,14 @@ static const keydef_t keys[] = {
      "JSON lines of changes that could not be mapped or delivered"},
 
     /* --- Kafka sink --- */
+    {"deadletter.topic", T_STR, OFF(deadletter_topic), "crwatch.deadletter", NULL, 0, 0,
+     "kafka: topic for events the broker refuses (too large, not authorized); empty: file only"},
+    {"checkpoint.topic", T_STR, OFF(checkpoint_topic), "crwatch.checkpoints", NULL, 0, 0,
+     "exactly-once: compacted topic of slot checkpoints (partition 0)"},
+    {"transaction.interval.ms", T_INT, OFF(transaction_interval_ms), "100", NULL, 1, 600000,
+     "exactly-once: a Kafka transaction is committed once this old"},
+    {"cloudevents.mode", T_ENUM, OFF(cloudevents_mode), "structured", (const char *const[]){"structured", "binary", NULL},
+     0, 0, "kafka: structured (JSON value) or binary (ce_* headers, data as the value)"},
 
     /* --- local handlers: exec, plugin, embedding --- */
     {"workers", T_INT, OFF(workers), "1", NULL, 1, 256, "local handlers: worker threads (keys in parallel)"},
@@ -432,12 +440,6 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
     const char *missing = NULL;
     if (c->source == CRW_SOURCE_POLL)
         missing = "source=poll";
-    else if (c->sinks & CRW_SINK_KAFKA)
-        missing = "sink=kafka";
-    else if (c->event_format != CRW_FORMAT_CLOUDEVENTS)
-        missing = "event.format=debezium";
-    else if (c->delivery != CRW_DELIVERY_AT_LEAST_ONCE)
-        missing = "delivery=exactly-once";
     if (missing) {
         snprintf(errstr, n, "%s is not available in this version of crwatch", missing);
         return CRW_ERR_CONFIG;

@@ -74,6 +74,10 @@ typedef struct crw_config {
     char *deadletter_file;    /* changes that cannot be mapped or delivered */
 
     /* --- Kafka sink (sink/kafka.c) --- */
+    char *deadletter_topic;   /* events the broker refuses for good ("": the dead-letter file only) */
+    char *checkpoint_topic;   /* exactly-once: compacted topic of (slot, commit LSN) records */
+    int transaction_interval_ms; /* exactly-once: a Kafka transaction is committed once this old */
+    int cloudevents_mode;     /* 0 structured (the JSON event is the value), 1 binary (ce_* headers) */
 
     /* --- local handlers: exec, plugin, embedding (sink/exec.c, sink/plugin.c) --- */
     int workers;              /* handler worker threads (per handler sink) */

@@ -27,6 +27,7 @@
 #include "decode/relcache.h"
 #include "decode/types.h"
 #include "map/cache.h"
+#include "map/debezium.h"
 #include "map/event.h"
 #include "sink/sink.h"
 #include "source/replication.h"
@@ -49,6 +50,8 @@ typedef struct {
     bool txn_open;
     crw_buf_t out;
     crw_buf_t key;
+    crw_buf_t out2, key2;    /* Debezium key changes: the second record */
+    uint64_t last_commit_lsn; /* Debezium's sequence[0] */
     char err[1024];
     uint64_t events;
     uint64_t unmapped;
@@ -238,18 +241,46 @@ static crw_relation_t *relation_for(stream_t *st, uint32_t relid, int *rc) {
     return *rc < 0 ? NULL : rel;
 }
 
-static int emit(stream_t *st, const crw_relation_t *rel, const char *type) {
+static int emit_buf(stream_t *st, const crw_relation_t *rel, const char *type, const crw_buf_t *value,
+                    const crw_buf_t *key) {
     crw_event_t ev = {.txn = st->seq,
                       .commit_lsn = st->tx.commit_lsn,
                       .ordinal = st->tx.ordinal,
                       .type = type,
-                      .key = st->key.data ? st->key.data : "",
-                      .keylen = st->key.len,
-                      .value = st->out.data,
-                      .len = st->out.len,
+                      .key = key->data ? key->data : "",
+                      .keylen = key->len,
+                      .value = value ? (value->data ? value->data : "") : NULL,
+                      .len = value ? value->len : 0,
                       .rel = rel};
     st->events++;
     return crw_sinks_emit(&st->sinks, &ev);
+}
+
+static int emit(stream_t *st, const crw_relation_t *rel, const char *type) {
+    return emit_buf(st, rel, type, &st->out, &st->key);
+}
+
+/*
+ * event.format=debezium: Debezium's records for one change.  A delete is
+ * followed by a tombstone (same key, no value); an update that changes the
+ * key becomes a delete, its tombstone and a create, as Debezium does.
+ */
+static int emit_debezium(stream_t *st, const crw_relation_t *rel, const crw_pgo_msg_t *m, char *why, size_t n) {
+    crw_dbz_source_t src = {crw_repl_dbname(st->repl), st->conf->debezium_name, m->lsn, st->last_commit_lsn, 0};
+    int rc;
+    if (m->type == CRW_PGO_UPDATE && crw_debezium_key_changed(rel, m)) {
+        if (crw_debezium_encode_key_change(&st->out, &st->key, &st->out2, &st->key2, rel, m, &st->tx, &src, why, n) < 0)
+            return -1;
+        if ((rc = emit(st, rel, "DELETED")) < 0 || (rc = emit_buf(st, rel, "DELETED", NULL, &st->key)) < 0)
+            return rc;
+        return emit_buf(st, rel, "ADDED", &st->out2, &st->key2);
+    }
+    if (crw_debezium_encode(&st->out, &st->key, rel, m, &st->tx, &src, why, n) < 0)
+        return -1;
+    const char *type = m->type == CRW_PGO_INSERT ? "ADDED" : m->type == CRW_PGO_UPDATE ? "MODIFIED" : "DELETED";
+    if ((rc = emit(st, rel, type)) < 0)
+        return rc;
+    return m->type == CRW_PGO_DELETE ? emit_buf(st, rel, "DELETED", NULL, &st->key) : 0;
 }
 
 /* A change that cannot be mapped: its raw row goes to the dead-letter file. */
@@ -290,6 +321,7 @@ static int on_message(void *opaque, const crw_pgo_msg_t *m) {
             return rc;
         }
         crw_pipeline_commit(st->pipeline, st->seq, m->u.commit.end_lsn);
+        st->last_commit_lsn = m->u.commit.end_lsn;
         st->txn_open = false;
         st->commits++;
         return 0;
@@ -312,6 +344,10 @@ static int on_message(void *opaque, const crw_pgo_msg_t *m) {
         if (!rel->watched || st->skipping)
             return 0;
         char why[512];
+        if (st->conf->event_format == CRW_FORMAT_DEBEZIUM) {
+            rc = emit_debezium(st, rel, m, why, sizeof why);
+            return rc == -1 ? dead_letter(st, rel, m, why) : rc;
+        }
         const char *type;
         if (crw_mapper_change(st->mapper, &st->out, &st->key, &type, rel, m, &st->tx, why, sizeof why) < 0)
             return dead_letter(st, rel, m, why);
@@ -324,7 +360,12 @@ static int on_message(void *opaque, const crw_pgo_msg_t *m) {
                 return rc;
             if (!rel->watched || st->skipping)
                 continue;
-            crw_mapper_truncate(st->mapper, &st->out, rel, &st->tx);
+            if (st->conf->event_format == CRW_FORMAT_DEBEZIUM) {
+                crw_dbz_source_t src = {crw_repl_dbname(st->repl), st->conf->debezium_name, m->lsn,
+                                        st->last_commit_lsn, 0};
+                crw_debezium_encode_truncate(&st->out, rel, &st->tx, &src);
+            } else
+                crw_mapper_truncate(st->mapper, &st->out, rel, &st->tx);
             crw_buf_reset(&st->key);
             if ((rc = emit(st, rel, "TRUNCATED")) < 0)
                 return rc;
@@ -457,6 +498,9 @@ out:
     crw_buf_free(&st.out);
     crw_buf_free(&st.key);
     crw_mapper_destroy(st.mapper);
+    crw_debezium_thread_cleanup();
+    crw_buf_free(&st.out2);
+    crw_buf_free(&st.key2);
     crw_cache_destroy(st.cache);
     return rc;
 }

@@ -72,6 +72,7 @@ typedef struct crw_pgo_relation {
 typedef struct crw_pgo_msg {
     char type;    /* crw_pgo_type_t */
     uint32_t xid; /* streamed-transaction xid prefix, 0 when not in a stream block */
+    uint64_t lsn; /* WAL position of the message (XLogData dataStart): set by the source, 0 from the decoder */
     union {
         struct { uint64_t final_lsn; int64_t commit_time; uint32_t xid; } begin;
         struct { uint8_t flags; uint64_t commit_lsn; uint64_t end_lsn; int64_t commit_time; } commit;

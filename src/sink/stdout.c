@@ -44,7 +44,11 @@ static int flush_out(stdout_sink_t *s) {
 
 static int stdout_emit(crw_sink_t *base, const crw_event_t *ev) {
     stdout_sink_t *s = (stdout_sink_t *)base;
-    crw_buf_put(&s->buf, ev->value, ev->len);
+    /* A tombstone (Debezium, after a delete) has no value: stdout shows it as a null line. */
+    if (ev->value)
+        crw_buf_put(&s->buf, ev->value, ev->len);
+    else
+        crw_buf_put(&s->buf, "null", 4);
     crw_buf_putc(&s->buf, '\n');
     return s->buf.len >= FLUSH_AT ? flush_out(s) : 0;
 }

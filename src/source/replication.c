@@ -536,23 +536,28 @@ typedef struct {
     size_t n;
 } replay_ctx_t;
 
+/* Spool records are the message's 8-byte WAL position, then the message. */
 static int replay_one(void *opaque, const char *buf, size_t len) {
     replay_ctx_t *ctx = opaque;
+    if (len < 8)
+        return CRW_ERR_IO;
     crw_pgo_msg_t m;
-    int rc = crw_pgo_decode(ctx->r->dec, buf, len, true, &m, ctx->errstr, ctx->n);
+    int rc = crw_pgo_decode(ctx->r->dec, buf + 8, len - 8, true, &m, ctx->errstr, ctx->n);
     if (rc < 0)
         return rc;
+    m.lsn = get64(buf);
     return dispatch(ctx->r, &m);
 }
 
 /* One pgoutput message from an XLogData frame. */
-static int handle_message(crw_repl_t *r, const char *buf, size_t len, char *errstr, size_t n) {
+static int handle_message(crw_repl_t *r, const char *buf, size_t len, uint64_t lsn, char *errstr, size_t n) {
     if (r->at_end)
         return 0; /* past endpos: read (and keep answering) but hand nothing on */
     crw_pgo_msg_t m;
     int rc = crw_pgo_decode(r->dec, buf, len, r->in_stream, &m, errstr, n);
     if (rc < 0)
         return rc;
+    m.lsn = lsn;
     switch (m.type) {
     case CRW_PGO_STREAM_START:
         r->in_stream = true;
@@ -587,8 +592,12 @@ static int handle_message(crw_repl_t *r, const char *buf, size_t len, char *errs
     default:
         break;
     }
-    if (r->in_stream)
-        return crw_spool_append(r->spool, r->stream_xid, m.xid ? m.xid : r->stream_xid, buf, len);
+    if (r->in_stream) {
+        /* buf sits 25 bytes into the XLogData frame: the 8 bytes before it are
+         * sendTime, free to overwrite with the LSN so one write holds both. */
+        put64((char *)buf - 8, lsn);
+        return crw_spool_append(r->spool, r->stream_xid, m.xid ? m.xid : r->stream_xid, buf - 8, len + 8);
+    }
     return dispatch(r, &m);
 }
 
@@ -722,7 +731,7 @@ int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
             uint64_t start = get64(buf + 1);
             if (start > r->received)
                 r->received = start;
-            rc = handle_message(r, buf + 25, (size_t)len - 25, errstr, n);
+            rc = handle_message(r, buf + 25, (size_t)len - 25, start, errstr, n);
         } else {
             snprintf(errstr, n, "unexpected replication frame '%c' of %d bytes", buf[0], len);
             rc = CRW_ERR_PROTOCOL;

@@ -320,3 +320,73 @@ Test(mapper, patch_option_and_column_filters) {
     PQfinish(c);
     it_db_drop(NULL, db);
 }
+
+Test(mapper, debezium_envelope_with_tombstones_and_key_changes) {
+    char db[64];
+    PGconn *c = it_db_create("dbz", db, sizeof db);
+    it_exec(c, "CREATE TABLE customers (id int PRIMARY KEY, email text, joined date, doc jsonb);"
+               "ALTER TABLE customers REPLICA IDENTITY FULL");
+    const char *xs[] = {"tables=public.customers", "event.format=debezium", "debezium.name=inventory", NULL};
+    it_proc_t *p = start(db, xs);
+    it_exec(c, "INSERT INTO customers VALUES (1, 'a@x', '1970-01-02', '{\"k\": 1}'), (2, 'b@x', NULL, NULL)");
+    it_exec(c, "UPDATE customers SET email = 'a2@x' WHERE id = 1");
+    it_exec(c, "UPDATE customers SET id = 3 WHERE id = 2"); /* key change: d, tombstone, c */
+    it_exec(c, "DELETE FROM customers WHERE id = 1");
+    it_exec(c, "TRUNCATE customers");
+
+    json_object *c1 = it_proc_expect_event(p, EV_TIMEOUT), *c2 = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(c1, "op", "c");
+    cr_assert_null(it_json_get(c1, "before"));
+    cr_assert(it_json_exists(c1, "before"), "before must be present as null");
+    expect_str(c1, "after.id", "1");
+    expect_str(c1, "after.email", "a@x");
+    expect_str(c1, "after.joined", "1");      /* days since 1970 */
+    expect_str(c1, "after.doc", "{\"k\": 1}"); /* jsonb text as PostgreSQL prints it, in a string (io.debezium.data.Json) */
+    expect_str(c1, "source.connector", "postgresql");
+    expect_str(c1, "source.name", "inventory");
+    expect_str(c1, "source.db", db);
+    expect_str(c1, "source.schema", "public");
+    expect_str(c1, "source.table", "customers");
+    expect_str(c1, "source.snapshot", "false");
+    cr_assert(json_object_is_type(it_json_get(c1, "source.txId"), json_type_int));
+    cr_assert(json_object_is_type(it_json_get(c1, "source.lsn"), json_type_int));
+    cr_assert(json_object_is_type(it_json_get(c1, "ts_ms"), json_type_int));
+    /* two rows of one transaction: distinct change LSNs, one txId */
+    cr_assert_str_neq(it_json_str(c1, "source.lsn"), it_json_str(c2, "source.lsn"));
+    cr_assert_str_eq(it_json_str(c1, "source.txId"), it_json_str(c2, "source.txId"));
+    json_object *sq = json_tokener_parse(it_json_str(c2, "source.sequence"));
+    cr_assert(sq && json_object_array_length(sq) == 2, "sequence is a JSON string of two LSNs");
+    cr_assert_str_eq(json_object_get_string(json_object_array_get_idx(sq, 1)), it_json_str(c2, "source.lsn"));
+    json_object_put(sq);
+
+    json_object *u = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(u, "op", "u");
+    expect_str(u, "before.email", "a@x");
+    expect_str(u, "after.email", "a2@x");
+
+    json_object *kd = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(kd, "op", "d");
+    expect_str(kd, "before.id", "2");
+    char *tomb = it_proc_read_line(p, EV_TIMEOUT);
+    cr_assert(tomb && !strcmp(tomb, "null"), "tombstone after a delete: %s", tomb);
+    free(tomb);
+    json_object *kc = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(kc, "op", "c");
+    expect_str(kc, "after.id", "3");
+
+    json_object *d = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(d, "op", "d");
+    expect_str(d, "before.email", "a2@x");
+    cr_assert_null(it_json_get(d, "after"));
+    tomb = it_proc_read_line(p, EV_TIMEOUT);
+    cr_assert(tomb && !strcmp(tomb, "null"));
+    free(tomb);
+    json_object *t = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_str(t, "op", "t");
+    json_object *all[] = {c1, c2, u, kd, kc, d, t};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        json_object_put(all[i]);
+    stop(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}

@@ -1,0 +1,1168 @@
+/*
+ * debezium.c — Debezium PostgreSQL change events (see debezium.h for the
+ * format and every representation choice).
+ *
+ * Values arrive as PostgreSQL's text output under the replication session's
+ * fixed settings (DateStyle=ISO, IntervalStyle=iso_8601, TimeZone=UTC,
+ * extra_float_digits=3, bytea_output=hex); other offsets and the escape form
+ * of bytea are accepted too.  Every conversion is exact integer arithmetic on
+ * the parsed fields (proleptic Gregorian calendar, astronomical years), with
+ * overflow checks: no libc time functions, no floating point except to build
+ * the WKB of a point.
+ */
+#include "map/debezium.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/conf.h"
+#include "map/value.h"
+
+#ifndef CRW_VERSION
+#define CRW_VERSION "unknown"
+#endif
+
+#define US_PER_SEC INT64_C(1000000)
+#define US_PER_DAY INT64_C(86400000000)
+/* Debezium's MicroDuration: 365.25 / 12 days a month = 2629800 s. */
+#define US_PER_MONTH INT64_C(2629800000000)
+
+/* PostgresValueConverter.POSITIVE/NEGATIVE_INFINITY_LOCAL_DATE (-5877611-06-21 / -22) in epoch days. */
+#define DBZ_DATE_POS_INF INT64_C(-2147472692)
+#define DBZ_DATE_NEG_INF INT64_C(-2147472691)
+/* PGStatement.DATE_POSITIVE/NEGATIVE_INFINITY read as µs (MicroTimestamp), per Debezium's docs. */
+#define DBZ_TS_POS_INF_US INT64_C(9223372036825200000)
+#define DBZ_TS_NEG_INF_US INT64_C(-9223372036832400000)
+
+/* Built-in OIDs needing more than their type class. */
+enum {
+    OID_MONEY = 790,
+    OID_MONEY_ARRAY = 791,
+    OID_POINT = 600,
+    OID_POINT_ARRAY = 1017,
+    OID_BIT = 1560,
+    OID_BIT_ARRAY = 1561,
+    OID_VARBIT = 1562,
+    OID_VARBIT_ARRAY = 1563,
+};
+
+#define MAX_ARRAY_DEPTH 16
+
+static _Thread_local crw_buf_t scratch = CRW_BUF_INIT;
+
+void crw_debezium_thread_cleanup(void) { crw_buf_free(&scratch); }
+
+const char *crw_debezium_version(void) { return "crwatch-" CRW_VERSION; }
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
+static bool eq(const char *s, size_t n, const char *lit) {
+    size_t l = strlen(lit);
+    return n == l && memcmp(s, lit, l) == 0;
+}
+
+static void put_str(crw_buf_t *out, const char *s) { crw_buf_put_json_str(out, s, strlen(s)); }
+
+/* Floor division for a positive divisor. */
+static int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b != 0 && (a < 0)); }
+
+static int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
+
+/* Days since 1970-01-01 of a proleptic Gregorian date, astronomical year (H. Hinnant). */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
+    z += 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+/* ---- parsing PostgreSQL's ISO output ---------------------------------- */
+
+/* Exactly k digits at s[*i]; -1 when absent. */
+static int64_t digits(const char *s, size_t n, size_t *i, size_t k) {
+    if (*i + k > n)
+        return -1;
+    int64_t v = 0;
+    for (size_t j = 0; j < k; j++) {
+        if (!is_digit(s[*i + j]))
+            return -1;
+        v = v * 10 + (s[*i + j] - '0');
+    }
+    *i += k;
+    return v;
+}
+
+static bool expect(const char *s, size_t n, size_t *i, char c) {
+    if (*i < n && s[*i] == c) {
+        (*i)++;
+        return true;
+    }
+    return false;
+}
+
+typedef struct when {
+    int64_t year; /* astronomical after parse_era */
+    int mon, day;
+    int hour, min, sec;
+    int64_t us;   /* fraction of the second */
+    int offset;   /* seconds east of UTC */
+} when_t;
+
+/* YYYY-MM-DD, the year four to nine digits. */
+static bool parse_date(const char *s, size_t n, size_t *i, when_t *w) {
+    size_t k = *i;
+    int64_t y = 0;
+    while (k < n && is_digit(s[k]) && k - *i < 9)
+        y = y * 10 + (s[k++] - '0');
+    if (k - *i < 4)
+        return false;
+    *i = k;
+    int64_t m, d;
+    if (!expect(s, n, i, '-') || (m = digits(s, n, i, 2)) < 1 || m > 12 || !expect(s, n, i, '-') ||
+        (d = digits(s, n, i, 2)) < 1 || d > 31)
+        return false;
+    w->year = y;
+    w->mon = (int)m;
+    w->day = (int)d;
+    return true;
+}
+
+/* HH:MM:SS[.f{1,6}]; 24:00:00 is valid for time and timetz. */
+static bool parse_time(const char *s, size_t n, size_t *i, when_t *w) {
+    int64_t h, m, sec;
+    if ((h = digits(s, n, i, 2)) < 0 || h > 24 || !expect(s, n, i, ':') || (m = digits(s, n, i, 2)) < 0 || m > 59 ||
+        !expect(s, n, i, ':') || (sec = digits(s, n, i, 2)) < 0 || sec > 59)
+        return false;
+    w->hour = (int)h;
+    w->min = (int)m;
+    w->sec = (int)sec;
+    w->us = 0;
+    if (expect(s, n, i, '.')) {
+        int nd = 0;
+        while (*i < n && is_digit(s[*i]) && nd < 6) {
+            w->us = w->us * 10 + (s[(*i)++] - '0');
+            nd++;
+        }
+        if (nd == 0 || (*i < n && is_digit(s[*i])))
+            return false;
+        for (; nd < 6; nd++)
+            w->us *= 10;
+    }
+    return h < 24 || (m == 0 && sec == 0 && w->us == 0);
+}
+
+/* ±HH[:MM[:SS]] as EncodeTimezone prints it. */
+static bool parse_offset(const char *s, size_t n, size_t *i, when_t *w) {
+    if (*i >= n || (s[*i] != '+' && s[*i] != '-'))
+        return false;
+    int sign = s[(*i)++] == '-' ? -1 : 1;
+    int64_t h = digits(s, n, i, 2), m = 0, sec = 0;
+    if (h < 0)
+        return false;
+    if (expect(s, n, i, ':')) {
+        if ((m = digits(s, n, i, 2)) < 0 || m > 59)
+            return false;
+        if (expect(s, n, i, ':') && ((sec = digits(s, n, i, 2)) < 0 || sec > 59))
+            return false;
+    }
+    w->offset = sign * (int)(h * 3600 + m * 60 + sec);
+    return true;
+}
+
+/* Optional " BC", then the end; the year becomes astronomical (1 BC is 0). */
+static bool parse_era(const char *s, size_t n, size_t *i, when_t *w) {
+    if (*i + 3 == n && memcmp(s + *i, " BC", 3) == 0) {
+        if (w->year < 1)
+            return false;
+        w->year = 1 - w->year;
+        *i = n;
+    }
+    return *i == n;
+}
+
+static int64_t us_of_day(const when_t *w) {
+    return ((int64_t)w->hour * 3600 + w->min * 60 + w->sec) * US_PER_SEC + w->us;
+}
+
+/* Unix µs of w (date + time - offset); false on int64 overflow. */
+static bool unix_us(const when_t *w, int64_t *out) {
+    int64_t days = days_from_civil(w->year, w->mon, w->day), r;
+    if (__builtin_mul_overflow(days, US_PER_DAY, &r) || __builtin_add_overflow(r, us_of_day(w), &r) ||
+        __builtin_sub_overflow(r, (int64_t)w->offset * US_PER_SEC, &r))
+        return false;
+    *out = r;
+    return true;
+}
+
+/* Fraction-digit precision of a time/timestamp typmod (unconstrained: 6). */
+static int precision(int32_t typmod) { return typmod < 0 || typmod > 6 ? 6 : (int)typmod; }
+
+/* ---- numbers ---------------------------------------------------------- */
+
+/*
+ * numeric as Java's BigDecimal.toString() prints it (decimal.handling.mode=
+ * string).  PostgreSQL's text is already the plain form BigDecimal uses
+ * while the adjusted exponent is >= -6; below, E-notation of the unscaled
+ * digits: 0.00000012300 -> 1.2300E-7.
+ */
+static int render_numeric(crw_buf_t *out, const char *s, size_t n) {
+    if (eq(s, n, "NaN")) {
+        put_str(out, "NAN");
+        return 0;
+    }
+    if (eq(s, n, "Infinity")) {
+        put_str(out, "POSITIVE_INFINITY");
+        return 0;
+    }
+    if (eq(s, n, "-Infinity")) {
+        put_str(out, "NEGATIVE_INFINITY");
+        return 0;
+    }
+    if (n == 0)
+        return -1;
+    size_t i = s[0] == '-' ? 1 : 0, int_start = i;
+    while (i < n && is_digit(s[i]))
+        i++;
+    size_t int_end = i, frac_start = i, frac_end = i;
+    if (int_end == int_start)
+        return -1;
+    if (i < n && s[i] == '.') {
+        frac_start = ++i;
+        while (i < n && is_digit(s[i]))
+            i++;
+        frac_end = i;
+        if (frac_end == frac_start)
+            return -1;
+    }
+    if (i != n)
+        return -1;
+    /* Unscaled digits: integer and fraction digits without leading zeros. */
+    size_t scale = frac_end - frac_start, total = (int_end - int_start) + scale, lead = 0;
+    for (size_t k = 0; k < total; k++) {
+        char c = k < int_end - int_start ? s[int_start + k] : s[frac_start + k - (int_end - int_start)];
+        if (c != '0')
+            break;
+        lead++;
+    }
+    size_t nd = total - lead; /* significant digits; 0 for zero, printed as the digit "0" */
+    if (nd == 0)
+        nd = 1;
+    int64_t adjusted = (int64_t)nd - 1 - (int64_t)scale;
+    if (adjusted >= -6) {
+        crw_buf_put_json_str(out, s, n);
+        return 0;
+    }
+    /* adjusted < -6: the integer part is 0 and the significant digits end the fraction. */
+    const char *d = s + frac_end - nd;
+    crw_buf_putc(out, '"');
+    if (s[0] == '-')
+        crw_buf_putc(out, '-');
+    crw_buf_putc(out, d[0]);
+    if (nd > 1) {
+        crw_buf_putc(out, '.');
+        crw_buf_put(out, d + 1, nd - 1);
+    }
+    crw_buf_putc(out, 'E');
+    crw_buf_put_i64(out, adjusted);
+    crw_buf_putc(out, '"');
+    return 0;
+}
+
+/*
+ * money as a plain decimal string: sign, digits without group separators,
+ * PostgreSQL's fraction digits.  Accepts what cash_out prints with a '.'
+ * decimal point and ',' groups ("-$1,234.50", "($1.00)", "1,234.50 EUR");
+ * anything else is left to the text fallback.
+ */
+static int render_money(crw_buf_t *out, const char *s, size_t n) {
+    size_t i = 0;
+    bool neg = false, paren = false;
+    while (i < n && !is_digit(s[i])) {
+        if (s[i] == '-')
+            neg = true;
+        else if (s[i] == '(')
+            neg = paren = true;
+        else if (s[i] == '.' || s[i] == ',' || s[i] == ')')
+            return -1;
+        i++;
+    }
+    size_t st = i;
+    int group = -1; /* digits since the last ',' (-1: none seen) */
+    size_t lead_digits = 0;
+    while (i < n && (is_digit(s[i]) || s[i] == ',')) {
+        if (s[i] == ',') {
+            if ((group < 0 && (lead_digits < 1 || lead_digits > 3)) || (group >= 0 && group != 3))
+                return -1;
+            group = 0;
+        } else if (group >= 0) {
+            group++;
+        } else {
+            lead_digits++;
+        }
+        i++;
+    }
+    if (i == st || (group >= 0 && group != 3))
+        return -1;
+    size_t int_end = i, frac_st = i, frac_end = i;
+    if (i < n && s[i] == '.') {
+        frac_st = ++i;
+        while (i < n && is_digit(s[i]))
+            i++;
+        frac_end = i;
+        if (frac_end == frac_st)
+            return -1;
+    }
+    for (; i < n; i++) {
+        if (is_digit(s[i]) || s[i] == '.' || s[i] == ',')
+            return -1;
+        if (s[i] == '-')
+            neg = true;
+        else if (s[i] == ')' && paren)
+            paren = false;
+    }
+    if (paren)
+        return -1;
+    crw_buf_putc(out, '"');
+    if (neg)
+        crw_buf_putc(out, '-');
+    for (size_t k = st; k < int_end; k++)
+        if (s[k] != ',')
+            crw_buf_putc(out, s[k]);
+    if (frac_end > frac_st) {
+        crw_buf_putc(out, '.');
+        crw_buf_put(out, s + frac_st, frac_end - frac_st);
+    }
+    crw_buf_putc(out, '"');
+    return 0;
+}
+
+/* ---- base64 ----------------------------------------------------------- */
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static void b64_group(crw_buf_t *out, const unsigned char *b, int n) {
+    uint32_t v = (uint32_t)b[0] << 16 | (n > 1 ? (uint32_t)b[1] << 8 : 0) | (n > 2 ? b[2] : 0);
+    char q[4] = {b64[v >> 18 & 63], b64[v >> 12 & 63], n > 1 ? b64[v >> 6 & 63] : '=', n > 2 ? b64[v & 63] : '='};
+    crw_buf_put(out, q, 4);
+}
+
+static void put_b64(crw_buf_t *out, const unsigned char *b, size_t n) {
+    crw_buf_putc(out, '"');
+    for (size_t i = 0; i < n; i += 3)
+        b64_group(out, b + i, n - i >= 3 ? 3 : (int)(n - i));
+    crw_buf_putc(out, '"');
+}
+
+/*
+ * bit/varbit.  Length 1 (bit, bit(1), varbit(1)): a boolean.  Otherwise
+ * io.debezium.data.Bits: the rightmost character is bit 0, bytes are little
+ * endian (bit 0 is the low bit of byte 0), as many bytes as the highest set
+ * bit needs (Java's BitSet.toByteArray()), base64 in JSON.
+ */
+static int render_bits(crw_buf_t *out, const char *s, size_t n, int32_t typmod) {
+    size_t high = 0; /* highest set bit + 1 */
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '0' && s[i] != '1')
+            return -1;
+        if (s[i] == '1' && !high)
+            high = n - i;
+    }
+    if (typmod == 1) {
+        crw_buf_puts(out, high ? "true" : "false");
+        return 0;
+    }
+    size_t nbytes = (high + 7) / 8;
+    crw_buf_putc(out, '"');
+    unsigned char grp[3];
+    int g = 0;
+    for (size_t k = 0; k < nbytes; k++) {
+        unsigned char byte = 0;
+        for (int b = 0; b < 8; b++) {
+            size_t bit = k * 8 + (size_t)b;
+            if (bit < n && s[n - 1 - bit] == '1')
+                byte |= (unsigned char)(1u << b);
+        }
+        grp[g++] = byte;
+        if (g == 3) {
+            b64_group(out, grp, 3);
+            g = 0;
+        }
+    }
+    if (g)
+        b64_group(out, grp, g);
+    crw_buf_putc(out, '"');
+    return 0;
+}
+
+/* float8 text as a JSON value: a number, or "NaN"/"Infinity"/"-Infinity" as Jackson writes them. */
+static int put_float_text(crw_buf_t *out, const char *s, size_t n) {
+    static const crw_typeinfo_t f8 = {CRW_TC_FLOAT, false, ','};
+    return crw_value_render(out, &f8, s, n);
+}
+
+/* point "(x,y)" -> io.debezium.data.geometry.Point {"x","y","wkb","srid"}. */
+static int render_point(crw_buf_t *out, const char *s, size_t n) {
+    if (n < 5 || s[0] != '(' || s[n - 1] != ')')
+        return -1;
+    const char *comma = memchr(s, ',', n);
+    if (!comma)
+        return -1;
+    const char *xs = s + 1, *ys = comma + 1;
+    size_t xn = (size_t)(comma - xs), yn = (size_t)(s + n - 1 - ys);
+    char xb[64], yb[64];
+    if (xn == 0 || yn == 0 || xn >= sizeof xb || yn >= sizeof yb)
+        return -1;
+    memcpy(xb, xs, xn);
+    xb[xn] = '\0';
+    memcpy(yb, ys, yn);
+    yb[yn] = '\0';
+    char *e1, *e2;
+    double x = strtod(xb, &e1), y = strtod(yb, &e2);
+    if (*e1 || *e2)
+        return -1;
+    size_t mark = out->len;
+    crw_buf_puts(out, "{\"x\":");
+    if (put_float_text(out, xs, xn) < 0)
+        goto bad;
+    crw_buf_puts(out, ",\"y\":");
+    if (put_float_text(out, ys, yn) < 0)
+        goto bad;
+    /* WKB: byte order 1 (little endian), uint32 type 1 (Point), x, y as IEEE doubles. */
+    unsigned char wkb[21] = {1, 1, 0, 0, 0};
+    uint64_t bits;
+    memcpy(&bits, &x, 8);
+    for (int i = 0; i < 8; i++)
+        wkb[5 + i] = (unsigned char)(bits >> (8 * i));
+    memcpy(&bits, &y, 8);
+    for (int i = 0; i < 8; i++)
+        wkb[13 + i] = (unsigned char)(bits >> (8 * i));
+    crw_buf_puts(out, ",\"wkb\":");
+    put_b64(out, wkb, sizeof wkb);
+    crw_buf_puts(out, ",\"srid\":null}");
+    return 0;
+bad:
+    out->len = mark;
+    out->data[mark] = '\0';
+    return -1;
+}
+
+/* ---- dates and times -------------------------------------------------- */
+
+static int render_date(crw_buf_t *out, const char *s, size_t n) {
+    if (eq(s, n, "infinity") || eq(s, n, "-infinity")) {
+        crw_buf_put_i64(out, s[0] == '-' ? DBZ_DATE_NEG_INF : DBZ_DATE_POS_INF);
+        return 0;
+    }
+    when_t w = {0};
+    size_t i = 0;
+    if (!parse_date(s, n, &i, &w) || !parse_era(s, n, &i, &w))
+        return -1;
+    crw_buf_put_i64(out, days_from_civil(w.year, w.mon, w.day));
+    return 0;
+}
+
+/* time: ms past midnight for precision 0..3 (io.debezium.time.Time), else µs (MicroTime). */
+static int render_time(crw_buf_t *out, const char *s, size_t n, int32_t typmod) {
+    when_t w = {0};
+    size_t i = 0;
+    if (!parse_time(s, n, &i, &w) || i != n)
+        return -1;
+    int64_t us = us_of_day(&w);
+    crw_buf_put_i64(out, precision(typmod) <= 3 ? us / 1000 : us);
+    return 0;
+}
+
+/* timestamp: ms since the epoch for precision 0..3 (Timestamp), else µs (MicroTimestamp). */
+static int render_timestamp(crw_buf_t *out, const char *s, size_t n, int32_t typmod) {
+    bool ms = precision(typmod) <= 3;
+    if (eq(s, n, "infinity") || eq(s, n, "-infinity")) {
+        int64_t v = s[0] == '-' ? DBZ_TS_NEG_INF_US : DBZ_TS_POS_INF_US;
+        crw_buf_put_i64(out, ms ? v / 1000 : v);
+        return 0;
+    }
+    when_t w = {0};
+    size_t i = 0;
+    int64_t us;
+    if (!parse_date(s, n, &i, &w) || !expect(s, n, &i, ' ') || !parse_time(s, n, &i, &w) || w.hour > 23 ||
+        !parse_era(s, n, &i, &w) || !unix_us(&w, &us))
+        return -1;
+    crw_buf_put_i64(out, ms ? floor_div(us, 1000) : us);
+    return 0;
+}
+
+/* Four-digit year, '+' beyond 9999, '-' for astronomical years below 0 (java.time's ISO_LOCAL_DATE). */
+static void put_iso_year(crw_buf_t *out, int64_t y) {
+    if (y > 9999)
+        crw_buf_putc(out, '+');
+    else if (y < 0) {
+        crw_buf_putc(out, '-');
+        y = -y;
+    }
+    for (int64_t p = 1000; p > 1 && y < p; p /= 10)
+        crw_buf_putc(out, '0');
+    crw_buf_put_u64(out, (uint64_t)y);
+}
+
+static void put_2d(crw_buf_t *out, int v) {
+    char b[2] = {(char)('0' + v / 10), (char)('0' + v % 10)};
+    crw_buf_put(out, b, 2);
+}
+
+/* HH:MM:SS and a fraction: width digits exactly, or (width 0) as few as needed, none for 0. */
+static void put_hms(crw_buf_t *out, int64_t us_day, int width) {
+    int64_t secs = us_day / US_PER_SEC, frac = us_day % US_PER_SEC;
+    put_2d(out, (int)(secs / 3600));
+    crw_buf_putc(out, ':');
+    put_2d(out, (int)(secs / 60 % 60));
+    crw_buf_putc(out, ':');
+    put_2d(out, (int)(secs % 60));
+    char f[6];
+    for (int k = 5; k >= 0; k--, frac /= 10)
+        f[k] = (char)('0' + frac % 10);
+    int nd = width;
+    if (width == 0) {
+        nd = 6;
+        while (nd > 0 && f[nd - 1] == '0')
+            nd--;
+    }
+    if (nd > 0) {
+        crw_buf_putc(out, '.');
+        crw_buf_put(out, f, (size_t)nd);
+    }
+}
+
+/* timestamptz: io.debezium.time.ZonedTimestamp, UTC, "Z", typmod fraction digits. */
+static int render_timestamptz(crw_buf_t *out, const char *s, size_t n, int32_t typmod) {
+    if (eq(s, n, "infinity") || eq(s, n, "-infinity")) {
+        crw_buf_put_json_str(out, s, n);
+        return 0;
+    }
+    when_t w = {0};
+    size_t i = 0;
+    int64_t us;
+    if (!parse_date(s, n, &i, &w) || !expect(s, n, &i, ' ') || !parse_time(s, n, &i, &w) || w.hour > 23 ||
+        !parse_offset(s, n, &i, &w) || !parse_era(s, n, &i, &w) || !unix_us(&w, &us))
+        return -1;
+    int64_t days = floor_div(us, US_PER_DAY), y;
+    int m, d;
+    civil_from_days(days, &y, &m, &d);
+    crw_buf_putc(out, '"');
+    put_iso_year(out, y);
+    crw_buf_putc(out, '-');
+    put_2d(out, m);
+    crw_buf_putc(out, '-');
+    put_2d(out, d);
+    crw_buf_putc(out, 'T');
+    put_hms(out, floor_mod(us, US_PER_DAY), precision(typmod));
+    crw_buf_put(out, "Z\"", 2);
+    return 0;
+}
+
+/* timetz: io.debezium.time.ZonedTime, shifted to UTC, fraction trimmed, "Z". */
+static int render_timetz(crw_buf_t *out, const char *s, size_t n) {
+    when_t w = {0};
+    size_t i = 0;
+    if (!parse_time(s, n, &i, &w) || !parse_offset(s, n, &i, &w) || i != n)
+        return -1;
+    int64_t local = us_of_day(&w);
+    crw_buf_putc(out, '"');
+    if (local == US_PER_DAY && w.offset == 0)
+        crw_buf_puts(out, "24:00:00"); /* PostgresTimeBoundary.TIME_WITH_TIMEZONE_BOUNDARY_AT_UTC */
+    else
+        put_hms(out, floor_mod(local - (int64_t)w.offset * US_PER_SEC, US_PER_DAY), 0);
+    crw_buf_put(out, "Z\"", 2);
+    return 0;
+}
+
+/*
+ * interval as IntervalStyle=iso_8601 prints it: P[nY][nM][nD][T[nH][nM][n[.f]S]],
+ * each number with its own sign, "PT0S" for zero -> MicroDuration µs.
+ */
+static int render_interval(crw_buf_t *out, const char *s, size_t n) {
+    size_t i = 0;
+    if (!expect(s, n, &i, 'P') || i == n)
+        return -1;
+    int64_t months = 0, days = 0, us = 0, r;
+    bool in_time = false;
+    while (i < n) {
+        if (s[i] == 'T') {
+            if (in_time || ++i == n)
+                return -1;
+            in_time = true;
+            continue;
+        }
+        bool neg = expect(s, n, &i, '-');
+        size_t st = i;
+        int64_t v = 0, frac = 0;
+        while (i < n && is_digit(s[i])) {
+            if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, s[i] - '0', &v))
+                return -1;
+            i++;
+        }
+        if (i == st)
+            return -1;
+        if (expect(s, n, &i, '.')) {
+            int nd = 0;
+            while (i < n && is_digit(s[i]) && nd < 6) {
+                frac = frac * 10 + (s[i++] - '0');
+                nd++;
+            }
+            if (nd == 0 || (i < n && is_digit(s[i])))
+                return -1;
+            for (; nd < 6; nd++)
+                frac *= 10;
+        }
+        if (i == n)
+            return -1;
+        char unit = s[i++];
+        if (frac && !(in_time && unit == 'S'))
+            return -1;
+        if (neg) {
+            v = -v;
+            frac = -frac;
+        }
+        int64_t *acc, mul;
+        if (!in_time && unit == 'Y')
+            acc = &months, mul = 12;
+        else if (!in_time && unit == 'M')
+            acc = &months, mul = 1;
+        else if (!in_time && unit == 'D')
+            acc = &days, mul = 1;
+        else if (in_time && unit == 'H')
+            acc = &us, mul = INT64_C(3600) * US_PER_SEC;
+        else if (in_time && unit == 'M')
+            acc = &us, mul = 60 * US_PER_SEC;
+        else if (in_time && unit == 'S')
+            acc = &us, mul = US_PER_SEC;
+        else
+            return -1;
+        if (__builtin_mul_overflow(v, mul, &r) || __builtin_add_overflow(r, frac, &r) ||
+            __builtin_add_overflow(*acc, r, acc))
+            return -1;
+    }
+    int64_t a, b;
+    if (__builtin_mul_overflow(months, US_PER_MONTH, &a) || __builtin_mul_overflow(days, US_PER_DAY, &b) ||
+        __builtin_add_overflow(a, b, &a) || __builtin_add_overflow(a, us, &a))
+        return -1;
+    crw_buf_put_i64(out, a);
+    return 0;
+}
+
+/* ---- per-type dispatch ------------------------------------------------ */
+
+/* The element type of what the switch below treats by OID. */
+static uint32_t elem_oid(const crw_rel_att_t *att) {
+    switch (att->typoid) {
+    case OID_MONEY_ARRAY: return OID_MONEY;
+    case OID_POINT_ARRAY: return OID_POINT;
+    case OID_BIT_ARRAY: return OID_BIT;
+    case OID_VARBIT_ARRAY: return OID_VARBIT;
+    default: return att->typoid;
+    }
+}
+
+static int render_scalar(crw_buf_t *out, const crw_rel_att_t *att, uint32_t oid, const char *s, size_t n) {
+    switch (oid) {
+    case OID_MONEY: return render_money(out, s, n);
+    case OID_POINT: return render_point(out, s, n);
+    case OID_BIT:
+    case OID_VARBIT: return render_bits(out, s, n, att->typmod);
+    default: break;
+    }
+    crw_typeinfo_t ti = {att->ti.cls, false, att->ti.delim};
+    switch (att->ti.cls) {
+    case CRW_TC_INT:
+    case CRW_TC_FLOAT:
+    case CRW_TC_BOOL:
+    case CRW_TC_BYTEA: return crw_value_render(out, &ti, s, n); /* same as crwatch's own rendering */
+    case CRW_TC_NUMERIC: return render_numeric(out, s, n);
+    case CRW_TC_DATE: return render_date(out, s, n);
+    case CRW_TC_TIME: return render_time(out, s, n, att->typmod);
+    case CRW_TC_TIMETZ: return render_timetz(out, s, n);
+    case CRW_TC_TIMESTAMP: return render_timestamp(out, s, n, att->typmod);
+    case CRW_TC_TIMESTAMPTZ: return render_timestamptz(out, s, n, att->typmod);
+    case CRW_TC_INTERVAL: return render_interval(out, s, n);
+    case CRW_TC_JSON:  /* io.debezium.data.Json: the document's text in a string */
+    case CRW_TC_JSONB:
+    case CRW_TC_UUID:
+    case CRW_TC_TEXT:
+    default: crw_buf_put_json_str(out, s, n); return 0;
+    }
+}
+
+/* ---- arrays (array_out's text) ---------------------------------------- */
+
+/* Copies s[0..n) into scratch dropping each escaping backslash. */
+static void unescape(const char *s, size_t n) {
+    crw_buf_reset(&scratch);
+    crw_buf_grow(&scratch, n);
+    char *o = scratch.data;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\\' && i + 1 < n)
+            i++;
+        *o++ = s[i];
+    }
+    scratch.len = (size_t)(o - scratch.data);
+    scratch.data[scratch.len] = '\0';
+}
+
+static int render_element(crw_buf_t *out, const crw_rel_att_t *att, uint32_t oid, const char **pp, const char *end) {
+    const char *p = *pp, *st;
+    size_t n;
+    bool escaped = false;
+    char delim = att->ti.delim ? att->ti.delim : ',';
+    if (*p == '"') {
+        st = ++p;
+        while (p < end && *p != '"') {
+            if (*p == '\\') {
+                escaped = true;
+                if (++p == end)
+                    return -1;
+            }
+            p++;
+        }
+        if (p == end)
+            return -1;
+        n = (size_t)(p - st);
+        p++;
+    } else {
+        st = p;
+        while (p < end && *p != delim && *p != '}' && *p != '{' && *p != '"') {
+            if (*p == '\\') {
+                escaped = true;
+                if (++p == end)
+                    return -1;
+            }
+            p++;
+        }
+        const char *e = p;
+        while (e > st && is_space(e[-1]) && !(e - 1 > st && e[-2] == '\\'))
+            e--;
+        n = (size_t)(e - st);
+        if (n == 0)
+            return -1;
+        if (!escaped && n == 4 && (st[0] == 'N' || st[0] == 'n') && (st[1] == 'U' || st[1] == 'u') &&
+            (st[2] == 'L' || st[2] == 'l') && (st[3] == 'L' || st[3] == 'l')) {
+            crw_buf_put(out, "null", 4);
+            *pp = p;
+            return 0;
+        }
+    }
+    *pp = p;
+    if (!escaped)
+        return render_scalar(out, att, oid, st, n);
+    unescape(st, n);
+    return render_scalar(out, att, oid, scratch.data, scratch.len);
+}
+
+static void skip_space(const char **pp, const char *end) {
+    while (*pp < end && is_space(**pp))
+        (*pp)++;
+}
+
+static int render_level(crw_buf_t *out, const crw_rel_att_t *att, uint32_t oid, const char **pp, const char *end,
+                        int depth) {
+    const char *p = *pp;
+    char delim = att->ti.delim ? att->ti.delim : ',';
+    if (depth > MAX_ARRAY_DEPTH || p == end || *p != '{')
+        return -1;
+    p++;
+    crw_buf_putc(out, '[');
+    skip_space(&p, end);
+    if (p < end && *p == '}') {
+        crw_buf_putc(out, ']');
+        *pp = p + 1;
+        return 0;
+    }
+    int kind = 0; /* 1 elements, 2 sub-arrays: never mixed */
+    for (;;) {
+        skip_space(&p, end);
+        if (p == end)
+            return -1;
+        int k = *p == '{' ? 2 : 1;
+        if (kind && k != kind)
+            return -1;
+        kind = k;
+        if ((k == 2 ? render_level(out, att, oid, &p, end, depth + 1) : render_element(out, att, oid, &p, end)) < 0)
+            return -1;
+        skip_space(&p, end);
+        if (p == end)
+            return -1;
+        if (*p == '}')
+            break;
+        if (*p != delim)
+            return -1;
+        crw_buf_putc(out, ',');
+        p++;
+    }
+    crw_buf_putc(out, ']');
+    *pp = p + 1;
+    return 0;
+}
+
+static int render_array(crw_buf_t *out, const crw_rel_att_t *att, const char *s, size_t n) {
+    const char *p = s, *end = s + n;
+    skip_space(&p, end);
+    if (p < end && *p == '[') { /* "[lo:hi]...=" for non-default bounds; JSON arrays cannot say */
+        while (p < end && *p != '=') {
+            if (!is_digit(*p) && *p != '[' && *p != ']' && *p != ':' && *p != '-')
+                return -1;
+            p++;
+        }
+        if (p == end)
+            return -1;
+        p++;
+        skip_space(&p, end);
+    }
+    if (render_level(out, att, elem_oid(att), &p, end, 1) < 0)
+        return -1;
+    skip_space(&p, end);
+    return p == end ? 0 : -1;
+}
+
+int crw_debezium_render_value(crw_buf_t *out, const crw_rel_att_t *att, const char *text, size_t len) {
+    size_t mark = out->len;
+    bool array = att->ti.is_array || att->typoid == OID_MONEY_ARRAY || att->typoid == OID_POINT_ARRAY ||
+                 att->typoid == OID_BIT_ARRAY || att->typoid == OID_VARBIT_ARRAY;
+    int rc = array ? render_array(out, att, text, len) : render_scalar(out, att, att->typoid, text, len);
+    if (rc < 0) {
+        out->len = mark;
+        if (out->data)
+            out->data[mark] = '\0';
+    }
+    return rc;
+}
+
+/* ---- rows ------------------------------------------------------------- */
+
+static const crw_pgo_col_t *col_at(const crw_pgo_tuple_t *t, int i) {
+    return t && i < t->ncols ? &t->cols[i] : NULL;
+}
+
+/* A column's value: NULL when the tuple cannot say (absent, or unchanged TOAST without fill). */
+static const crw_pgo_col_t *known_col(const crw_pgo_tuple_t *t, const crw_pgo_tuple_t *fill, int i) {
+    const crw_pgo_col_t *c = col_at(t, i);
+    if (c && c->kind == CRW_PGO_COL_UNCHANGED) {
+        c = col_at(fill, i);
+        if (c && c->kind == CRW_PGO_COL_UNCHANGED)
+            c = NULL;
+    }
+    return c;
+}
+
+static void put_value(crw_buf_t *out, const crw_rel_att_t *a, const crw_pgo_col_t *c) {
+    if (c->kind == CRW_PGO_COL_NULL)
+        crw_buf_put(out, "null", 4);
+    else if (crw_debezium_render_value(out, a, c->data, c->len) < 0)
+        crw_value_render_text(out, c->data, c->len);
+}
+
+static bool in_list(const crw_strlist_t *l, const char *s) {
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i], s))
+            return true;
+    return false;
+}
+
+/* resource.<id>.columns.include/exclude, as Debezium's column.include.list/column.exclude.list. */
+static bool included(const crw_relation_t *rel, const crw_rel_att_t *a) {
+    const crw_resource_conf_t *r = rel->res;
+    if (!r || (r->include.n == 0 && r->exclude.n == 0))
+        return true;
+    return (r->include.n == 0 || in_list(&r->include, a->name)) && !in_list(&r->exclude, a->name);
+}
+
+/*
+ * The row object of t.  fill: the whole old row, for unchanged TOAST values.
+ * keyonly: t is a 'K' old tuple, only replica identity columns are real.
+ * Columns whose value is not known, and excluded columns, are left out.
+ */
+static void put_row(crw_buf_t *out, const crw_relation_t *rel, const crw_pgo_tuple_t *t, const crw_pgo_tuple_t *fill,
+                    bool keyonly) {
+    crw_buf_putc(out, '{');
+    bool first = true;
+    for (int i = 0; i < rel->natts; i++) {
+        const crw_rel_att_t *a = &rel->atts[i];
+        const crw_pgo_col_t *c = known_col(t, fill, i);
+        if (!c || (keyonly && !(a->flags & 1)) || !included(rel, a))
+            continue;
+        if (!first)
+            crw_buf_putc(out, ',');
+        first = false;
+        crw_buf_put(out, a->json_name, a->json_name_len);
+        put_value(out, a, c);
+    }
+    crw_buf_putc(out, '}');
+}
+
+/* The key object from t (fill for unchanged TOAST key values). */
+static int put_key(crw_buf_t *key, const crw_relation_t *rel, const crw_pgo_tuple_t *t, const crw_pgo_tuple_t *fill,
+                   bool keyonly, char *errstr, size_t n) {
+    crw_buf_reset(key);
+    crw_buf_putc(key, '{');
+    for (int k = 0; k < rel->nkey; k++) {
+        int i = rel->key_idx[k];
+        const crw_pgo_col_t *c = i < rel->natts ? known_col(t, fill, i) : NULL;
+        if (keyonly && i < rel->natts && !(rel->atts[i].flags & 1))
+            c = NULL; /* a 'K' tuple carries replica identity columns only */
+        if (!c || c->kind == CRW_PGO_COL_NULL) {
+            snprintf(errstr, n, "%s.%s: key column %s is %s", rel->nspname, rel->relname,
+                     i < rel->natts ? rel->atts[i].name : "?", c ? "NULL" : "missing");
+            return -1;
+        }
+        if (k)
+            crw_buf_putc(key, ',');
+        crw_buf_put(key, rel->atts[i].json_name, rel->atts[i].json_name_len);
+        put_value(key, &rel->atts[i], c);
+    }
+    crw_buf_putc(key, '}');
+    return 0;
+}
+
+/* ---- envelope --------------------------------------------------------- */
+
+static const char *snapshot_name(crw_dbz_snapshot_t s) {
+    switch (s) {
+    case CRW_DBZ_SNAPSHOT_TRUE: return "true";
+    case CRW_DBZ_SNAPSHOT_FIRST: return "first";
+    case CRW_DBZ_SNAPSHOT_FIRST_IN_DATA_COLLECTION: return "first_in_data_collection";
+    case CRW_DBZ_SNAPSHOT_LAST_IN_DATA_COLLECTION: return "last_in_data_collection";
+    case CRW_DBZ_SNAPSHOT_LAST: return "last";
+    case CRW_DBZ_SNAPSHOT_INCREMENTAL: return "incremental";
+    case CRW_DBZ_SNAPSHOT_FALSE:
+    default: return "false";
+    }
+}
+
+static int64_t wall_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+typedef struct srcinfo {
+    crw_dbz_snapshot_t snapshot;
+    int64_t ts_us;   /* Unix µs */
+    bool has_xid;
+    uint32_t xid;
+    uint64_t lsn;    /* 0: null */
+    uint64_t last;   /* 0: null */
+} srcinfo_t;
+
+static void put_source(crw_buf_t *out, const crw_relation_t *rel, const crw_dbz_source_t *src, const srcinfo_t *si) {
+    crw_buf_puts(out, "\"source\":{\"version\":");
+    put_str(out, crw_debezium_version());
+    crw_buf_puts(out, ",\"connector\":\"postgresql\",\"name\":");
+    put_str(out, src->server_name ? src->server_name : "");
+    crw_buf_putc(out, ',');
+    int64_t ts = si->ts_us;
+    crw_buf_puts(out, "\"ts_ms\":");
+    crw_buf_put_i64(out, floor_div(ts, 1000));
+    crw_buf_puts(out, ",\"snapshot\":\"");
+    crw_buf_puts(out, snapshot_name(si->snapshot));
+    crw_buf_puts(out, "\",\"db\":");
+    put_str(out, src->dbname ? src->dbname : "");
+    /* sequence: a string holding the JSON array [last commit LSN, LSN] as decimal strings. */
+    crw_buf_puts(out, ",\"sequence\":\"[");
+    if (si->last) {
+        crw_buf_puts(out, "\\\"");
+        crw_buf_put_u64(out, si->last);
+        crw_buf_puts(out, "\\\"");
+    } else {
+        crw_buf_puts(out, "null");
+    }
+    crw_buf_putc(out, ',');
+    if (si->lsn) {
+        crw_buf_puts(out, "\\\"");
+        crw_buf_put_u64(out, si->lsn);
+        crw_buf_puts(out, "\\\"");
+    } else {
+        crw_buf_puts(out, "null");
+    }
+    crw_buf_puts(out, "]\",\"ts_us\":");
+    crw_buf_put_i64(out, ts);
+    crw_buf_puts(out, ",\"ts_ns\":");
+    crw_buf_put_i64(out, ts * 1000);
+    crw_buf_puts(out, ",\"schema\":");
+    put_str(out, rel->nspname);
+    crw_buf_puts(out, ",\"table\":");
+    put_str(out, rel->relname);
+    crw_buf_puts(out, ",\"txId\":");
+    if (si->has_xid)
+        crw_buf_put_u64(out, si->xid);
+    else
+        crw_buf_puts(out, "null");
+    crw_buf_puts(out, ",\"lsn\":");
+    if (si->lsn)
+        crw_buf_put_u64(out, si->lsn);
+    else
+        crw_buf_puts(out, "null");
+    crw_buf_puts(out, ",\"xmin\":null}");
+}
+
+/* ,"transaction":null,"op":"<op>","ts_ms":..,"ts_us":..,"ts_ns":..} */
+static void put_tail(crw_buf_t *out, char op, const crw_dbz_source_t *src) {
+    int64_t ns = src->now_ns ? src->now_ns : wall_ns();
+    crw_buf_puts(out, ",\"transaction\":null,\"op\":\"");
+    crw_buf_putc(out, op);
+    crw_buf_puts(out, "\",\"ts_ms\":");
+    crw_buf_put_i64(out, floor_div(ns, 1000000));
+    crw_buf_puts(out, ",\"ts_us\":");
+    crw_buf_put_i64(out, floor_div(ns, 1000));
+    crw_buf_puts(out, ",\"ts_ns\":");
+    crw_buf_put_i64(out, ns);
+    crw_buf_putc(out, '}');
+}
+
+static srcinfo_t stream_source(const crw_txn_ctx_t *tx, const crw_dbz_source_t *src) {
+    srcinfo_t si = {CRW_DBZ_SNAPSHOT_FALSE, tx->commit_time + CRW_PG_EPOCH_OFFSET_US, true, tx->xid,
+                    src->lsn ? src->lsn : tx->commit_lsn, src->last_commit_lsn};
+    return si;
+}
+
+/* One record: {"before":..,"after":..,"source":..,<tail>}.  NULL rows are JSON null. */
+static void put_record(crw_buf_t *value, const crw_relation_t *rel, char op, const crw_pgo_tuple_t *before,
+                       const crw_pgo_tuple_t *before_fill, bool before_keyonly, const crw_pgo_tuple_t *after,
+                       const crw_pgo_tuple_t *after_fill, const crw_dbz_source_t *src, const srcinfo_t *si) {
+    crw_buf_reset(value);
+    crw_buf_puts(value, "{\"before\":");
+    if (before)
+        put_row(value, rel, before, before_fill, before_keyonly);
+    else
+        crw_buf_puts(value, "null");
+    crw_buf_puts(value, ",\"after\":");
+    if (after)
+        put_row(value, rel, after, after_fill, false);
+    else
+        crw_buf_puts(value, "null");
+    crw_buf_putc(value, ',');
+    put_source(value, rel, src, si);
+    put_tail(value, op, src);
+}
+
+/* The tuples of a row change; -1 with errstr when it is none. */
+typedef struct change {
+    const crw_pgo_tuple_t *newt, *oldt;
+    char oldkind;
+} change_t;
+
+static int split(const crw_relation_t *rel, const crw_pgo_msg_t *m, change_t *c, char *errstr, size_t n) {
+    *c = (change_t){0};
+    switch (m->type) {
+    case CRW_PGO_INSERT: c->newt = &m->u.insert.newtup; return 0;
+    case CRW_PGO_UPDATE:
+        c->newt = &m->u.update.newtup;
+        c->oldkind = m->u.update.oldkind;
+        c->oldt = c->oldkind ? &m->u.update.oldtup : NULL;
+        return 0;
+    case CRW_PGO_DELETE:
+        c->oldkind = m->u.del.oldkind;
+        c->oldt = c->oldkind ? &m->u.del.oldtup : NULL;
+        if (!c->oldt) {
+            snprintf(errstr, n, "%s.%s: delete without an old row (REPLICA IDENTITY NOTHING)", rel->nspname,
+                     rel->relname);
+            return -1;
+        }
+        return 0;
+    default: snprintf(errstr, n, "not a row change: %s", crw_pgo_type_name(m->type)); return -1;
+    }
+}
+
+int crw_debezium_encode(crw_buf_t *value, crw_buf_t *key, const crw_relation_t *rel, const crw_pgo_msg_t *m,
+                        const crw_txn_ctx_t *tx, const crw_dbz_source_t *src, char *errstr, size_t n) {
+    change_t c;
+    if (split(rel, m, &c, errstr, n) < 0)
+        return -1;
+    const crw_pgo_tuple_t *fill = c.oldkind == 'O' ? c.oldt : NULL;
+    int rc = c.newt ? put_key(key, rel, c.newt, c.oldt, false, errstr, n)
+                    : put_key(key, rel, c.oldt, NULL, c.oldkind == 'K', errstr, n);
+    if (rc < 0)
+        return -1;
+    srcinfo_t si = stream_source(tx, src);
+    char op = m->type == CRW_PGO_INSERT ? 'c' : m->type == CRW_PGO_UPDATE ? 'u' : 'd';
+    put_record(value, rel, op, c.oldt, NULL, c.oldkind == 'K', c.newt, fill, src, &si);
+    return 0;
+}
+
+static bool same_value(const crw_pgo_col_t *x, const crw_pgo_col_t *y) {
+    if (x->kind != y->kind)
+        return false;
+    if (x->kind != CRW_PGO_COL_TEXT && x->kind != CRW_PGO_COL_BINARY)
+        return true;
+    return x->len == y->len && memcmp(x->data, y->data, x->len) == 0;
+}
+
+bool crw_debezium_key_changed(const crw_relation_t *rel, const crw_pgo_msg_t *m) {
+    if (m->type != CRW_PGO_UPDATE || !m->u.update.oldkind)
+        return false;
+    const crw_pgo_tuple_t *o = &m->u.update.oldtup, *nw = &m->u.update.newtup;
+    for (int k = 0; k < rel->nkey; k++) {
+        int i = rel->key_idx[k];
+        const crw_pgo_col_t *a = col_at(o, i), *b = col_at(nw, i);
+        /* A 'K' tuple has values only for replica identity columns; 'u' means unchanged. */
+        if (!a || !b || (a->kind != CRW_PGO_COL_TEXT && a->kind != CRW_PGO_COL_BINARY) ||
+            b->kind == CRW_PGO_COL_UNCHANGED)
+            continue;
+        if (!same_value(a, b))
+            return true;
+    }
+    return false;
+}
+
+int crw_debezium_encode_key_change(crw_buf_t *del_value, crw_buf_t *old_key, crw_buf_t *create_value,
+                                   crw_buf_t *new_key, const crw_relation_t *rel, const crw_pgo_msg_t *m,
+                                   const crw_txn_ctx_t *tx, const crw_dbz_source_t *src, char *errstr, size_t n) {
+    if (m->type != CRW_PGO_UPDATE || !m->u.update.oldkind) {
+        snprintf(errstr, n, "%s.%s: not an update with an old row", rel->nspname, rel->relname);
+        return -1;
+    }
+    const crw_pgo_tuple_t *o = &m->u.update.oldtup, *nw = &m->u.update.newtup;
+    char oldkind = m->u.update.oldkind;
+    if (put_key(old_key, rel, o, NULL, oldkind == 'K', errstr, n) < 0 ||
+        put_key(new_key, rel, nw, o, false, errstr, n) < 0)
+        return -1;
+    srcinfo_t si = stream_source(tx, src);
+    put_record(del_value, rel, 'd', o, NULL, oldkind == 'K', NULL, NULL, src, &si);
+    put_record(create_value, rel, 'c', NULL, NULL, false, nw, oldkind == 'O' ? o : NULL, src, &si);
+    return 0;
+}
+
+void crw_debezium_encode_truncate(crw_buf_t *value, const crw_relation_t *rel, const crw_txn_ctx_t *tx,
+                                  const crw_dbz_source_t *src) {
+    srcinfo_t si = stream_source(tx, src);
+    put_record(value, rel, 't', NULL, NULL, false, NULL, NULL, src, &si);
+}
+
+int crw_debezium_encode_read(crw_buf_t *value, crw_buf_t *key, const crw_relation_t *rel, const crw_pgo_tuple_t *row,
+                             const crw_dbz_source_t *src, const crw_dbz_read_t *rd, char *errstr, size_t n) {
+    if (put_key(key, rel, row, NULL, false, errstr, n) < 0)
+        return -1;
+    srcinfo_t si = {rd->snapshot == CRW_DBZ_SNAPSHOT_FALSE ? CRW_DBZ_SNAPSHOT_TRUE : rd->snapshot,
+                    rd->read_time_us ? rd->read_time_us : wall_ns() / 1000,
+                    rd->xid != 0,
+                    rd->xid,
+                    src->lsn,
+                    src->last_commit_lsn};
+    put_record(value, rel, 'r', NULL, NULL, false, row, NULL, src, &si);
+    return 0;
+}
