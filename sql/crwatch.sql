@@ -18,10 +18,11 @@
 --                                 sees only tombstones of tables it may SELECT)
 --   crwatch.manage(tbl)           checks that tbl follows the convention and installs
 --                                 the triggers, the txid column and its index
+--                                 (txid_index => false: no index, see below)
 --   crwatch.publish(pub, tbl...)  creates or extends a publication
 --   crwatch.create_role(r, tbl...) a least-privilege LOGIN REPLICATION role for crwatch
 --   crwatch.prune_tombstones(age) deletes tombstones older than age
---   crwatch.is_managed(tbl)       true when manage(tbl) has nothing left to do
+--   crwatch.is_managed(tbl)       true when manage(tbl) would have nothing to do
 --   crwatch.convention_triggers() the triggers manage() installs
 --   crwatch.tg_write(), crwatch.tg_tombstone(), crwatch.tg_truncate()
 --                                 the trigger functions manage() installs
@@ -36,9 +37,17 @@
 -- Plain SQL only (no psql meta-commands), so any client can run it.
 
 -- One installer at a time (two deploys applying this at once would otherwise
--- race on CREATE OR REPLACE FUNCTION: "tuple concurrently updated").
--- A session lock, released at the end of the file (or when the session ends).
-DO $do$ BEGIN PERFORM pg_catalog.pg_advisory_lock(pg_catalog.hashtext('crwatch.sql')); END $do$;
+-- race on CREATE SCHEMA and CREATE OR REPLACE FUNCTION). The session lock is
+-- released at the end of the file; the transaction lock on the same key
+-- matters when the file runs inside a transaction (psql -1, a migration
+-- tool): it is held until that transaction commits, so the next installer
+-- sees the committed objects. Outside a transaction it ends with the DO.
+DO $do$
+BEGIN
+    PERFORM pg_catalog.pg_advisory_lock(pg_catalog.hashtext('crwatch.sql'));
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('crwatch.sql'));
+END
+$do$;
 
 CREATE SCHEMA IF NOT EXISTS crwatch;
 COMMENT ON SCHEMA crwatch IS
@@ -182,9 +191,15 @@ $fn$;
 COMMENT ON FUNCTION crwatch.convention_triggers() IS
     'the triggers crwatch.manage() installs (name, function, pg_trigger.tgtype, events, level)';
 
--- is_managed(tbl): true when tbl has the txid column, an index on it and the
--- three triggers exactly as manage() installs them, enabled.
-CREATE OR REPLACE FUNCTION crwatch.is_managed(tbl regclass)
+-- Signatures of the first version (before txid_index): next to the new ones
+-- they would make manage('t') ambiguous. Gone after the first apply.
+DROP FUNCTION IF EXISTS crwatch.manage(regclass);
+DROP FUNCTION IF EXISTS crwatch.is_managed(regclass);
+
+-- is_managed(tbl [, txid_index]): true when tbl has the txid column (and,
+-- unless txid_index is false, an index leading with it) and the three
+-- triggers exactly as manage() installs them, enabled.
+CREATE OR REPLACE FUNCTION crwatch.is_managed(tbl regclass, txid_index boolean DEFAULT true)
     RETURNS boolean
     LANGUAGE sql
     STABLE
@@ -193,9 +208,9 @@ AS $fn$
     SELECT EXISTS (SELECT 1 FROM pg_attribute a
                     WHERE a.attrelid = tbl AND a.attname = 'txid' AND NOT a.attisdropped
                       AND a.atttypid = 'xid8'::regtype
-                      AND EXISTS (SELECT 1 FROM pg_index i
+                      AND (NOT txid_index OR EXISTS (SELECT 1 FROM pg_index i
                                    WHERE i.indrelid = tbl AND i.indkey[0] = a.attnum
-                                     AND i.indpred IS NULL AND i.indisvalid))
+                                     AND i.indpred IS NULL AND i.indisvalid)))
        AND NOT EXISTS (SELECT 1 FROM crwatch.convention_triggers() w
                         WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t
                                            WHERE t.tgrelid = tbl AND t.tgname = w.name
@@ -204,13 +219,19 @@ AS $fn$
                                              AND t.tgattr::text = '' AND t.tgqual IS NULL
                                              AND t.tgenabled = 'O'));
 $fn$;
-COMMENT ON FUNCTION crwatch.is_managed(regclass) IS
+COMMENT ON FUNCTION crwatch.is_managed(regclass, boolean) IS
     'true when crwatch.manage() has nothing left to do on the table';
 
 -- ---------------------------------------------------------------------------
--- manage(tbl): check the convention, add txid (and an index on it) when
--- missing, install the three triggers. Calling it again changes nothing.
-CREATE OR REPLACE FUNCTION crwatch.manage(tbl regclass)
+-- manage(tbl [, txid_index]): check the convention, add txid (and an index
+-- on it) when missing, install the three triggers. Calling it again changes
+-- nothing.
+--
+-- txid_index => false skips the index (an existing one is kept): the polling
+-- source needs it, but it makes every UPDATE non-HOT, since txid changes on
+-- every write (docs/sql.md has the WAL numbers). For tables watched only
+-- through logical replication.
+CREATE OR REPLACE FUNCTION crwatch.manage(tbl regclass, txid_index boolean DEFAULT true)
     RETURNS void
     LANGUAGE plpgsql
     SET search_path = pg_catalog, pg_temp
@@ -257,7 +278,7 @@ BEGIN
     END IF;
 
     -- A table already managed is left alone, not even locked.
-    IF crwatch.is_managed(tbl) THEN
+    IF crwatch.is_managed(tbl, txid_index) THEN
         RETURN;
     END IF;
     -- Serializes concurrent manage() calls on this table; every step below
@@ -275,7 +296,7 @@ BEGIN
     END IF;
     -- The polling source reads "txid >= its low watermark". Any valid index
     -- leading with txid will do (e.g. one built beforehand CONCURRENTLY).
-    IF NOT EXISTS (SELECT 1 FROM pg_index i
+    IF txid_index AND NOT EXISTS (SELECT 1 FROM pg_index i
                     WHERE i.indrelid = tbl AND i.indkey[0] = txid_att
                       AND i.indpred IS NULL AND i.indisvalid) THEN
         EXECUTE format('CREATE INDEX ON %s (txid)', tbl);
@@ -304,7 +325,7 @@ BEGIN
     END LOOP;
 END
 $fn$;
-COMMENT ON FUNCTION crwatch.manage(regclass) IS
+COMMENT ON FUNCTION crwatch.manage(regclass, boolean) IS
     'install the crwatch convention triggers (resource_version, generation, updated_at, txid, tombstones) on a table; idempotent';
 
 -- ---------------------------------------------------------------------------
