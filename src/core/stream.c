@@ -124,29 +124,34 @@ static int seed_cache(stream_t *st, const crw_relation_t *rel) {
     crw_buf_printf(&sql, " FROM %s.%s", ns, tb);
     PQfreemem(ns);
     PQfreemem(tb);
-    PGresult *res = PQexec(c, sql.data);
-    crw_buf_free(&sql);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    /* Row by row: the listing never holds the whole table in memory. */
+    if (!PQsendQuery(c, sql.data) || !PQsetSingleRowMode(c)) {
         crw_warn("cache seed of %s.%s failed: %s", rel->nspname, rel->relname, PQerrorMessage(c));
-        PQclear(res);
+        crw_buf_free(&sql);
         return 0;
     }
+    crw_buf_free(&sql);
     crw_pgo_col_t *cols = crw_calloc(rel->natts ? rel->natts : 1, sizeof *cols);
     crw_pgo_tuple_t row = {rel->natts, cols};
-    int seeded = 0;
-    for (int r = 0; r < PQntuples(res); r++) {
-        for (int i = 0; i < rel->natts; i++) {
-            cols[i].kind = PQgetisnull(res, r, i) ? CRW_PGO_COL_NULL : CRW_PGO_COL_TEXT;
-            cols[i].data = PQgetvalue(res, r, i);
-            cols[i].len = (uint32_t)PQgetlength(res, r, i);
-        }
-        char why[256];
-        if (crw_mapper_seed(st->mapper, rel, &row, why, sizeof why) == 0)
-            seeded++;
+    long seeded = 0, rows = 0;
+    PGresult *res;
+    while ((res = PQgetResult(c))) {
+        if (PQresultStatus(res) == PGRES_SINGLE_TUPLE) {
+            rows++;
+            for (int i = 0; i < rel->natts; i++) {
+                cols[i].kind = PQgetisnull(res, 0, i) ? CRW_PGO_COL_NULL : CRW_PGO_COL_TEXT;
+                cols[i].data = PQgetvalue(res, 0, i);
+                cols[i].len = (uint32_t)PQgetlength(res, 0, i);
+            }
+            char why[256];
+            if (crw_mapper_seed(st->mapper, rel, &row, why, sizeof why) == 0)
+                seeded++;
+        } else if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            crw_warn("cache seed of %s.%s failed: %s", rel->nspname, rel->relname, PQresultErrorMessage(res));
+        PQclear(res);
     }
-    crw_info("cache: %d of %d rows of %s.%s", seeded, PQntuples(res), rel->nspname, rel->relname);
+    crw_info("cache: %ld of %ld rows of %s.%s", seeded, rows, rel->nspname, rel->relname);
     free(cols);
-    PQclear(res);
     return 0;
 }
 

@@ -545,9 +545,12 @@ int crw_mapper_change(crw_mapper_t *mp, crw_buf_t *out, crw_buf_t *key, const ch
         crw_buf_put(out, mp->old.data, mp->old.len);
         crw_buf_reset(&mp->changed);
         crw_buf_reset(&mp->patchbuf);
-        if (crw_jdoc_parse(&mp->da, mp->old.data, mp->old.len) == 0 &&
-            crw_jdoc_parse(&mp->db, mp->obj.data, mp->obj.len) == 0)
-            crw_jdoc_diff(&mp->da, &mp->db, &mp->changed, mp->patch ? &mp->patchbuf : NULL,
+        /* The old object from the cache is parsed already (mp->dc). */
+        const crw_jdoc_t *olddoc = cached && oldkind != 'O' ? cached : NULL;
+        if (!olddoc && crw_jdoc_parse(&mp->da, mp->old.data, mp->old.len) == 0)
+            olddoc = &mp->da;
+        if (olddoc && crw_jdoc_parse(&mp->db, mp->obj.data, mp->obj.len) == 0)
+            crw_jdoc_diff(olddoc, &mp->db, &mp->changed, mp->patch ? &mp->patchbuf : NULL,
                           mp->unknown.len ? mp->unknown.data : NULL);
         crw_buf_put(out, ",\"changed\":[", 12);
         crw_buf_put(out, mp->changed.data ? mp->changed.data : "", mp->changed.len);

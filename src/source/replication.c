@@ -525,8 +525,12 @@ static int dispatch(crw_repl_t *r, const crw_pgo_msg_t *m) {
         r->in_txn = true;
     }
     int rc = r->fn(r->opaque, m);
-    if (m->type == CRW_PGO_COMMIT)
+    if (m->type == CRW_PGO_COMMIT) {
         r->in_txn = false;
+        /* Like pg_recvlogical: the commit that reaches endpos is the last. */
+        if (r->endpos && m->u.commit.end_lsn >= r->endpos)
+            r->at_end = true;
+    }
     return rc;
 }
 
