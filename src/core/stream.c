@@ -414,7 +414,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.cache = conf->cache_max_entries > 0 ? crw_cache_new((uint32_t)conf->cache_max_entries) : NULL;
     st.mapper = crw_mapper_new(st.cache, conf->event_patch);
     st.deadletter = crw_deadletter_new(conf->deadletter_file);
-    st.env = (crw_sink_env_t){conf, st.pipeline, st.deadletter, keepalive, &st};
+    st.env = (crw_sink_env_t){conf, st.pipeline, st.deadletter, keepalive, &st, opts->stop};
     st.repl = crw_repl_new(conf, opts->conninfo, st.pipeline, opts->endpos, on_message, &st);
     if (st.cache && conf->cache_seed)
         crw_repl_set_seed(st.repl, seed_all, &st);

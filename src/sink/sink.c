@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "sink/handler.h"
 
 int crw_sinks_open(crw_sinks_t *ss, const crw_sink_env_t *env, char *errstr, size_t n) {
     ss->n = 0;
@@ -19,6 +20,17 @@ int crw_sinks_open(crw_sinks_t *ss, const crw_sink_env_t *env, char *errstr, siz
     /* --- kafka --- */
 
     /* --- exec, plugin --- */
+    for (unsigned bit = CRW_SINK_EXEC; bit <= CRW_SINK_PLUGIN; bit <<= 1)
+        if (env->conf->sinks & bit) {
+            int err = CRW_ERR_SINK;
+            crw_sink_t *s = bit == CRW_SINK_EXEC ? crw_sink_exec_new(env, &err, errstr, n)
+                                                 : crw_sink_plugin_new(env, &err, errstr, n);
+            if (!s)
+                return err;
+            ss->v[ss->n++] = s;
+        }
+    if (env->conf->sinks == 0)
+        return 0; /* embedding (crwatch.h): the program's callbacks are the only sink */
 
     if (ss->n == 0) {
         snprintf(errstr, n, "sink: no usable sink configured");

@@ -21,6 +21,7 @@
 #ifndef CRW_SINK_H
 #define CRW_SINK_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -49,6 +50,7 @@ typedef struct crw_sink_env {
     crw_deadletter_t *deadletter;
     void (*keepalive)(void *opaque); /* keep the source alive while blocked; may be NULL */
     void *keepalive_opaque;
+    volatile sig_atomic_t *stop;     /* set when a stop was asked: a blocked emit() returns CRW_ERR_STOPPED */
 } crw_sink_env_t;
 
 typedef struct crw_sink crw_sink_t;

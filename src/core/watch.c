@@ -1,0 +1,231 @@
+/*
+ * watch.c — the embedding API (include/crwatch/crwatch.h) over the stream
+ * service: crw_stream_run with one extra sink, a handler sink (sink/handler.h)
+ * whose deliver() dispatches each event to the registered callbacks.
+ */
+#include <crwatch/crwatch.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/conf.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/stream.h"
+#include "sink/handler.h"
+#include "source/replication.h"
+
+_Static_assert((int)CRW_WATCH_ERR_CONFIG == (int)CRW_ERR_CONFIG && (int)CRW_WATCH_ERR_PREREQ == (int)CRW_ERR_PREREQ &&
+                   (int)CRW_WATCH_ERR_CONN == (int)CRW_ERR_CONN && (int)CRW_WATCH_ERR_IO == (int)CRW_ERR_IO &&
+                   (int)CRW_WATCH_ERR_SINK == (int)CRW_ERR_SINK &&
+                   (int)CRW_WATCH_ERR_SLOT_LOST == (int)CRW_ERR_SLOT_LOST,
+               "crwatch.h error codes must equal core/err.h's");
+
+typedef struct {
+    char *kind; /* NULL: every kind */
+    crw_watch_handlers_t h;
+    void *opaque;
+} registration_t;
+
+struct crw_watch {
+    crw_config_t *conf;
+    char *conninfo;
+    uint64_t endpos;
+    bool sink_set;     /* `sink` given: keep the configured sinks beside the callbacks */
+    bool ran;
+    registration_t *regs;
+    int nregs;
+    volatile sig_atomic_t stop;
+};
+
+crw_watch_t *crw_watch_new(void) {
+    crw_watch_t *w = crw_calloc(1, sizeof *w);
+    w->conf = crw_config_new();
+    return w;
+}
+
+void crw_watch_destroy(crw_watch_t *w) {
+    if (!w)
+        return;
+    for (int i = 0; i < w->nregs; i++)
+        free(w->regs[i].kind);
+    free(w->regs);
+    free(w->conninfo);
+    crw_config_destroy(w->conf);
+    free(w);
+}
+
+int crw_watch_set(crw_watch_t *w, const char *key, const char *value, char *errstr, size_t n) {
+    if (w->ran) {
+        snprintf(errstr, n, "%s: the watch has already run", key);
+        return CRW_ERR_CONFIG;
+    }
+    if (!strcmp(key, "conninfo")) {
+        free(w->conninfo);
+        w->conninfo = crw_strdup(value);
+        return 0;
+    }
+    if (!strcmp(key, "endpos")) {
+        if (crw_lsn_parse(value, &w->endpos) < 0 || w->endpos == 0) {
+            snprintf(errstr, n, "endpos: '%s' is not an LSN like 0/16B3748", value);
+            return CRW_ERR_CONFIG;
+        }
+        return 0;
+    }
+    int rc = crw_config_set(w->conf, key, value, errstr, n);
+    if (rc == 0 && !strcmp(key, "sink"))
+        w->sink_set = true;
+    return rc;
+}
+
+static char *trim(char *s) {
+    while (*s == ' ' || *s == '\t' || *s == '\r')
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
+        *--e = '\0';
+    return s;
+}
+
+/* Properties text; label names it in errors ("line 3" or "file:3"). */
+static int load_text(crw_watch_t *w, const char *text, const char *label, char *errstr, size_t n) {
+    char *copy = crw_strdup(text), *save = NULL;
+    int lineno = 0, rc = 0;
+    /* strtok_r would skip empty lines and so miscount: split by hand. */
+    for (char *line = copy; line && rc == 0; line = save) {
+        char *nl = strchr(line, '\n');
+        save = nl ? nl + 1 : NULL;
+        if (nl)
+            *nl = '\0';
+        lineno++;
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#' || *s == '!')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq || eq == s) {
+            snprintf(errstr, n, "%s%s%d: expected 'key = value', got '%s'", label ? label : "line ", label ? ":" : "",
+                     lineno, s);
+            rc = CRW_ERR_CONFIG;
+            break;
+        }
+        *eq = '\0';
+        char inner[768];
+        if ((rc = crw_watch_set(w, trim(s), trim(eq + 1), inner, sizeof inner)) < 0)
+            snprintf(errstr, n, "%s%s%d: %s", label ? label : "line ", label ? ":" : "", lineno, inner);
+    }
+    free(copy);
+    return rc;
+}
+
+int crw_watch_load(crw_watch_t *w, const char *text, char *errstr, size_t n) {
+    return load_text(w, text, NULL, errstr, n);
+}
+
+int crw_watch_load_file(crw_watch_t *w, const char *path, char *errstr, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, n, "config file %s: %s", path, strerror(errno));
+        return CRW_ERR_CONFIG;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream(&text, &len);
+    char buf[4096];
+    size_t r;
+    while ((r = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, r, m);
+    bool bad = ferror(f);
+    fclose(f);
+    fclose(m);
+    int rc;
+    if (bad) {
+        snprintf(errstr, n, "config file %s: read error", path);
+        rc = CRW_ERR_CONFIG;
+    } else
+        rc = load_text(w, text, path, errstr, n);
+    free(text);
+    return rc;
+}
+
+int crw_watch_add_handlers(crw_watch_t *w, const char *kind, const crw_watch_handlers_t *h, void *opaque,
+                           char *errstr, size_t n) {
+    if (w->ran) {
+        snprintf(errstr, n, "handlers must be added before crw_watch_run");
+        return CRW_ERR_CONFIG;
+    }
+    if (!h || !(h->on_added || h->on_modified || h->on_deleted || h->on_truncated)) {
+        snprintf(errstr, n, "handlers for kind %s: every callback is NULL", kind ? kind : "*");
+        return CRW_ERR_CONFIG;
+    }
+    w->regs = crw_realloc(w->regs, sizeof *w->regs * (size_t)(w->nregs + 1));
+    registration_t *r = &w->regs[w->nregs++];
+    r->kind = kind && strcmp(kind, "*") ? crw_strdup(kind) : NULL;
+    r->h = *h;
+    r->opaque = opaque;
+    return 0;
+}
+
+/* Worker thread: every registration matching the kind, in order, until one is not OK. */
+static int watch_deliver(void *impl, const crw_handler_event_t *ev, char *reason, size_t n) {
+    crw_watch_t *w = impl;
+    for (int i = 0; i < w->nregs; i++) {
+        const registration_t *r = &w->regs[i];
+        if (r->kind && strcmp(r->kind, ev->kind) != 0)
+            continue;
+        crw_watch_cb_t cb = NULL;
+        if (!strcmp(ev->type, "ADDED") || !strcmp(ev->type, "SYNC"))
+            cb = r->h.on_added;
+        else if (!strcmp(ev->type, "MODIFIED"))
+            cb = r->h.on_modified;
+        else if (!strcmp(ev->type, "DELETED"))
+            cb = r->h.on_deleted;
+        else if (!strcmp(ev->type, "TRUNCATED"))
+            cb = r->h.on_truncated;
+        if (!cb)
+            continue;
+        int rc = cb(ev, r->opaque, reason, n);
+        if (rc != CRW_HANDLER_OK)
+            return rc;
+    }
+    return CRW_HANDLER_OK;
+}
+
+static crw_sink_t *watch_sink_new(const crw_sink_env_t *env, void *arg, char *errstr, size_t n) {
+    crw_watch_t *w = arg;
+    crw_handler_impl_t impl = {.name = "callbacks", .wants_objects = true, .deliver = watch_deliver, .impl = w};
+    int err;
+    return crw_handler_sink_new(env, &impl, &w->stop, &err, errstr, n);
+}
+
+int crw_watch_run(crw_watch_t *w, char *errstr, size_t n) {
+    if (w->ran) {
+        snprintf(errstr, n, "a watch runs once: create a new one");
+        return CRW_ERR_CONFIG;
+    }
+    w->ran = true;
+    int rc = crw_config_finalize(w->conf, errstr, n);
+    if (rc < 0)
+        return rc;
+    if (!w->sink_set)
+        w->conf->sinks = 0;
+    if (w->nregs == 0 && w->conf->sinks == 0) {
+        snprintf(errstr, n, "no handlers registered (crw_watch_add_handlers) and no sink set");
+        return CRW_ERR_CONFIG;
+    }
+    crw_log_level = w->conf->log_level;
+    crw_stream_opts_t so = {.conninfo = w->conninfo,
+                            .endpos = w->endpos,
+                            .stop = &w->stop,
+                            .extra_sink_new = w->nregs ? watch_sink_new : NULL,
+                            .extra_sink_arg = w};
+    return crw_stream_run(w->conf, &so, errstr, n);
+}
+
+void crw_watch_stop(crw_watch_t *w) { w->stop = 1; }
+
+const char *crw_watch_err_str(int err) { return crw_err_str(err); }
+
+int crw_watch_exit_code(int err) { return crw_err_exit_code(err); }
