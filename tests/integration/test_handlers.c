@@ -522,6 +522,38 @@ Test(handlers, exec_beside_stdout_a_change_is_confirmed_only_when_both_sinks_hav
     rmtree(dir);
 }
 
+Test(handlers, a_full_queue_holds_the_stream_and_a_stop_still_ends_it_cleanly) {
+    char dir[256], db[64], script[1024], cmd[600];
+    tmpdir(dir, sizeof dir);
+    /* A handler that takes events and never answers. */
+    snprintf(script, sizeof script,
+             "d=\"$1\"\n"
+             "while IFS= read -r line; do\n" SH_FIELDS "  echo \"$id $key\" >> \"$d/seen\"\n"
+             "  sleep 1000\n"
+             "done\n");
+    write_file(dir, "h.sh", script);
+    snprintf(cmd, sizeof cmd, "exec.command=sh %s/h.sh %s", dir, dir);
+    PGconn *c = it_db_create("hfull", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    const char *set[] = {"sink=exec", cmd, "queue.max.events=2", NULL};
+    it_proc_t *p = start_crwatch(db, set);
+    for (int i = 1; i <= 6; i++)
+        it_exec(c, "INSERT INTO t VALUES (%d, 'x')", i);
+    cr_assert(wait_lines(dir, "seen", " 1", 1, EV_TIMEOUT), "key 1 was not delivered");
+    /* Two events in flight fill the queue: the stream waits instead of reading on. */
+    cr_assert(it_proc_stderr_wait(p, "the stream waits for the handler", 15000), "no backpressure");
+    cr_assert(it_proc_running(p));
+    char *lsn = commit_lsn_in(dir, "seen", " 1", 0);
+    assert_not_confirmed(c, db, lsn);
+    /* SIGTERM reaches the waiting stream: exit 0, nothing unfinished confirmed. */
+    stop_crwatch(p);
+    assert_not_confirmed(c, db, lsn);
+    free(lsn);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+    rmtree(dir);
+}
+
 /* ---- exec, per-event mode ---------------------------------------------------------------------- */
 
 Test(handlers, exec_per_event_exit_codes_decide_ok_retry_fail) {
