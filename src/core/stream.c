@@ -247,7 +247,7 @@ static crw_relation_t *relation_for(stream_t *st, uint32_t relid, int *rc) {
 }
 
 static int emit_buf(stream_t *st, const crw_relation_t *rel, const char *type, const crw_buf_t *value,
-                    const crw_buf_t *key) {
+                    const crw_buf_t *key, const char *kind) {
     crw_event_t ev = {.txn = st->seq,
                       .commit_lsn = st->tx.commit_lsn,
                       .ordinal = st->tx.ordinal,
@@ -256,13 +256,14 @@ static int emit_buf(stream_t *st, const crw_relation_t *rel, const char *type, c
                       .keylen = key->len,
                       .value = value ? (value->data ? value->data : "") : NULL,
                       .len = value ? value->len : 0,
-                      .rel = rel};
+                      .rel = rel,
+                      .kind = kind ? kind : rel->kind};
     st->events++;
     return crw_sinks_emit(&st->sinks, &ev);
 }
 
 static int emit(stream_t *st, const crw_relation_t *rel, const char *type) {
-    return emit_buf(st, rel, type, &st->out, &st->key);
+    return emit_buf(st, rel, type, &st->out, &st->key, NULL);
 }
 
 /*
@@ -276,16 +277,16 @@ static int emit_debezium(stream_t *st, const crw_relation_t *rel, const crw_pgo_
     if (m->type == CRW_PGO_UPDATE && crw_debezium_key_changed(rel, m)) {
         if (crw_debezium_encode_key_change(&st->out, &st->key, &st->out2, &st->key2, rel, m, &st->tx, &src, why, n) < 0)
             return -1;
-        if ((rc = emit(st, rel, "DELETED")) < 0 || (rc = emit_buf(st, rel, "DELETED", NULL, &st->key)) < 0)
+        if ((rc = emit(st, rel, "DELETED")) < 0 || (rc = emit_buf(st, rel, "DELETED", NULL, &st->key, NULL)) < 0)
             return rc;
-        return emit_buf(st, rel, "ADDED", &st->out2, &st->key2);
+        return emit_buf(st, rel, "ADDED", &st->out2, &st->key2, NULL);
     }
     if (crw_debezium_encode(&st->out, &st->key, rel, m, &st->tx, &src, why, n) < 0)
         return -1;
     const char *type = m->type == CRW_PGO_INSERT ? "ADDED" : m->type == CRW_PGO_UPDATE ? "MODIFIED" : "DELETED";
     if ((rc = emit(st, rel, type)) < 0)
         return rc;
-    return m->type == CRW_PGO_DELETE ? emit_buf(st, rel, "DELETED", NULL, &st->key) : 0;
+    return m->type == CRW_PGO_DELETE ? emit_buf(st, rel, "DELETED", NULL, &st->key, NULL) : 0;
 }
 
 /* A change that cannot be mapped: its raw row goes to the dead-letter file. */
@@ -353,10 +354,10 @@ static int on_message(void *opaque, const crw_pgo_msg_t *m) {
             rc = emit_debezium(st, rel, m, why, sizeof why);
             return rc == -1 ? dead_letter(st, rel, m, why) : rc;
         }
-        const char *type;
-        if (crw_mapper_change(st->mapper, &st->out, &st->key, &type, rel, m, &st->tx, why, sizeof why) < 0)
+        const char *type, *kind;
+        if (crw_mapper_change(st->mapper, &st->out, &st->key, &type, &kind, rel, m, &st->tx, why, sizeof why) < 0)
             return dead_letter(st, rel, m, why);
-        return emit(st, rel, type);
+        return emit_buf(st, rel, type, &st->out, &st->key, kind);
     }
     case CRW_PGO_TRUNCATE:
         for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
@@ -450,8 +451,22 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             snprintf(st.err, sizeof st.err, "a sink could not report what it already holds");
             break;
         }
-        while (!(opts->stop && *opts->stop)) {
-            rc = crw_repl_poll(st.repl, 200, st.err, sizeof st.err);
+        int64_t stop_deadline = 0;
+        for (;;) {
+            if (opts->stop && *opts->stop) {
+                /* A transaction half handed to the sinks would be sent again: read
+                 * on to its commit (for a while), then stop. */
+                if (!st.txn_open && !crw_repl_in_txn(st.repl))
+                    break;
+                if (!stop_deadline) {
+                    stop_deadline = mono_ms() + 5000;
+                    crw_repl_stop_after_commit(st.repl);
+                    crw_info("stopping: finishing the open transaction first");
+                } else if (mono_ms() > stop_deadline)
+                    break;
+            }
+            /* While deliveries are in flight, come back soon to apply their acks. */
+            rc = crw_repl_poll(st.repl, crw_pipeline_idle(st.pipeline) ? 200 : 10, st.err, sizeof st.err);
             if (rc < 0)
                 break;
             if ((rc = crw_sinks_poll(&st.sinks, 0)) < 0)
@@ -459,8 +474,13 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             if (crw_repl_at_endpos(st.repl) && !st.txn_open && crw_pipeline_idle(st.pipeline)) {
                 /* Everything committed up to endpos arrived (commit order) and was
                  * acknowledged: the slot may move to endpos itself. */
-                crw_pipeline_follow(st.pipeline, opts->endpos);
+                if (opts->endpos)
+                    crw_pipeline_follow(st.pipeline, opts->endpos);
                 rc = CRW_ERR_STOPPED;
+                break;
+            }
+            if (stop_deadline && crw_repl_at_endpos(st.repl) && !st.txn_open) {
+                rc = CRW_ERR_STOPPED; /* the open transaction committed; acks are drained below */
                 break;
             }
         }

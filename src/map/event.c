@@ -452,7 +452,8 @@ static void put_tail(crw_buf_t *out, const crw_txn_ctx_t *tx) {
     crw_buf_put_u64(out, tx->xid);
 }
 
-int crw_mapper_change(crw_mapper_t *mp, crw_buf_t *out, crw_buf_t *key, const char **type, const crw_relation_t *rel,
+int crw_mapper_change(crw_mapper_t *mp, crw_buf_t *out, crw_buf_t *key, const char **type, const char **kind,
+                      const crw_relation_t *rel,
                       const crw_pgo_msg_t *m, const crw_txn_ctx_t *tx, char *errstr, size_t n) {
     const crw_pgo_tuple_t *newt = NULL, *oldt = NULL;
     char oldkind = 0;
@@ -489,6 +490,7 @@ int crw_mapper_change(crw_mapper_t *mp, crw_buf_t *out, crw_buf_t *key, const ch
     const crw_rel_variant_t *v = variant_for(rel, cur, errstr, n);
     if (!v || make_key(key, rel, cur, oldt, errstr, n) < 0)
         return -1;
+    *kind = v->kind;
     /* An update that changed the key: the old object lives under the old key. */
     crw_buf_t *oldkey = &mp->patchbuf; /* borrowed until the diff below */
     bool rekeyed = false;

@@ -61,12 +61,13 @@ int crw_mapper_prepare(crw_relation_t *rel, const struct crw_resource_conf *cons
 /*
  * Encodes an Insert, Update or Delete of rel as one CloudEvents JSON object
  * (no trailing newline) into out, the resource key into key, and points
- * *type at "ADDED", "MODIFIED" or "DELETED".  Keeps the cache current.
+ * *type at "ADDED", "MODIFIED" or "DELETED" and *kind at the change's kind.  Keeps the cache current.
  * tx->ordinal must already count this change.
  * @returns 0, or -1 with errstr when the change cannot be mapped (the
  *          caller dead-letters it).
  */
-int crw_mapper_change(crw_mapper_t *mp, crw_buf_t *out, crw_buf_t *key, const char **type, const crw_relation_t *rel,
+int crw_mapper_change(crw_mapper_t *mp, crw_buf_t *out, crw_buf_t *key, const char **type, const char **kind,
+                      const crw_relation_t *rel,
                       const crw_pgo_msg_t *m, const crw_txn_ctx_t *tx, char *errstr, size_t errstr_size);
 
 /* Encodes a TRUNCATED event for rel (no key, no object) and forgets rel's cached objects. */

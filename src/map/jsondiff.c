@@ -378,3 +378,81 @@ void crw_jdoc_diff(const crw_jdoc_t *a, const crw_jdoc_t *b, crw_buf_t *changed,
     diff_at(&df, 0, 0);
     crw_buf_free(&df.path);
 }
+
+/* ---- scanning one member -------------------------------------------- */
+
+const char *crw_json_skip_ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+const char *crw_json_skip_string(const char *p, const char *end) {
+    for (p++; p < end; p++) {
+        if (*p == '\\')
+            p++;
+        else if (*p == '"')
+            return p + 1;
+    }
+    return NULL;
+}
+
+const char *crw_json_skip_value(const char *p, const char *end) {
+    if (p >= end)
+        return NULL;
+    if (*p == '"')
+        return crw_json_skip_string(p, end);
+    if (*p == '{' || *p == '[') {
+        int depth = 0;
+        while (p < end) {
+            if (*p == '"') {
+                if (!(p = crw_json_skip_string(p, end)))
+                    return NULL;
+                continue;
+            }
+            if (*p == '{' || *p == '[')
+                depth++;
+            else if ((*p == '}' || *p == ']') && --depth == 0)
+                return p + 1;
+            p++;
+        }
+        return NULL;
+    }
+    const char *q = p;
+    while (q < end && *q != ',' && *q != '}' && *q != ']' && *q != ' ' && *q != '\n' && *q != '\r' && *q != '\t')
+        q++;
+    return q > p ? q : NULL;
+}
+
+bool crw_json_member(const char *js, size_t len, const char *name, const char **v, size_t *vlen) {
+    const char *p = js, *end = js + len;
+    size_t nl = strlen(name);
+    p = crw_json_skip_ws(p, end);
+    if (p >= end || *p != '{')
+        return false;
+    p++;
+    for (;;) {
+        p = crw_json_skip_ws(p, end);
+        if (p >= end || *p != '"')
+            return false;
+        const char *kstart = p + 1, *kend = crw_json_skip_string(p, end);
+        if (!kend)
+            return false;
+        p = crw_json_skip_ws(kend, end);
+        if (p >= end || *p != ':')
+            return false;
+        p = crw_json_skip_ws(p + 1, end);
+        const char *vend = crw_json_skip_value(p, end);
+        if (!vend)
+            return false;
+        if ((size_t)(kend - 1 - kstart) == nl && !memcmp(kstart, name, nl)) {
+            *v = p;
+            *vlen = (size_t)(vend - p);
+            return true;
+        }
+        p = crw_json_skip_ws(vend, end);
+        if (p >= end || *p != ',')
+            return false;
+        p++;
+    }
+}

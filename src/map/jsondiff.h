@@ -11,6 +11,7 @@
 #ifndef CRW_JSONDIFF_H
 #define CRW_JSONDIFF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,5 +48,18 @@ int crw_jdoc_lookup(const crw_jdoc_t *doc, const char *pointer);
  * b means "unknown", not "removed" (may be NULL).
  */
 void crw_jdoc_diff(const crw_jdoc_t *a, const crw_jdoc_t *b, crw_buf_t *changed, crw_buf_t *patch, const char *skip);
+
+/*
+ * Scanning without a token array, for one member of a document: positions
+ * only, nothing copied or unescaped.  Each returns NULL when malformed.
+ */
+/* Skips JSON white space. */
+const char *crw_json_skip_ws(const char *p, const char *end);
+/* p at an opening quote: just past the closing one. */
+const char *crw_json_skip_string(const char *p, const char *end);
+/* Just past the value at p (object, array, string or literal). */
+const char *crw_json_skip_value(const char *p, const char *end);
+/* The value of top-level member name of the object js[0..len) (raw text, quotes included). */
+bool crw_json_member(const char *js, size_t len, const char *name, const char **v, size_t *vlen);
 
 #endif

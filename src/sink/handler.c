@@ -4,6 +4,7 @@
  * dead-letter file, backpressure.  See handler.h for the contract.
  */
 #include "sink/handler.h"
+#include "map/jsondiff.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -73,87 +74,6 @@ static int64_t mono_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- JSON member scanner -------------------------------------------------- */
-
-static const char *skip_ws(const char *p, const char *end) {
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-/* p at '"': returns the position after the closing quote, or NULL. */
-static const char *skip_string(const char *p, const char *end) {
-    for (p++; p < end; p++) {
-        if (*p == '\\')
-            p++;
-        else if (*p == '"')
-            return p + 1;
-    }
-    return NULL;
-}
-
-/* Returns the position after the value starting at p, or NULL. */
-static const char *skip_value(const char *p, const char *end) {
-    if (p >= end)
-        return NULL;
-    if (*p == '"')
-        return skip_string(p, end);
-    if (*p == '{' || *p == '[') {
-        int depth = 0;
-        while (p < end) {
-            if (*p == '"') {
-                if (!(p = skip_string(p, end)))
-                    return NULL;
-                continue;
-            }
-            if (*p == '{' || *p == '[')
-                depth++;
-            else if (*p == '}' || *p == ']') {
-                if (--depth == 0)
-                    return p + 1;
-            }
-            p++;
-        }
-        return NULL;
-    }
-    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\n')
-        p++;
-    return p;
-}
-
-bool crw_json_member(const char *js, size_t len, const char *name, const char **v, size_t *vlen) {
-    const char *p = js, *end = js + len;
-    size_t nl = strlen(name);
-    p = skip_ws(p, end);
-    if (p >= end || *p != '{')
-        return false;
-    p++;
-    for (;;) {
-        p = skip_ws(p, end);
-        if (p >= end || *p != '"')
-            return false;
-        const char *kstart = p + 1, *kend = skip_string(p, end);
-        if (!kend)
-            return false;
-        p = skip_ws(kend, end);
-        if (p >= end || *p != ':')
-            return false;
-        p = skip_ws(p + 1, end);
-        const char *vend = skip_value(p, end);
-        if (!vend)
-            return false;
-        if ((size_t)(kend - 1 - kstart) == nl && !memcmp(kstart, name, nl)) {
-            *v = p;
-            *vlen = (size_t)(vend - p);
-            return true;
-        }
-        p = skip_ws(vend, end);
-        if (p >= end || *p != ',')
-            return false;
-        p++;
-    }
-}
-
 /* data.<name> (CloudEvents), else the top-level Debezium field; NULL when absent or null. */
 static void find_object(const char *js, size_t len, const char *ce_name, const char *dbz_name, crw_buf_t *out,
                         const char **v, size_t *vlen) {
@@ -187,7 +107,7 @@ static void item_free(hitem_t *it) {
 static hitem_t *item_new(const crw_event_t *ev) {
     const crw_relation_t *rel = ev->rel;
     const char *source = rel && rel->source ? rel->source : "";
-    const char *kind = rel && rel->kind ? rel->kind : "";
+    const char *kind = ev->kind ? ev->kind : rel && rel->kind ? rel->kind : "";
     size_t sl = strlen(source), kl = strlen(kind);
     size_t need = sl + 1 + ev->keylen + 1 + kl + 1 + ev->len + 1;
     hitem_t *it = crw_malloc(sizeof *it + need);

@@ -67,12 +67,4 @@ crw_sink_t *crw_sink_exec_new(const crw_sink_env_t *env, int *err, char *errstr,
  * initialises the plugin at once, so a bad one is refused before any connection. */
 crw_sink_t *crw_sink_plugin_new(const crw_sink_env_t *env, int *err, char *errstr, size_t errstr_size);
 
-/*
- * Finds the member `name` of the JSON object text js[0..len) (top level
- * only); points *v at the raw value text, *vlen bytes long.  A small scanner, not a
- * parser: the input is crwatch's own encoder output.
- * @returns true when found.
- */
-bool crw_json_member(const char *js, size_t len, const char *name, const char **v, size_t *vlen);
-
 #endif

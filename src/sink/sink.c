@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "sink/kafka.h"
 #include "sink/handler.h"
 
 int crw_sinks_open(crw_sinks_t *ss, const crw_sink_env_t *env, char *errstr, size_t n) {
@@ -18,6 +19,13 @@ int crw_sinks_open(crw_sinks_t *ss, const crw_sink_env_t *env, char *errstr, siz
         ss->v[ss->n++] = s;
     }
     /* --- kafka --- */
+    if (env->conf->sinks & CRW_SINK_KAFKA) {
+        int err;
+        crw_sink_t *s = crw_sink_kafka_new(env, &err, errstr, n);
+        if (!s)
+            return err;
+        ss->v[ss->n++] = s;
+    }
 
     /* --- exec, plugin --- */
     for (unsigned bit = CRW_SINK_EXEC; bit <= CRW_SINK_PLUGIN; bit <<= 1)

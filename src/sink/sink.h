@@ -13,6 +13,13 @@
  * its own (librdkafka, handler workers) hands acknowledgements back to the
  * main thread and applies them in poll().
  *
+ * A sink that loses events it held (an aborted Kafka transaction) calls
+ * crw_pipeline_abandon on their transaction and returns CRW_ERR_CONN: the
+ * driver reconnects and the server sends everything unconfirmed again.
+ *
+ * Stopping: env->stop turns true on a stop request; a sink waiting inside
+ * emit() returns CRW_ERR_STOPPED (what it held stays unconfirmed).
+ *
  * Backpressure: a sink that cannot take more (a full producer queue) waits
  * inside emit(), calling env->keepalive(env->keepalive_opaque) at least
  * every second so the replication connection stays alive while nothing is
@@ -40,7 +47,8 @@ typedef struct crw_event {
     size_t keylen;
     const char *value;               /* the encoded event; NULL: a tombstone (Debezium, after a delete) */
     size_t len;
-    const struct crw_relation *rel;  /* schema, table, kind (topic templates) */
+    const struct crw_relation *rel;  /* schema, table (topic templates) */
+    const char *kind;                /* the event's kind (in a shared table, the row's own) */
 } crw_event_t;
 
 /* What every sink is given: shared services of the stream. */

@@ -52,6 +52,7 @@ struct crw_repl {
     uint32_t stream_xid;
     bool in_txn;             /* a Begin was dispatched, its Commit not yet */
     bool at_end;
+    bool stop_after_commit;  /* a stop was asked: the next commit is the last */
     uint64_t received;       /* highest WAL position seen */
     int64_t last_status_us;  /* monotonic */
 };
@@ -168,6 +169,7 @@ static int run_seed(crw_repl_t *r, char *errstr, size_t n) {
 const char *crw_repl_dbname(const crw_repl_t *r) { return r->dbname ? r->dbname : ""; }
 bool crw_repl_at_endpos(const crw_repl_t *r) { return r->at_end; }
 bool crw_repl_in_txn(const crw_repl_t *r) { return r->in_txn; }
+void crw_repl_stop_after_commit(crw_repl_t *r) { r->stop_after_commit = true; }
 
 /* Connects one session; replication: open a walsender. */
 static PGconn *connect_one(crw_repl_t *r, bool replication, char *errstr, size_t n, int *err) {
@@ -528,7 +530,7 @@ static int dispatch(crw_repl_t *r, const crw_pgo_msg_t *m) {
     if (m->type == CRW_PGO_COMMIT) {
         r->in_txn = false;
         /* Like pg_recvlogical: the commit that reaches endpos is the last. */
-        if (r->endpos && m->u.commit.end_lsn >= r->endpos)
+        if ((r->endpos && m->u.commit.end_lsn >= r->endpos) || r->stop_after_commit)
             r->at_end = true;
     }
     return rc;

@@ -81,6 +81,9 @@ bool crw_repl_at_endpos(const crw_repl_t *r);
 /* A Begin was dispatched without its Commit. */
 bool crw_repl_in_txn(const crw_repl_t *r);
 
+/* Hands nothing on after the next Commit (crw_repl_at_endpos turns true then). */
+void crw_repl_stop_after_commit(crw_repl_t *r);
+
 /* Closes both sessions and drops spooled transactions (the server resends them). */
 void crw_repl_close(crw_repl_t *r);
 

@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# bench/kafka.sh — crwatch's Kafka sink end to end (issue 4, design.md §9):
+# throughput into librdkafka's mock cluster against pg_recvlogical on the same
+# WAL, commit-to-delivery latency at a fixed rate, and peak RSS.
+#
+#   bench/kafka.sh                         # defaults: 200k row changes, 3 repeats, 20 s latency runs
+#   BENCH_TXNS=20 BENCH_BIG_ROWS=10000 BENCH_UPDATE_ROWS=10000 BENCH_LAT_SECS=5 bench/kafka.sh   # quick
+#
+# What it does, in one run:
+#   1. a throwaway PostgreSQL (scripts/pg) in a temp dir, removed on exit;
+#      crwatch and crwatch-mock-kafka built (Release) unless CRWATCH/MOCK_KAFKA are given;
+#   2. one table + publication, ONE pgoutput slot (bench_src) made BEFORE the
+#      workload, then the workload (many insert txns, one big insert txn,
+#      batched updates); endpos = pg_current_wal_lsn() after it;
+#   3. timed runs, interleaved, each on its own pg_copy_logical_replication_slot()
+#      of bench_src (never consumed, so every copy starts at the same WAL) and
+#      each against a fresh crwatch-mock-kafka (the mock cluster in its own
+#      process, reached over loopback like a broker):
+#        recvlogical    pg_recvlogical (pgoutput, proto 2, streaming) -f /dev/null: the decode ceiling
+#        crwatch        crwatch stream --endpos into the mock: exits once every event is
+#                       delivered (delivery reports) and confirmed
+#        wal2json|kcat  pg_recvlogical (wal2json format-version 2, one line per change) | kcat -P
+#                       into the mock (it confirms before delivery; crwatch does not)
+#      the two Kafka contenders' topics are counted afterwards: every change must be there;
+#   4. latency: crwatch streaming live into a mock while pgbench -R commits one-row
+#      transactions at BENCH_LAT_RATE/s for BENCH_LAT_SECS; a kcat consumer follows
+#      the topic and stamps each event on arrival; latency = arrival - the event's
+#      commit time ("time"), i.e. commit -> visible to a consumer, an upper bound
+#      of commit -> delivered.  Once at-least-once, once exactly-once; the mock
+#      shows uncommitted transactional data too, so the exactly-once figure is
+#      commit -> appended: a real broker's read_committed consumer sees each
+#      event only at its Kafka commit, up to transaction.interval.ms later;
+#   5. a table of medians, written to bench/results/kafka-<stamp>.txt.
+#
+# Environment (defaults in brackets):
+#   BENCH_TXNS [100] BENCH_TXN_ROWS [1000] BENCH_BIG_ROWS [50000] BENCH_UPDATE_ROWS [50000]
+#   BENCH_UPDATE_BATCH [1000] BENCH_REPEATS [3]
+#   BENCH_LAT_RATE [2000] rows/s   BENCH_LAT_SECS [20]   BENCH_LAT_EOS [1] also time exactly-once
+#   BENCH_TIMEOUT [900] s per run   BENCH_RESULTS [bench/results]   BENCH_KEEP [0]
+#   BENCH_BUILD_DIR [${TMPDIR:-/tmp}/crwatch-bench-build]   CRWATCH, MOCK_KAFKA: binaries to use
+#
+# Exit status: 0 the benchmark ran and validated (whatever the figures); 1 otherwise.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+PG_BIN="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
+[[ -x "$PG_BIN/pg_recvlogical" ]] || PG_BIN="$(dirname "$(command -v pg_recvlogical)")"
+
+TXNS="${BENCH_TXNS:-100}"
+TXN_ROWS="${BENCH_TXN_ROWS:-1000}"
+BIG_ROWS="${BENCH_BIG_ROWS:-50000}"
+UPDATE_ROWS="${BENCH_UPDATE_ROWS:-50000}"
+UPDATE_BATCH="${BENCH_UPDATE_BATCH:-1000}"
+REPEATS="${BENCH_REPEATS:-3}"
+LAT_RATE="${BENCH_LAT_RATE:-2000}"
+LAT_SECS="${BENCH_LAT_SECS:-20}"
+LAT_EOS="${BENCH_LAT_EOS:-1}"
+TIMEOUT="${BENCH_TIMEOUT:-900}"
+RESULTS_DIR="${BENCH_RESULTS:-$ROOT/bench/results}"
+BUILD_DIR="${BENCH_BUILD_DIR:-${TMPDIR:-/tmp}/crwatch-bench-build}"
+[[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_REPEATS must be >= 1" >&2; exit 2; }
+
+STAMP="$(date +%Y%m%d-%H%M%S)"
+DB=bench
+TABLE=bench_t
+PUB=bench_pub
+SRC_SLOT=bench_src
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+for b in /usr/bin/time kcat perl bc "$PG_BIN/psql" "$PG_BIN/pg_recvlogical" "$PG_BIN/pgbench"; do
+  command -v "$b" >/dev/null || die "$b is missing (scripts/deps; apt-get install time for /usr/bin/time)"
+done
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/crwatch-kbench.XXXXXX")"
+chmod 755 "$WORK" # scripts/pg may run the server as another OS user
+PGDIR="$WORK/pg"
+MOCK_PID=""
+CRW_PID=""
+CONS_PID=""
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() {
+  local rc=$?
+  [[ -n "$CRW_PID" ]] && kill "$CRW_PID" 2>/dev/null
+  [[ -n "$CONS_PID" ]] && kill "$CONS_PID" 2>/dev/null
+  mock_stop 2>/dev/null || true
+  "$ROOT/scripts/pg" stop "$PGDIR" >/dev/null 2>&1 || true
+  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- binaries
+if [[ -n "${CRWATCH:-}" && -n "${MOCK_KAFKA:-}" ]]; then
+  CRW="$CRWATCH"
+  MOCK="$MOCK_KAFKA"
+else
+  log "building crwatch and crwatch-mock-kafka (Release) in $BUILD_DIR"
+  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCRW_TESTS=OFF >"$WORK/cmake.log" 2>&1 ||
+    { cat "$WORK/cmake.log" >&2; die "cmake configure failed"; }
+  cmake --build "$BUILD_DIR" -j"$(nproc)" --target crwatch crwatch-mock-kafka >>"$WORK/cmake.log" 2>&1 ||
+    { tail -n 40 "$WORK/cmake.log" >&2; die "build failed"; }
+  CRW="$BUILD_DIR/crwatch"
+  MOCK="$BUILD_DIR/crwatch-mock-kafka"
+fi
+CRW_VERSION="$("$CRW" --version 2>/dev/null || echo unknown)"
+
+# mock_start: a fresh mock cluster process; sets BS.  Its stdin is a FIFO
+# held open on fd 9, so it lives until mock_stop closes it.
+MOCK_N=0
+# Every other child is started with 9>&- so only this script holds the FIFO.
+mock_start() {
+  MOCK_N=$((MOCK_N + 1))
+  local fifo="$WORK/mock.$MOCK_N.in"
+  mkfifo "$fifo"
+  "$MOCK" <"$fifo" >"$WORK/mock.$MOCK_N.out" 2>"$WORK/mock.$MOCK_N.err" 9>&- &
+  MOCK_PID=$!
+  exec 9>"$fifo"
+  BS=""
+  for _ in $(seq 1 100); do
+    BS="$(head -n 1 "$WORK/mock.$MOCK_N.out" 2>/dev/null || true)"
+    [[ "$BS" == *:* ]] && break
+    sleep 0.05
+  done
+  [[ "$BS" == *:* ]] || die "crwatch-mock-kafka printed no address"
+}
+mock_cmd() { echo "$*" >&9; }
+mock_stop() {
+  [[ -n "$MOCK_PID" ]] || return 0
+  exec 9>&-
+  wait "$MOCK_PID" 2>/dev/null || true
+  MOCK_PID=""
+}
+# topic_count BS TOPIC: messages appended to TOPIC, the sum of its partitions'
+# high watermarks (last offset + 1).  Reading them all back would undercount:
+# the mock keeps only the last ~5 MB of each partition.  Neither contender
+# writes transaction markers, so every offset is one message.
+topic_count() {
+  kcat -b "$1" -C -t "$2" -o -1 -e -q -f '%p %o\n' 2>/dev/null 9>&- | awk '{n += $2 + 1} END {print n + 0}'
+}
+
+# ---------------------------------------------------------------- server and workload
+log "starting a throwaway PostgreSQL in $PGDIR"
+"$ROOT/scripts/pg" start "$PGDIR" >/dev/null
+# shellcheck disable=SC1091
+source "$PGDIR/env"
+export PGDATABASE=$DB
+CONNINFO="dbname=$DB"
+q() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres -Atc "$1"; }
+qb() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$DB" -Atc "$1"; }
+
+q "CREATE DATABASE $DB"
+qb "
+CREATE TABLE public.$TABLE (
+  id bigint PRIMARY KEY, name text NOT NULL, qty int, price numeric(12,2),
+  created_at timestamptz, payload jsonb, active boolean);
+CREATE PUBLICATION $PUB FOR TABLE public.$TABLE;
+CREATE TABLE public.lat_t (id bigserial PRIMARY KEY, v int, note text);
+CREATE PUBLICATION lat_pub FOR TABLE public.lat_t;"
+qb "SELECT pg_create_logical_replication_slot('$SRC_SLOT', 'pgoutput')" >/dev/null
+PG_VERSION="$(qb "SHOW server_version")"
+
+(( UPDATE_ROWS > TXNS * TXN_ROWS + BIG_ROWS )) && UPDATE_ROWS=$((TXNS * TXN_ROWS + BIG_ROWS))
+INSERT_ROWS=$((TXNS * TXN_ROWS + BIG_ROWS))
+TOTAL_ROWS=$((INSERT_ROWS + UPDATE_ROWS))
+ROW_SQL="i, 'item-' || i || '-' || md5(i::text), (i % 100000)::int, round((i * 1.37)::numeric % 100000, 2),
+  timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second',
+  jsonb_build_object('sku', 'SKU-' || lpad(i::text, 10, '0'), 'tags', jsonb_build_array('alpha', 'beta', 'gamma'),
+    'dims', jsonb_build_object('w', i % 100, 'h', i % 37, 'd', 12.5), 'seq', i,
+    'note', 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor'),
+  i % 2 = 0"
+{
+  echo "\\set ON_ERROR_STOP 1"
+  for ((t = 0; t < TXNS; t++)); do
+    echo "INSERT INTO public.$TABLE SELECT $ROW_SQL FROM generate_series($((t * TXN_ROWS + 1)), $(((t + 1) * TXN_ROWS))) AS i;"
+  done
+  ((BIG_ROWS > 0)) && echo "INSERT INTO public.$TABLE SELECT $ROW_SQL FROM generate_series($((TXNS * TXN_ROWS + 1)), $INSERT_ROWS) AS i;"
+  for ((lo = 1; lo <= UPDATE_ROWS; lo += UPDATE_BATCH)); do
+    hi=$((lo + UPDATE_BATCH - 1)); ((hi > UPDATE_ROWS)) && hi=$UPDATE_ROWS
+    echo "UPDATE public.$TABLE SET qty = qty + 1, price = price + 0.01, active = NOT active,
+      payload = jsonb_set(payload, '{seq}', to_jsonb(id + 1)) WHERE id BETWEEN $lo AND $hi;"
+  done
+} >"$WORK/workload.sql"
+log "workload: $TXNS x $TXN_ROWS-row inserts, 1 x $BIG_ROWS-row insert, $UPDATE_ROWS rows updated ($TOTAL_ROWS row changes)"
+"$PG_BIN/psql" -X -q -d "$DB" -f "$WORK/workload.sql" >/dev/null
+ENDPOS="$(qb "SELECT pg_current_wal_lsn()")"
+START_LSN="$(qb "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = '$SRC_SLOT'")"
+WAL_MIB=$(( $(qb "SELECT pg_wal_lsn_diff('$ENDPOS', '$START_LSN')::bigint") / 1048576 ))
+log "WAL $START_LSN..$ENDPOS ($WAL_MIB MiB)"
+
+# ---------------------------------------------------------------- throughput
+copy_slot() { # NAME [PLUGIN]
+  if [[ -n "${2:-}" ]]; then qb "SELECT pg_copy_logical_replication_slot('$SRC_SLOT', '$1', false, '$2')" >/dev/null
+  else qb "SELECT pg_copy_logical_replication_slot('$SRC_SLOT', '$1')" >/dev/null; fi
+}
+drop_slot() { qb "SELECT pg_drop_replication_slot('$1')" >/dev/null; }
+
+FAILED=0
+RAW="$WORK/raw.tsv"
+: >"$RAW"
+run_one() { # CONTENDER ITER
+  local c="$1" i="$2" slot rc=0 t0 t1 secs rss n="-" topic=""
+  slot="bench_${c//[^a-z0-9]/_}_$i"
+  copy_slot "$slot" "$([[ "$c" == wal2json* ]] && echo wal2json)"
+  mock_start
+  t0=$(date +%s.%N)
+  case "$c" in
+    recvlogical)
+      timeout --kill-after=10 "$TIMEOUT" /usr/bin/time -f '%M' -o "$WORK/rss" \
+        "$PG_BIN/pg_recvlogical" -d "$CONNINFO" --slot "$slot" --start --no-loop -o proto_version=2 \
+        -o streaming=on -o "publication_names=$PUB" --endpos "$ENDPOS" -f /dev/null 2>"$WORK/$slot.err" 9>&- || rc=$?
+      ;;
+    crwatch)
+      topic="bench.crwatch.$i"
+      timeout --kill-after=10 "$TIMEOUT" /usr/bin/time -f '%M' -o "$WORK/rss" \
+        "$CRW" stream -d "$CONNINFO" --endpos "$ENDPOS" -X "slot.name=$slot" -X "publication.name=$PUB" \
+        -X slot.create=false -X publication.create=false -X "tables=public.$TABLE" -X log.level=warn \
+        -X sink=kafka -X "kafka.bootstrap.servers=$BS" -X "topic.template=$topic" \
+        -X "deadletter.file=$WORK/deadletter.jsonl" 2>"$WORK/$slot.err" 9>&- || rc=$?
+      ;;
+    wal2json-kcat)
+      topic="bench.wal2json.$i"
+      # include-transaction=false: one line per change, no begin/commit lines.
+      timeout --kill-after=10 "$TIMEOUT" /usr/bin/time -f '%M' -o "$WORK/rss" bash -o pipefail -c \
+        '"$1" -d "$2" --slot "$3" --start --no-loop -o format-version=2 -o include-transaction=false \
+           --endpos "$4" -f - | kcat -P -b "$5" -t "$6"' _ \
+        "$PG_BIN/pg_recvlogical" "$CONNINFO" "$slot" "$ENDPOS" "$BS" "$topic" 2>"$WORK/$slot.err" 9>&- || rc=$?
+      ;;
+  esac
+  t1=$(date +%s.%N)
+  secs=$(echo "$t1 - $t0" | bc -l)
+  rss=$(tail -n 1 "$WORK/rss" 2>/dev/null || echo 0)
+  [[ "$rss" =~ ^[0-9]+$ ]] || rss=0
+  [[ -n "$topic" ]] && n=$(topic_count "$BS" "$topic")
+  mock_stop
+  drop_slot "$slot"
+  if ((rc != 0)); then
+    log "$c run $i FAILED (exit $rc)"; tail -n 20 "$WORK/$slot.err" >&2; FAILED=1
+  elif [[ "$n" != "-" && "$n" != "$TOTAL_ROWS" ]]; then
+    log "$c run $i FAILED: $n messages in $topic, want $TOTAL_ROWS"; FAILED=1
+  fi
+  printf '%s\t%s\t%.3f\t%s\t%s\n' "$c" "$i" "$secs" "$rss" "$n" >>"$RAW"
+  log "$(printf '%-14s run %d: %7.2f s  %9.0f rows/s  peak RSS %6.1f MiB  messages %s' "$c" "$i" "$secs" \
+    "$(echo "$TOTAL_ROWS / $secs" | bc -l)" "$(echo "$rss / 1024" | bc -l)" "$n")"
+}
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+CONTENDERS=(recvlogical crwatch wal2json-kcat)
+log "timed runs: ${CONTENDERS[*]}, $REPEATS each, interleaved, each on a fresh slot copy and a fresh mock broker"
+for ((i = 1; i <= REPEATS; i++)); do
+  for c in "${CONTENDERS[@]}"; do run_one "$c" "$i"; done
+done
+declare -A SECS RSS
+for c in "${CONTENDERS[@]}"; do
+  SECS[$c]=$(awk -F'\t' -v c="$c" '$1 == c {print $3}' "$RAW" | median)
+  RSS[$c]=$(awk -F'\t' -v c="$c" '$1 == c {print $4}' "$RAW" | median)
+done
+
+# ---------------------------------------------------------------- latency
+# Prints "p50 p99 max n" in ms of arrival - commit time over the lines of FILE
+# ("<epoch arrival> <event JSON>"), skipping the first second of events.
+lat_stats() {
+  perl -MTime::Local=timegm -ne '
+    next unless /^(\d+\.\d+) .*?"time":"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)(\.\d+)?Z"/;
+    my $c = timegm($7, $6, $5, $4, $3 - 1, $2) + ($8 // 0);
+    push @l, [$c, ($1 - $c) * 1000];
+    END {
+      exit 1 unless @l;
+      my $t0 = $l[0][0]; my @v = sort { $a <=> $b } map { $_->[1] } grep { $_->[0] >= $t0 + 1 } @l;
+      exit 1 unless @v;
+      printf "%.2f %.2f %.2f %d\n", $v[int(@v * 0.5)], $v[int(@v * 0.99)], $v[-1], scalar @v;
+    }' "$1"
+}
+
+declare -A LAT LRSS LTPS
+lat_run() { # DELIVERY
+  local mode="$1" slot="lat_${1//-/_}" topic="lat.$1"
+  mock_start
+  mock_cmd "create $topic 4"
+  "$CRW" stream -d "$CONNINFO" -X "slot.name=$slot" -X publication.name=lat_pub -X tables=public.lat_t \
+    -X sink=kafka -X "kafka.bootstrap.servers=$BS" -X "topic.template=$topic" -X "delivery=$mode" \
+    -X "deadletter.file=$WORK/deadletter.jsonl" 2>"$WORK/lat.$mode.err" 9>&- &
+  CRW_PID=$!
+  for _ in $(seq 1 200); do grep -q "streaming from slot" "$WORK/lat.$mode.err" && break; sleep 0.05; done
+  # The follower: fetches without waiting long; perl stamps each line on arrival.
+  # $! is kcat's pid (perl runs in the process substitution and ends with it).
+  kcat -b "$BS" -C -t "$topic" -o end -u -q -X fetch.wait.max.ms=5 -X fetch.min.bytes=1 -f '%s\n' 2>/dev/null 9>&- \
+    > >(perl -MTime::HiRes=time -ne 'BEGIN { $| = 1 } printf "%.6f %s", time(), $_' >"$WORK/lat.$mode.txt") &
+  CONS_PID=$!
+  sleep 2
+  echo "INSERT INTO public.lat_t (v, note) VALUES (1, 'latency probe row, about a hundred bytes of text to be realistic');" \
+    >"$WORK/lat.sql"
+  "$PG_BIN/pgbench" -n -d "$DB" -R "$LAT_RATE" -T "$LAT_SECS" -c 4 -j 2 -f "$WORK/lat.sql" >"$WORK/lat.$mode.pgbench" 2>&1 9>&- ||
+    { cat "$WORK/lat.$mode.pgbench" >&2; die "pgbench failed"; }
+  sleep 2
+  # Peak RSS (VmHWM) before the stop, then SIGTERM by pid.
+  LRSS[$mode]=$(awk '/^VmHWM:/ {print $2}' "/proc/$CRW_PID/status" 2>/dev/null || echo 0)
+  kill "$CRW_PID"; wait "$CRW_PID" || true; CRW_PID=""
+  kill "$CONS_PID" 2>/dev/null; wait "$CONS_PID" 2>/dev/null || true; CONS_PID=""
+  sleep 0.2 # the perl stamper drains and exits at kcat's EOF
+  mock_stop
+  LTPS[$mode]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/lat.$mode.pgbench" | head -n 1)
+  LAT[$mode]="$(lat_stats "$WORK/lat.$mode.txt" || echo "- - - 0")"
+  read -r p50 p99 max n <<<"${LAT[$mode]}"
+  log "latency $mode: ${LTPS[$mode]} rows/s committed, $n events measured: p50 $p50 ms, p99 $p99 ms, max $max ms; peak RSS $(echo "${LRSS[$mode]} / 1024" | bc -l | xargs printf '%.1f') MiB"
+  [[ "$n" -gt 0 ]] || { log "latency $mode: no events arrived"; FAILED=1; }
+}
+lat_run at-least-once
+[[ "$LAT_EOS" == 1 ]] && lat_run exactly-once
+
+# ---------------------------------------------------------------- report
+mkdir -p "$RESULTS_DIR"
+OUT="$RESULTS_DIR/kafka-$STAMP.txt"
+GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
+GIT_DIRTY="$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo dirty || echo clean)"
+r_recv=$(echo "${SECS[recvlogical]} / ${SECS[crwatch]}" | bc -l)
+r_pipe=$(echo "${SECS[wal2json-kcat]} / ${SECS[crwatch]}" | bc -l)
+rss_max=$(printf '%s\n' "${RSS[crwatch]}" "${LRSS[at-least-once]}" | sort -n | tail -n 1)
+read -r _ p99 _ _ <<<"${LAT[at-least-once]}"
+met() { if ((FAILED)); then echo "n/a (a run failed)"; elif (($(echo "$1" | bc -l))); then echo MET; else echo MISSED; fi; }
+{
+  echo
+  echo "crwatch Kafka benchmark — $STAMP — $CRW_VERSION (git $GIT_REV, $GIT_DIRTY), PostgreSQL $PG_VERSION, librdkafka mock cluster in its own process, $(nproc) cores"
+  echo "workload: $TOTAL_ROWS row changes ($TXNS x $TXN_ROWS-row insert txns, 1 x $BIG_ROWS-row insert txn, $UPDATE_ROWS updated in $UPDATE_BATCH-row txns), $WAL_MIB MiB WAL; medians of $REPEATS"
+  ((FAILED)) && echo "*** A RUN FAILED OR DID NOT VALIDATE: see the log above ***"
+  printf '%-16s %10s %12s %12s\n' contender seconds rows/s "peak RSS MiB"
+  for c in "${CONTENDERS[@]}"; do
+    printf '%-16s %10.2f %12.0f %12.1f\n' "$c" "${SECS[$c]}" "$(echo "$TOTAL_ROWS / ${SECS[$c]}" | bc -l)" "$(echo "${RSS[$c]} / 1024" | bc -l)"
+  done
+  printf 'crwatch / pg_recvlogical:      %.2f  (goal >= 0.9: %s)\n' "$r_recv" "$(met "$r_recv >= 0.9")"
+  printf 'crwatch / wal2json|kcat:       %.2f  (goal >= 1.0: %s)\n' "$r_pipe" "$(met "$r_pipe >= 1.0")"
+  for mode in at-least-once exactly-once; do
+    [[ -n "${LAT[$mode]:-}" ]] || continue
+    read -r a b c d <<<"${LAT[$mode]}"
+    printf 'latency %-14s commit -> consumer at %.0f rows/s: p50 %s ms  p99 %s ms  max %s ms  (%s events)  peak RSS %.1f MiB\n' \
+      "$mode" "${LTPS[$mode]}" "$a" "$b" "$c" "$d" "$(echo "${LRSS[$mode]} / 1024" | bc -l)"
+  done
+  [[ -n "${LAT[exactly-once]:-}" ]] &&
+    echo "  (exactly-once: commit -> appended; the mock does not hide uncommitted data, a real broker adds up to transaction.interval.ms)"
+  printf 'p99 latency (at-least-once) < 20 ms: %s\n' "$(met "${p99:-999} < 20")"
+  printf 'peak RSS %.1f MiB < 48 MiB: %s\n' "$(echo "$rss_max / 1024" | bc -l)" "$(met "$rss_max < 49152")"
+} | tee "$OUT"
+log "results written to $OUT"
+exit "$FAILED"

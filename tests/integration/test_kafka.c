@@ -1,0 +1,910 @@
+/*
+ * test_kafka.c — the Kafka sink against a real PostgreSQL and librdkafka's
+ * mock cluster in a helper process (crwatch-mock-kafka), so crwatch can be
+ * killed and restarted while the broker and its data live: per-key order and
+ * partitioning, clean restarts, a broker outage (slot held), exactly-once
+ * under repeated kill -9, dead-lettering, binary content mode with the
+ * embedded broker, and configuration errors.  Events are read back with a
+ * librdkafka consumer and with kcat.
+ *
+ * The 2.0.2 mock answers Fetch with LastStableOffset = high watermark and no
+ * aborted-transaction list, so a read_committed consumer of it also gets
+ * aborted and still-open transactions.  The kill -9 test therefore decides
+ * which messages a real broker would have committed from data on the wire
+ * (see committed_by_checkpoint) and checks exactly-once on that; the clean
+ * exactly-once test reads with kcat -X isolation.level=read_committed.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "support/itest.h"
+
+#define EV_TIMEOUT 20000
+
+static int64_t wall_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- the mock broker helper ------------------------------------------ */
+
+typedef struct {
+    pid_t pid;
+    int in, out; /* its stdin (commands) and stdout (replies) */
+    char bs[128];
+} mock_t;
+
+static const char *mock_path(void) {
+    static char path[4096];
+    const char *env = getenv("CRW_MOCK_KAFKA");
+    if (env && *env)
+        return env;
+    snprintf(path, sizeof path, "%s", it_crwatch_path());
+    char *slash = strrchr(path, '/');
+    snprintf(slash ? slash + 1 : path, sizeof path - (size_t)(slash ? slash + 1 - path : 0), "crwatch-mock-kafka");
+    return path;
+}
+
+/* One line from fd (without the newline) into buf; false on timeout or EOF. */
+static bool read_line_fd(int fd, char *buf, size_t n, int timeout_ms) {
+    size_t len = 0;
+    int64_t deadline = wall_ms() + timeout_ms;
+    while (len + 1 < n) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int left = (int)(deadline - wall_ms());
+        if (left <= 0 || poll(&p, 1, left) <= 0)
+            return false;
+        char c;
+        if (read(fd, &c, 1) != 1)
+            return false;
+        if (c == '\n')
+            break;
+        buf[len++] = c;
+    }
+    buf[len] = '\0';
+    return true;
+}
+
+static mock_t *mock_start(void) {
+    const char *path = mock_path();
+    cr_assert(access(path, X_OK) == 0, "%s is missing: build the crwatch-mock-kafka target (or set CRW_MOCK_KAFKA)",
+              path);
+    int to_child[2], from_child[2];
+    cr_assert(pipe2(to_child, O_CLOEXEC) == 0 && pipe2(from_child, O_CLOEXEC) == 0);
+    pid_t parent = getpid();
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    cr_assert(pid >= 0, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        dup2(to_child[0], 0);
+        dup2(from_child[1], 1);
+        execl(path, path, (char *)NULL);
+        _exit(127);
+    }
+    close(to_child[0]);
+    close(from_child[1]);
+    mock_t *m = calloc(1, sizeof *m);
+    m->pid = pid;
+    m->in = to_child[1];
+    m->out = from_child[0];
+    cr_assert(read_line_fd(m->out, m->bs, sizeof m->bs, 10000) && strchr(m->bs, ':'),
+              "crwatch-mock-kafka printed no bootstrap address");
+    return m;
+}
+
+/* Sends one command to the helper and requires its "ok". */
+static void mock_cmd(mock_t *m, const char *fmt, ...) {
+    char cmd[256], reply[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd - 1, fmt, ap);
+    va_end(ap);
+    strcat(cmd, "\n");
+    cr_assert(write(m->in, cmd, strlen(cmd)) == (ssize_t)strlen(cmd), "writing to the mock broker helper");
+    cr_assert(read_line_fd(m->out, reply, sizeof reply, 10000), "no reply from the mock broker helper to %s", cmd);
+    cr_assert_str_eq(reply, "ok", "mock broker helper: %s -> %s", cmd, reply);
+}
+
+static void mock_stop(mock_t *m) {
+    close(m->in); /* the helper exits at the end of its stdin */
+    for (int i = 0; i < 100; i++) {
+        if (waitpid(m->pid, NULL, WNOHANG) == m->pid)
+            goto done;
+        sleep_ms(50);
+    }
+    kill(m->pid, SIGKILL);
+    waitpid(m->pid, NULL, 0);
+done:
+    close(m->out);
+    free(m);
+}
+
+/* ---- reading topics back ------------------------------------------------ */
+
+typedef struct {
+    int32_t part;
+    int64_t off, ts;
+    char *key;   /* NUL-terminated; NULL when none */
+    char *val;   /* NUL-terminated; NULL for a null value */
+    size_t len;
+    rd_kafka_headers_t *hdrs; /* NULL when none */
+} kmsg_t;
+
+typedef struct {
+    kmsg_t *v;
+    int n, cap;
+} kmsgs_t;
+
+static void kmsgs_free(kmsgs_t *ms) {
+    for (int i = 0; i < ms->n; i++) {
+        free(ms->v[i].key);
+        free(ms->v[i].val);
+        if (ms->v[i].hdrs)
+            rd_kafka_headers_destroy(ms->v[i].hdrs);
+    }
+    free(ms->v);
+    memset(ms, 0, sizeof *ms);
+}
+
+static char *dup_mem(const void *p, size_t n) {
+    if (!p)
+        return NULL;
+    char *s = malloc(n + 1);
+    memcpy(s, p, n);
+    s[n] = '\0';
+    return s;
+}
+
+/*
+ * Reads topic from its beginning with a librdkafka consumer until at least
+ * want messages arrived and every partition is at its end, or timeout_ms.
+ */
+static kmsgs_t consume(const char *bs, const char *topic, bool read_committed, int want, int timeout_ms) {
+    char err[512], group[64];
+    static int n;
+    snprintf(group, sizeof group, "it-%d-%d", (int)getpid(), ++n);
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    const char *props[][2] = {{"bootstrap.servers", bs},
+                              {"group.id", group},
+                              {"enable.partition.eof", "true"},
+                              {"enable.auto.commit", "false"},
+                              {"isolation.level", read_committed ? "read_committed" : "read_uncommitted"},
+                              {"log_level", "3"}};
+    for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
+        cr_assert(rd_kafka_conf_set(c, props[i][0], props[i][1], err, sizeof err) == RD_KAFKA_CONF_OK, "%s", err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
+    cr_assert(rk, "consumer: %s", err);
+    int64_t deadline = wall_ms() + timeout_ms;
+    int parts = 0;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    while (parts == 0 && wall_ms() < deadline) {
+        const rd_kafka_metadata_t *md;
+        if (rd_kafka_metadata(rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+                parts = md->topics[0].partition_cnt;
+            rd_kafka_metadata_destroy(md);
+        }
+        if (parts == 0)
+            sleep_ms(100);
+    }
+    rd_kafka_topic_destroy(rkt);
+    kmsgs_t out = {0};
+    if (parts == 0) {
+        rd_kafka_destroy(rk);
+        return out;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
+    for (int p = 0; p < parts; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    bool *eof = calloc((size_t)parts, sizeof *eof);
+    for (;;) {
+        int at_end = 0;
+        for (int p = 0; p < parts; p++)
+            at_end += eof[p];
+        if ((out.n >= want && at_end == parts) || wall_ms() >= deadline)
+            break;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            eof[m->partition] = true;
+        else if (!m->err) {
+            eof[m->partition] = false;
+            if (out.n == out.cap) {
+                out.cap = out.cap ? out.cap * 2 : 256;
+                out.v = realloc(out.v, sizeof *out.v * (size_t)out.cap);
+            }
+            kmsg_t *k = &out.v[out.n++];
+            k->part = m->partition;
+            k->off = m->offset;
+            k->ts = rd_kafka_message_timestamp(m, NULL);
+            k->key = dup_mem(m->key, m->key_len);
+            k->val = dup_mem(m->payload, m->len);
+            k->len = m->len;
+            rd_kafka_headers_t *h;
+            k->hdrs = rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR ? rd_kafka_headers_copy(h) : NULL;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    free(eof);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return out;
+}
+
+/* Header value as a string (static buffer), NULL when absent. */
+static const char *header(const kmsg_t *k, const char *name) {
+    static char buf[1024];
+    const void *v;
+    size_t n;
+    if (!k->hdrs || rd_kafka_header_get_last(k->hdrs, name, &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return NULL;
+    snprintf(buf, sizeof buf, "%.*s", (int)n, v ? (const char *)v : "");
+    return buf;
+}
+
+static const char *kcat_path(void) {
+    static const char *const dirs[] = {"/usr/bin/kcat", "/usr/local/bin/kcat", "/usr/bin/kafkacat"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        if (access(dirs[i], X_OK) == 0)
+            return dirs[i];
+    cr_assert_fail("kcat is not installed (scripts/deps installs it)");
+    return NULL;
+}
+
+/* Runs kcat -C on topic to the end; returns its stdout (malloc'd) and line count. */
+static char *kcat_consume(const char *bs, const char *topic, const char *fmt, bool read_committed, int *lines) {
+    const char *argv[] = {"kcat", "-b", bs, "-C", "-t", topic, "-e", "-q", "-f", fmt, "-X",
+                          read_committed ? "isolation.level=read_committed" : "isolation.level=read_uncommitted",
+                          NULL};
+    char *out = NULL, *err = NULL;
+    int st = it_run(kcat_path(), argv, 30000, &out, &err);
+    cr_assert_eq(st, 0, "kcat exited %d: %s", st, err);
+    free(err);
+    *lines = 0;
+    for (const char *p = out; *p; p++)
+        *lines += *p == '\n';
+    return out;
+}
+
+/* ---- crwatch ------------------------------------------------------------- */
+
+/* Starts crwatch streaming table t of db into the broker at bs; extra: NULL-terminated -X values. */
+static it_proc_t *start_kafka(const char *db, const char *bs, const char *const *extra) {
+    const char *args[64];
+    int n = 0;
+    static char slot[128], boot[256], dl[256];
+    snprintf(slot, sizeof slot, "slot.name=%s", db);
+    snprintf(boot, sizeof boot, "kafka.bootstrap.servers=%s", bs);
+    snprintf(dl, sizeof dl, "deadletter.file=%s/crw-it-%s.deadletter.jsonl", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             db);
+    const char *base[] = {"stream", "-X", "tables=public.t", "-X", slot, "-X", "sink=kafka", "-X", boot,
+                          "-X",     dl,   "-X",              "status.interval.ms=200"};
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
+        args[n++] = base[i];
+    for (int i = 0; extra && extra[i]; i++) {
+        args[n++] = "-X";
+        args[n++] = extra[i];
+    }
+    args[n] = NULL;
+    it_proc_t *p = it_crwatch_start(db, args);
+    if (!it_proc_stderr_wait(p, "streaming from slot", EV_TIMEOUT)) {
+        it_proc_dump_stderr(p);
+        cr_assert_fail("crwatch did not start streaming");
+    }
+    return p;
+}
+
+/* SIGTERM, exit 0 required; returns how many events crwatch says it sent of a
+ * transaction the stop cut in two (at-least-once: those come again). */
+static int stop_clean(it_proc_t *p) {
+    int st = it_proc_signal_wait(p, SIGTERM, 20000);
+    if (st != 0)
+        it_proc_dump_stderr(p);
+    cr_assert_eq(st, 0, "SIGTERM must drain and exit 0");
+    char *log = it_proc_stderr(p);
+    const char *cut = strstr(log, "stopped inside a transaction: ");
+    int resent = cut ? atoi(cut + strlen("stopped inside a transaction: ")) : 0;
+    free(log);
+    it_proc_free(p);
+    return resent;
+}
+
+/* confirmed_flush_lsn of the test's slot >= lsn (text), within timeout_ms. */
+static bool slot_reaches(PGconn *c, const char *lsn, int timeout_ms) {
+    return it_wait_sql_true(c, timeout_ms,
+                            "SELECT confirmed_flush_lsn >= '%s'::pg_lsn FROM pg_replication_slots "
+                            "WHERE slot_name = current_database()",
+                            lsn);
+}
+
+/* Parses a structured event; the test fails when it is not JSON. */
+static json_object *event_of(const kmsg_t *k) {
+    cr_assert(k->val, "null value where an event was expected");
+    json_object *ev = json_tokener_parse(k->val);
+    cr_assert(ev, "not JSON: %s", k->val);
+    return ev;
+}
+
+static uint64_t lsn_of(const char *s) {
+    unsigned hi, lo;
+    cr_assert(s && sscanf(s, "%X/%X", &hi, &lo) == 2, "not an LSN: %s", s ? s : "(null)");
+    return (uint64_t)hi << 32 | lo;
+}
+
+/* ---- tests --------------------------------------------------------------- */
+
+TestSuite(kafka, .timeout = 180);
+
+Test(kafka, per_key_order_partitioning_and_kcat) {
+    enum { KEYS = 40, ROUNDS = 25 };
+    char db[64];
+    PGconn *c = it_db_create("korder", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY, v int)");
+    mock_t *m = mock_start();
+    it_proc_t *p = start_kafka(db, m->bs, NULL);
+    it_exec(c, "INSERT INTO t SELECT g, 0 FROM generate_series(1, %d) g", KEYS);
+    for (int r = 1; r <= ROUNDS; r++) {
+        it_exec(c, "UPDATE t SET v = %d", r);                         /* one transaction, every key */
+        it_exec(c, "UPDATE t SET v = v WHERE id = %d", r % KEYS + 1); /* a same-value change, its own txn */
+    }
+    const int want = KEYS + KEYS * ROUNDS + ROUNDS;
+    kmsgs_t ms = consume(m->bs, "crwatch.public.t", false, want, EV_TIMEOUT);
+    cr_assert_eq(ms.n, want, "want %d messages, got %d", want, ms.n);
+
+    /* Per key: one partition, murmur2 of the key (Java's default partitioner), and its changes in order. */
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, rd_kafka_conf_new(), NULL, 0);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, "crwatch.public.t", NULL);
+    int last_v[KEYS + 1], part[KEYS + 1], seen[KEYS + 1];
+    for (int k = 0; k <= KEYS; k++)
+        last_v[k] = -1, part[k] = -1, seen[k] = 0;
+    for (int i = 0; i < ms.n; i++) {
+        json_object *ev = event_of(&ms.v[i]);
+        int k = atoi(it_json_str(ev, "subject"));
+        cr_assert(k >= 1 && k <= KEYS, "unexpected key %d", k);
+        cr_assert_str_eq(ms.v[i].key, it_json_str(ev, "subject"), "message key must be the subject");
+        int32_t want_part = rd_kafka_msg_partitioner_murmur2(rkt, ms.v[i].key, strlen(ms.v[i].key), 4, NULL, NULL);
+        cr_assert_eq(ms.v[i].part, want_part, "key %d in partition %d, murmur2 says %d", k, ms.v[i].part, want_part);
+        if (part[k] < 0)
+            part[k] = ms.v[i].part;
+        int v = atoi(it_json_str(ev, "data.object.v"));
+        cr_assert(v >= last_v[k], "key %d: v %d after %d (out of order)", k, v, last_v[k]);
+        last_v[k] = v;
+        seen[k]++;
+        json_object_put(ev);
+    }
+    for (int k = 1; k <= KEYS; k++) {
+        cr_assert_eq(last_v[k], ROUNDS, "key %d ended at v=%d", k, last_v[k]);
+        cr_assert_geq(seen[k], ROUNDS + 1);
+    }
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+
+    /* A real Kafka client sees the same: kcat, key and partition per line. */
+    int lines;
+    char *out = kcat_consume(m->bs, "crwatch.public.t", "%k %p\n", false, &lines);
+    cr_assert_eq(lines, want, "kcat read %d messages, want %d", lines, want);
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        int k, pt;
+        cr_assert_eq(sscanf(line, "%d %d", &k, &pt), 2, "kcat line '%s'", line);
+        cr_assert_eq(pt, part[k], "kcat: key %d in partition %d, expected %d", k, pt, part[k]);
+    }
+    free(out);
+    kmsgs_free(&ms);
+    stop_clean(p);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(kafka, clean_restarts_lose_nothing_and_repeat_nothing) {
+    char db[64];
+    PGconn *c = it_db_create("krestart", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY)");
+    mock_t *m = mock_start();
+    int id = 0, may_repeat = 0;
+    for (int round = 0; round < 3; round++) {
+        it_proc_t *p = start_kafka(db, m->bs, NULL);
+        for (int i = 0; i < 40; i++)
+            it_exec(c, "INSERT INTO t VALUES (%d)", ++id);
+        /* Stop at once: what was read must be delivered (drain) before the slot is confirmed.
+         * Only a transaction the stop cut in two may come again, and crwatch says so. */
+        may_repeat += stop_clean(p);
+        for (int i = 0; i < 10; i++) /* written while crwatch is down */
+            it_exec(c, "INSERT INTO t VALUES (%d)", ++id);
+    }
+    it_proc_t *p = start_kafka(db, m->bs, NULL);
+    kmsgs_t ms = consume(m->bs, "crwatch.public.t", false, id, EV_TIMEOUT);
+    stop_clean(p);
+    char *seen = calloc((size_t)id + 1, 1);
+    int repeated = 0;
+    for (int i = 0; i < ms.n; i++) {
+        int k = atoi(ms.v[i].key);
+        cr_assert(k >= 1 && k <= id, "unexpected key %s", ms.v[i].key);
+        repeated += seen[k];
+        seen[k] = 1;
+    }
+    cr_assert_leq(repeated, may_repeat, "%d events delivered twice across clean restarts; crwatch announced %d",
+                  repeated, may_repeat);
+    for (int k = 1; k <= id; k++)
+        cr_assert(seen[k], "key %d lost across restarts", k);
+    free(seen);
+    kmsgs_free(&ms);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(kafka, broker_down_holds_the_slot_then_delivers_in_order) {
+    enum { KEYS = 10, ROUNDS = 5 };
+    char db[64];
+    PGconn *c = it_db_create("kdown", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY, v int)");
+    mock_t *m = mock_start();
+    it_proc_t *p = start_kafka(db, m->bs, NULL);
+    it_exec(c, "INSERT INTO t SELECT g, 0 FROM generate_series(1, %d) g", KEYS);
+    kmsgs_t ms = consume(m->bs, "crwatch.public.t", false, KEYS, EV_TIMEOUT);
+    cr_assert_eq(ms.n, KEYS);
+    kmsgs_free(&ms);
+    char *before = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    cr_assert(slot_reaches(c, before, EV_TIMEOUT), "the slot did not confirm the delivered inserts");
+
+    mock_cmd(m, "down");
+    sleep_ms(300);
+    char *first_end = NULL; /* end of the first transaction written during the outage */
+    for (int r = 1; r <= ROUNDS; r++)
+        for (int k = 1; k <= KEYS; k++) {
+            it_exec(c, "UPDATE t SET v = %d WHERE id = %d", r, k);
+            if (!first_end)
+                first_end = it_query_value(c, "SELECT pg_current_wal_lsn()");
+        }
+    char *after = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    /* For 3 s (15 status intervals) nothing written during the outage is
+     * confirmed.  (The slot may follow unrelated WAL up to it: with nothing
+     * in flight the confirmed position tracks the server's keepalives.) */
+    for (int i = 0; i < 15; i++) {
+        sleep_ms(200);
+        char *ok = it_query_value(c, "SELECT confirmed_flush_lsn < '%s'::pg_lsn FROM pg_replication_slots "
+                                     "WHERE slot_name = current_database()", first_end);
+        cr_assert(ok && !strcmp(ok, "t"), "the slot moved past undelivered changes while the broker was down");
+        free(ok);
+    }
+    free(first_end);
+    cr_assert(it_proc_running(p), "crwatch must wait for the broker, not exit");
+
+    mock_cmd(m, "up");
+    ms = consume(m->bs, "crwatch.public.t", false, KEYS + KEYS * ROUNDS, EV_TIMEOUT * 2);
+    cr_assert_eq(ms.n, KEYS + KEYS * ROUNDS, "after the outage: %d messages", ms.n);
+    int last[KEYS + 1] = {0};
+    for (int i = 0; i < ms.n; i++) {
+        json_object *ev = event_of(&ms.v[i]);
+        int k = atoi(it_json_str(ev, "subject")), v = atoi(it_json_str(ev, "data.object.v"));
+        if (v > 0)
+            cr_assert_eq(v, last[k] + 1, "key %d: v %d after %d", k, v, last[k]);
+        last[k] = v;
+        json_object_put(ev);
+    }
+    cr_assert(slot_reaches(c, after, EV_TIMEOUT), "the slot did not move once everything was delivered");
+    kmsgs_free(&ms);
+    free(before);
+    free(after);
+    stop_clean(p);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+/* The writer of the kill -9 test: inserts rows 1, 2, ... (every fifth transaction three at once). */
+typedef struct {
+    char db[64];
+    volatile int stop;
+    int written; /* rows committed */
+    char err[256];
+} writer_t;
+
+static void *writer_main(void *arg) {
+    writer_t *w = arg;
+    char conninfo[128];
+    snprintf(conninfo, sizeof conninfo, "dbname=%s", w->db);
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(w->err, sizeof w->err, "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    for (int txn = 0; !w->stop; txn++) {
+        int n = txn % 5 == 4 ? 3 : 1;
+        char sql[160];
+        snprintf(sql, sizeof sql, "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(%d, %d) g",
+                 w->written + 1, w->written + n);
+        PGresult *r = PQexec(c, sql);
+        bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok) {
+            snprintf(w->err, sizeof w->err, "%s", PQerrorMessage(c));
+            break;
+        }
+        w->written += n;
+        sleep_ms(3);
+    }
+    PQfinish(c);
+    return NULL;
+}
+
+/*
+ * Which messages a broker with transaction isolation would show a
+ * read_committed consumer, decided from what the mock stores: crwatch writes
+ * a checkpoint (this slot -> commit LSN) as the last record of every Kafka
+ * transaction, and a process killed with -9 never writes another.  So an
+ * event written by one crwatch process (told apart by its CreateTime and the
+ * moments the test killed them) is committed when the same process later
+ * wrote a checkpoint at or past its pglsn.  A checkpoint produced but not yet
+ * committed when the process died counts as committed here — and crwatch,
+ * reading the same mock, resumes from it too, so the two stay consistent.
+ */
+static bool committed_by_checkpoint(const kmsg_t *ev, uint64_t pglsn, const kmsgs_t *ck, const char *slot,
+                                    const int64_t *kills, int nkills) {
+    int win = 0;
+    while (win < nkills && ev->ts > kills[win])
+        win++;
+    for (int i = 0; i < ck->n; i++) {
+        if (!ck->v[i].key || strcmp(ck->v[i].key, slot) != 0)
+            continue;
+        int w = 0;
+        while (w < nkills && ck->v[i].ts > kills[w])
+            w++;
+        if (w == win && lsn_of(ck->v[i].val) >= pglsn)
+            return true;
+    }
+    return false;
+}
+
+Test(kafka, exactly_once_under_repeated_kill_9) {
+    enum { KILLS = 5 };
+    char db[64];
+    PGconn *c = it_db_create("keos", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY, h text)");
+    mock_t *m = mock_start();
+    mock_cmd(m, "create crwatch.checkpoints 1");
+    const char *eos[] = {"delivery=exactly-once", "transaction.interval.ms=30", NULL};
+    it_proc_t *p = start_kafka(db, m->bs, eos);
+
+    writer_t w = {0};
+    snprintf(w.db, sizeof w.db, "%s", db);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, writer_main, &w), 0);
+    unsigned seed = (unsigned)time(NULL);
+    cr_log_info("kill -9 timing seed %u", seed);
+    int64_t kills[KILLS];
+    for (int i = 0; i < KILLS; i++) {
+        sleep_ms(300 + (int)(rand_r(&seed) % 900));
+        int st = it_proc_signal_wait(p, SIGKILL, 10000);
+        cr_assert_eq(st, 128 + SIGKILL);
+        kills[i] = wall_ms(); /* every message of the dead process was created before now */
+        it_proc_free(p);
+        sleep_ms(10);
+        p = start_kafka(db, m->bs, eos);
+    }
+    w.stop = 1;
+    pthread_join(th, NULL);
+    cr_assert_str_eq(w.err, "", "writer: %s", w.err);
+    cr_assert_gt(w.written, 100, "the writer wrote only %d rows", w.written);
+    /* Confirmed only after the Kafka commit: a confirmed slot means Kafka has it all. */
+    char *end = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    cr_assert(slot_reaches(c, end, 30000), "the last crwatch did not confirm the writer's rows");
+    free(end);
+    stop_clean(p);
+
+    kmsgs_t ev = consume(m->bs, "crwatch.public.t", true, w.written, EV_TIMEOUT);
+    kmsgs_t ck = consume(m->bs, "crwatch.checkpoints", true, 1, EV_TIMEOUT);
+    cr_assert_gt(ck.n, 0, "no checkpoint records");
+    for (int i = 0; i < ck.n; i++)
+        cr_assert_eq(ck.v[i].part, 0, "checkpoints go to partition 0");
+    char *count = calloc((size_t)w.written + 1, 1);
+    int aborted = 0;
+    for (int i = 0; i < ev.n; i++) {
+        json_object *e = event_of(&ev.v[i]);
+        int k = atoi(it_json_str(e, "subject"));
+        cr_assert(k >= 1 && k <= w.written, "unexpected row %d", k);
+        if (committed_by_checkpoint(&ev.v[i], lsn_of(it_json_str(e, "pglsn")), &ck, db, kills, KILLS)) {
+            cr_assert_eq(count[k], 0, "row %d committed twice (%s)", k, it_json_str(e, "id"));
+            count[k]++;
+        } else
+            aborted++;
+        json_object_put(e);
+    }
+    for (int k = 1; k <= w.written; k++)
+        cr_assert_eq(count[k], 1, "row %d of %d lost", k, w.written);
+    cr_log_info("%d rows exactly once; %d messages of aborted transactions (visible only because the mock "
+                "does not hide them)", w.written, aborted);
+
+    /* kcat with read_committed sees what the librdkafka consumer saw: the mock's raw log. */
+    int lines;
+    free(kcat_consume(m->bs, "crwatch.public.t", "%k\n", true, &lines));
+    cr_assert_eq(lines, ev.n, "kcat read %d messages, the consumer %d", lines, ev.n);
+    free(count);
+    kmsgs_free(&ev);
+    kmsgs_free(&ck);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(kafka, exactly_once_skips_what_kafka_has_after_a_crash_kcat_read_committed) {
+    char db[64];
+    PGconn *c = it_db_create("kskip", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY)");
+    mock_t *m = mock_start();
+    mock_cmd(m, "create crwatch.checkpoints 1");
+    /* Status updates only every 100 s: the slot stays behind what Kafka committed. */
+    const char *eos[] = {"delivery=exactly-once", "status.interval.ms=100000", NULL};
+    it_proc_t *p = start_kafka(db, m->bs, eos);
+    for (int i = 1; i <= 30; i++)
+        it_exec(c, "INSERT INTO t VALUES (%d)", i);
+    char *last = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    kmsgs_t first = consume(m->bs, "crwatch.public.t", true, 30, EV_TIMEOUT);
+    cr_assert_eq(first.n, 30);
+    uint64_t last_pglsn = 0;
+    for (int i = 0; i < first.n; i++) {
+        json_object *e = event_of(&first.v[i]);
+        uint64_t l = lsn_of(it_json_str(e, "pglsn"));
+        last_pglsn = l > last_pglsn ? l : last_pglsn;
+        json_object_put(e);
+    }
+    kmsgs_free(&first);
+    /* Wait for a checkpoint covering every row, then crash before any status update. */
+    bool covered = false;
+    for (int tries = 0; tries < 100 && !covered; tries++) {
+        kmsgs_t ck = consume(m->bs, "crwatch.checkpoints", true, 1, 2000);
+        for (int i = 0; i < ck.n; i++)
+            covered |= ck.v[i].key && !strcmp(ck.v[i].key, db) && lsn_of(ck.v[i].val) >= last_pglsn;
+        kmsgs_free(&ck);
+        if (!covered)
+            sleep_ms(100);
+    }
+    cr_assert(covered, "no checkpoint reached the last insert");
+    sleep_ms(300); /* let EndTxn land */
+    cr_assert_eq(it_proc_signal_wait(p, SIGKILL, 10000), 128 + SIGKILL);
+    it_proc_free(p);
+    char *behind = it_query_value(c, "SELECT confirmed_flush_lsn < '%s'::pg_lsn FROM pg_replication_slots "
+                                     "WHERE slot_name = current_database()", last);
+    cr_assert_str_eq(behind, "t", "the slot should lag the checkpoint for this test to mean anything");
+    free(behind);
+
+    /* The server sends the 30 rows again; the checkpoint says Kafka has them. */
+    p = start_kafka(db, m->bs, (const char *[]){"delivery=exactly-once", NULL});
+    cr_assert(it_proc_stderr_wait(p, "changes committed at or below it are in Kafka already", EV_TIMEOUT));
+    for (int i = 31; i <= 40; i++)
+        it_exec(c, "INSERT INTO t VALUES (%d)", i);
+    char *end = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    cr_assert(slot_reaches(c, end, EV_TIMEOUT));
+    stop_clean(p);
+
+    int lines;
+    char *out = kcat_consume(m->bs, "crwatch.public.t", "%k\n", true, &lines);
+    cr_assert_eq(lines, 40, "read_committed: want 40 rows exactly once, got %d lines:\n%s", lines, out);
+    char seen[41] = {0};
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n")) {
+        int k = atoi(line);
+        cr_assert(k >= 1 && k <= 40 && !seen[k], "row %s twice or unexpected", line);
+        seen[k] = 1;
+    }
+    free(out);
+    /* The last checkpoint of this slot covers the last row. */
+    char *ck = kcat_consume(m->bs, "crwatch.checkpoints", "%k %s\n", true, &lines);
+    char *lastck = NULL;
+    for (char *line = strtok(ck, "\n"); line; line = strtok(NULL, "\n"))
+        if (!strncmp(line, db, strlen(db)) && line[strlen(db)] == ' ')
+            lastck = line + strlen(db) + 1;
+    cr_assert(lastck && lsn_of(lastck) < lsn_of(end) && lsn_of(lastck) > lsn_of(last), "last checkpoint %s",
+              lastck ? lastck : "(none)");
+    free(ck);
+    free(last);
+    free(end);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(kafka, refused_messages_are_dead_lettered_and_the_stream_goes_on) {
+    char db[64];
+    PGconn *c = it_db_create("kdead", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY, pad text)");
+    mock_t *m = mock_start();
+    char dlpath[256];
+    snprintf(dlpath, sizeof dlpath, "%s/crw-it-%s.deadletter.jsonl", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", db);
+    unlink(dlpath);
+    const char *small[] = {"kafka.message.max.bytes=2000", NULL};
+    it_proc_t *p = start_kafka(db, m->bs, small);
+    it_exec(c, "INSERT INTO t VALUES (1, 'small')");
+    it_exec(c, "INSERT INTO t VALUES (2, repeat('x', 5000))"); /* over message.max.bytes: refused before sending */
+    it_exec(c, "INSERT INTO t VALUES (3, 'small')");
+    kmsgs_t dl = consume(m->bs, "crwatch.deadletter", false, 1, EV_TIMEOUT);
+    cr_assert_eq(dl.n, 1, "dead-letter topic: %d records", dl.n);
+    cr_assert_str_eq(dl.v[0].key, "2");
+    cr_assert_str_eq(header(&dl.v[0], "crwatch_error_code"), "MSG_SIZE_TOO_LARGE");
+    cr_assert_str_eq(header(&dl.v[0], "crwatch_topic"), "crwatch.public.t");
+    cr_assert_null(dl.v[0].val, "an oversized value cannot go to the dead-letter topic either");
+    kmsgs_free(&dl);
+
+    /* A broker-side refusal (delivery report) of the next produce request. */
+    mock_cmd(m, "error 0 10 1"); /* ApiKey 0 = Produce, 10 = MESSAGE_TOO_LARGE */
+    it_exec(c, "INSERT INTO t VALUES (4, 'refused by the broker')");
+    dl = consume(m->bs, "crwatch.deadletter", false, 2, EV_TIMEOUT);
+    cr_assert_eq(dl.n, 2, "dead-letter topic: %d records", dl.n);
+    const kmsg_t *r4 = !strcmp(dl.v[0].key, "4") ? &dl.v[0] : &dl.v[1]; /* partitions: no order between keys */
+    cr_assert_str_eq(r4->key, "4");
+    cr_assert_str_eq(header(r4, "crwatch_error_code"), "MSG_SIZE_TOO_LARGE");
+    json_object *e4 = event_of(r4); /* the broker refused it, the value may still fit the dead-letter topic */
+    cr_assert_str_eq(it_json_str(e4, "data.object.pad"), "refused by the broker");
+    json_object_put(e4);
+    kmsgs_free(&dl);
+
+    it_exec(c, "INSERT INTO t VALUES (5, 'small')");
+    kmsgs_t ms = consume(m->bs, "crwatch.public.t", false, 3, EV_TIMEOUT);
+    cr_assert_eq(ms.n, 3);
+    int keys = 0;
+    for (int i = 0; i < ms.n; i++)
+        keys |= 1 << atoi(ms.v[i].key);
+    cr_assert_eq(keys, (1 << 1) | (1 << 3) | (1 << 5), "delivered keys mask %x", keys);
+    kmsgs_free(&ms);
+    /* The stream confirms past the dead-lettered changes. */
+    char *end = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    cr_assert(slot_reaches(c, end, EV_TIMEOUT), "the slot did not move past dead-lettered changes");
+    free(end);
+    stop_clean(p);
+
+    /* The dead-letter file has both, whole, with the reason. */
+    FILE *f = fopen(dlpath, "r");
+    cr_assert(f, "no dead-letter file %s", dlpath);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    const char *want_subject[] = {"2", "4"};
+    while (getline(&line, &cap, f) > 0) {
+        json_object *rec = json_tokener_parse(line);
+        cr_assert(rec && n < 2, "dead-letter line %d: %s", n + 1, line);
+        cr_assert(strstr(it_json_str(rec, "reason"), "MSG_SIZE_TOO_LARGE"), "reason %s", it_json_str(rec, "reason"));
+        cr_assert_str_eq(it_json_str(rec, "payload.subject"), want_subject[n]);
+        cr_assert(it_json_str(rec, "pglsn"), "pglsn missing: %s", line);
+        json_object_put(rec);
+        n++;
+    }
+    cr_assert_eq(n, 2);
+    free(line);
+    fclose(f);
+    unlink(dlpath);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(kafka, embedded_broker_binary_content_mode) {
+    char db[64];
+    PGconn *c = it_db_create("kembed", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id text PRIMARY KEY, n int)");
+    const char *bin[] = {"cloudevents.mode=binary", NULL};
+    it_proc_t *p = start_kafka(db, "embedded", bin);
+    char *log = it_proc_stderr(p);
+    const char *at = strstr(log, "embedded broker at ");
+    cr_assert(at, "the embedded broker's address is not logged:\n%s", log);
+    char bs[128];
+    cr_assert_eq(sscanf(at, "embedded broker at %127s", bs), 1);
+    free(log);
+
+    it_exec(c, "INSERT INTO t VALUES (E'a\"b/\\u00e9', 7)");
+    kmsgs_t ms = consume(bs, "crwatch.public.t", false, 1, EV_TIMEOUT);
+    cr_assert_eq(ms.n, 1);
+    kmsg_t *k = &ms.v[0];
+    cr_assert_str_eq(k->key, "a\"b/\xc3\xa9");
+    cr_assert_str_eq(header(k, "ce_specversion"), "1.0");
+    cr_assert_str_eq(header(k, "ce_type"), "crwatch.t.added");
+    cr_assert_str_eq(header(k, "ce_subject"), "a\"b/\xc3\xa9", "ce_subject must be unescaped");
+    char src[128];
+    snprintf(src, sizeof src, "/crwatch/%s/public/t", db);
+    cr_assert_str_eq(header(k, "ce_source"), src);
+    cr_assert_str_eq(header(k, "content-type"), "application/json");
+    cr_assert_null(header(k, "ce_datacontenttype"));
+    char id[64];
+    snprintf(id, sizeof id, "%s/1", header(k, "ce_pglsn"));
+    cr_assert_str_eq(header(k, "ce_id"), id);
+    cr_assert(header(k, "ce_time") && strlen(header(k, "ce_time")) == 27);
+    cr_assert(header(k, "ce_pgxid") && atoi(header(k, "ce_pgxid")) > 0);
+    /* The value is the data object alone. */
+    json_object *data = event_of(k);
+    cr_assert_str_eq(it_json_str(data, "type"), "ADDED");
+    cr_assert_str_eq(it_json_str(data, "object.n"), "7");
+    cr_assert_not(it_json_exists(data, "specversion"));
+    json_object_put(data);
+    kmsgs_free(&ms);
+    stop_clean(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(kafka, configuration_errors_exit_2_and_never_show_secrets) {
+    char db[64];
+    PGconn *c = it_db_create("kconf", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY)");
+    static const struct {
+        const char *x[4];
+        const char *names;
+    } cases[] = {
+        {{"kafka.no.such.property=1", "kafka.sasl.password=hunter2", NULL}, "kafka.no.such.property"},
+        {{"kafka.sasl.password=hunter2", "kafka.security.protocol=bogus", NULL}, "kafka.security.protocol"},
+        {{"kafka.sasl.password=hunter2", "kafka.linger.ms=-7", NULL}, "kafka.linger.ms"},
+        {{"kafka.enable.idempotence=false", NULL}, "kafka.enable.idempotence"},
+        {{"topic.template=crw.{schema}.{nope}", NULL}, "topic.template"},
+        {{"topic.template=crw {table}", NULL}, "topic.template"},
+        {{"checkpoint.topic=", "delivery=exactly-once", NULL}, "checkpoint.topic"},
+        {{"kafka.transactional.id=x", NULL}, "kafka.transactional.id"},
+        {{"cloudevents.mode=both", NULL}, "cloudevents.mode"},
+        {{"transaction.interval.ms=0", NULL}, "transaction.interval.ms"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *args[32];
+        int n = 0;
+        const char *base[] = {"stream", "-X", "tables=public.t", "-X", "sink=kafka", "-X",
+                              "kafka.bootstrap.servers=127.0.0.1:1"};
+        for (size_t j = 0; j < sizeof base / sizeof base[0]; j++)
+            args[n++] = base[j];
+        for (int j = 0; cases[i].x[j]; j++) {
+            args[n++] = "-X";
+            args[n++] = cases[i].x[j];
+        }
+        args[n] = NULL;
+        char *err = NULL;
+        int st = it_run_crwatch(db, args, 20000, NULL, &err);
+        cr_assert_eq(st, 2, "case %zu: exit %d, want 2: %s", i, st, err);
+        cr_assert(strstr(err, cases[i].names), "case %zu: the error must name %s: %s", i, cases[i].names, err);
+        cr_assert_null(strstr(err, "hunter2"), "case %zu: a secret was printed: %s", i, err);
+        free(err);
+    }
+    /* Missing bootstrap servers. */
+    char *err = NULL;
+    int st = it_run_crwatch(db, (const char *[]){"stream", "-X", "tables=public.t", "-X", "sink=kafka", NULL}, 20000,
+                            NULL, &err);
+    cr_assert_eq(st, 2);
+    cr_assert(strstr(err, "kafka.bootstrap.servers"), "%s", err);
+    free(err);
+
+    /* A working run at debug level, librdkafka's own configuration dump included, never shows the secret. */
+    const char *dbg[] = {"log.level=debug", "kafka.debug=conf,security", "kafka.sasl.password=hunter2",
+                         "kafka.sasl.username=u", NULL};
+    it_proc_t *p = start_kafka(db, "embedded", dbg);
+    it_exec(c, "INSERT INTO t VALUES (1)");
+    cr_assert(it_proc_stderr_wait(p, "status: write", EV_TIMEOUT));
+    char *log = it_proc_stderr(p);
+    cr_assert(strstr(log, "kafka: [CONF]") || strstr(log, "kafka: ["), "librdkafka's debug output missing:\n%s", log);
+    cr_assert_null(strstr(log, "hunter2"), "the SASL password was logged");
+    free(log);
+    stop_clean(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
