@@ -48,11 +48,8 @@ enum {
     OID_VARBIT_ARRAY = 1563,
 };
 
-#define MAX_ARRAY_DEPTH 16
-
-static _Thread_local crw_buf_t scratch = CRW_BUF_INIT;
-
-void crw_debezium_thread_cleanup(void) { crw_buf_free(&scratch); }
+/* Array elements are unescaped in value.c's per-thread scratch buffer. */
+void crw_debezium_thread_cleanup(void) { crw_value_thread_cleanup(); }
 
 const char *crw_debezium_version(void) { return "crwatch-" CRW_VERSION; }
 
@@ -60,7 +57,6 @@ const char *crw_debezium_version(void) { return "crwatch-" CRW_VERSION; }
 
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
 static bool eq(const char *s, size_t n, const char *lit) {
     size_t l = strlen(lit);
@@ -710,134 +706,21 @@ static int render_scalar(crw_buf_t *out, const crw_rel_att_t *att, uint32_t oid,
     }
 }
 
-/* ---- arrays (array_out's text) ---------------------------------------- */
+/* ---- arrays: value.c walks array_out's text, elements come back here -- */
 
-/* Copies s[0..n) into scratch dropping each escaping backslash. */
-static void unescape(const char *s, size_t n) {
-    crw_buf_reset(&scratch);
-    crw_buf_grow(&scratch, n);
-    char *o = scratch.data;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '\\' && i + 1 < n)
-            i++;
-        *o++ = s[i];
-    }
-    scratch.len = (size_t)(o - scratch.data);
-    scratch.data[scratch.len] = '\0';
-}
+typedef struct {
+    const crw_rel_att_t *att;
+    uint32_t oid;
+} elem_arg_t;
 
-static int render_element(crw_buf_t *out, const crw_rel_att_t *att, uint32_t oid, const char **pp, const char *end) {
-    const char *p = *pp, *st;
-    size_t n;
-    bool escaped = false;
-    char delim = att->ti.delim ? att->ti.delim : ',';
-    if (*p == '"') {
-        st = ++p;
-        while (p < end && *p != '"') {
-            if (*p == '\\') {
-                escaped = true;
-                if (++p == end)
-                    return -1;
-            }
-            p++;
-        }
-        if (p == end)
-            return -1;
-        n = (size_t)(p - st);
-        p++;
-    } else {
-        st = p;
-        while (p < end && *p != delim && *p != '}' && *p != '{' && *p != '"') {
-            if (*p == '\\') {
-                escaped = true;
-                if (++p == end)
-                    return -1;
-            }
-            p++;
-        }
-        const char *e = p;
-        while (e > st && is_space(e[-1]) && !(e - 1 > st && e[-2] == '\\'))
-            e--;
-        n = (size_t)(e - st);
-        if (n == 0)
-            return -1;
-        if (!escaped && n == 4 && (st[0] == 'N' || st[0] == 'n') && (st[1] == 'U' || st[1] == 'u') &&
-            (st[2] == 'L' || st[2] == 'l') && (st[3] == 'L' || st[3] == 'l')) {
-            crw_buf_put(out, "null", 4);
-            *pp = p;
-            return 0;
-        }
-    }
-    *pp = p;
-    if (!escaped)
-        return render_scalar(out, att, oid, st, n);
-    unescape(st, n);
-    return render_scalar(out, att, oid, scratch.data, scratch.len);
-}
-
-static void skip_space(const char **pp, const char *end) {
-    while (*pp < end && is_space(**pp))
-        (*pp)++;
-}
-
-static int render_level(crw_buf_t *out, const crw_rel_att_t *att, uint32_t oid, const char **pp, const char *end,
-                        int depth) {
-    const char *p = *pp;
-    char delim = att->ti.delim ? att->ti.delim : ',';
-    if (depth > MAX_ARRAY_DEPTH || p == end || *p != '{')
-        return -1;
-    p++;
-    crw_buf_putc(out, '[');
-    skip_space(&p, end);
-    if (p < end && *p == '}') {
-        crw_buf_putc(out, ']');
-        *pp = p + 1;
-        return 0;
-    }
-    int kind = 0; /* 1 elements, 2 sub-arrays: never mixed */
-    for (;;) {
-        skip_space(&p, end);
-        if (p == end)
-            return -1;
-        int k = *p == '{' ? 2 : 1;
-        if (kind && k != kind)
-            return -1;
-        kind = k;
-        if ((k == 2 ? render_level(out, att, oid, &p, end, depth + 1) : render_element(out, att, oid, &p, end)) < 0)
-            return -1;
-        skip_space(&p, end);
-        if (p == end)
-            return -1;
-        if (*p == '}')
-            break;
-        if (*p != delim)
-            return -1;
-        crw_buf_putc(out, ',');
-        p++;
-    }
-    crw_buf_putc(out, ']');
-    *pp = p + 1;
-    return 0;
+static int dbz_elem(crw_buf_t *out, const char *text, size_t len, void *arg) {
+    const elem_arg_t *e = arg;
+    return render_scalar(out, e->att, e->oid, text, len);
 }
 
 static int render_array(crw_buf_t *out, const crw_rel_att_t *att, const char *s, size_t n) {
-    const char *p = s, *end = s + n;
-    skip_space(&p, end);
-    if (p < end && *p == '[') { /* "[lo:hi]...=" for non-default bounds; JSON arrays cannot say */
-        while (p < end && *p != '=') {
-            if (!is_digit(*p) && *p != '[' && *p != ']' && *p != ':' && *p != '-')
-                return -1;
-            p++;
-        }
-        if (p == end)
-            return -1;
-        p++;
-        skip_space(&p, end);
-    }
-    if (render_level(out, att, elem_oid(att), &p, end, 1) < 0)
-        return -1;
-    skip_space(&p, end);
-    return p == end ? 0 : -1;
+    elem_arg_t e = {att, elem_oid(att)};
+    return crw_value_render_array(out, s, n, att->ti.delim, dbz_elem, &e);
 }
 
 int crw_debezium_render_value(crw_buf_t *out, const crw_rel_att_t *att, const char *text, size_t len) {

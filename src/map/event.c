@@ -500,11 +500,7 @@ int crw_mapper_change(crw_mapper_t *mp, crw_buf_t *out, crw_buf_t *key, const ch
             (oldkey->len != key->len || memcmp(oldkey->data, key->data, key->len)))
             rekeyed = true;
     }
-    if (rekeyed) {
-        const crw_buf_t tmp = *oldkey;
-        cache_key(mp, v, rel, &tmp);
-    } else
-        cache_key(mp, v, rel, key);
+    cache_key(mp, v, rel, rekeyed ? oldkey : key);
     const crw_jdoc_t *cached = oldkind == 'O' ? NULL : cached_doc(mp, rel);
 
     /* object, and oldObject when the old row is known */

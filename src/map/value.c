@@ -538,7 +538,14 @@ static void unescape(const char *s, size_t n) {
  * One element at *pp (not a sub-array): quoted with backslash escapes, or
  * bare.  A bare NULL (any case) is SQL NULL; array_out quotes the string.
  */
-static int render_element(crw_buf_t *out, const crw_typeinfo_t *ti, const char **pp, const char *end) {
+/* The walk over array_out's text, shared by every renderer of elements. */
+typedef struct {
+    char delim;
+    crw_array_elem_fn fn;
+    void *arg;
+} walk_t;
+
+static int render_element(crw_buf_t *out, const walk_t *w, const char **pp, const char *end) {
     const char *p = *pp, *st;
     size_t n;
     bool escaped = false;
@@ -558,7 +565,7 @@ static int render_element(crw_buf_t *out, const crw_typeinfo_t *ti, const char *
         p++;
     } else {
         st = p;
-        while (p < end && *p != ti->delim && *p != '}' && *p != '{' && *p != '"') {
+        while (p < end && *p != w->delim && *p != '}' && *p != '{' && *p != '"') {
             if (*p == '\\') {
                 escaped = true;
                 if (++p == end)
@@ -580,9 +587,9 @@ static int render_element(crw_buf_t *out, const crw_typeinfo_t *ti, const char *
     }
     *pp = p;
     if (!escaped)
-        return render_scalar(out, ti->cls, st, n);
+        return w->fn(out, st, n, w->arg);
     unescape(st, n);
-    return render_scalar(out, ti->cls, scratch.data, scratch.len);
+    return w->fn(out, scratch.data, scratch.len, w->arg);
 }
 
 static void skip_space(const char **pp, const char *end) {
@@ -591,7 +598,7 @@ static void skip_space(const char **pp, const char *end) {
 }
 
 /* One brace level {a,b,...} or {{...},{...}} -> [..]. */
-static int render_level(crw_buf_t *out, const crw_typeinfo_t *ti, const char **pp, const char *end, int depth) {
+static int render_level(crw_buf_t *out, const walk_t *w, const char **pp, const char *end, int depth) {
     const char *p = *pp;
     if (depth > MAX_ARRAY_DEPTH || p == end || *p != '{')
         return -1;
@@ -612,14 +619,14 @@ static int render_level(crw_buf_t *out, const crw_typeinfo_t *ti, const char **p
         if (kind && k != kind)
             return -1;
         kind = k;
-        if ((k == 2 ? render_level(out, ti, &p, end, depth + 1) : render_element(out, ti, &p, end)) < 0)
+        if ((k == 2 ? render_level(out, w, &p, end, depth + 1) : render_element(out, w, &p, end)) < 0)
             return -1;
         skip_space(&p, end);
         if (p == end)
             return -1;
         if (*p == '}')
             break;
-        if (*p != ti->delim)
+        if (*p != w->delim)
             return -1;
         crw_buf_putc(out, ',');
         p++;
@@ -631,7 +638,8 @@ static int render_level(crw_buf_t *out, const crw_typeinfo_t *ti, const char **p
 
 /* array_out text: optional "[lo:hi]...=" decoration (non-default lower
  * bounds; JSON arrays cannot carry them), then nested braces. */
-static int render_array(crw_buf_t *out, const crw_typeinfo_t *ti, const char *s, size_t n) {
+int crw_value_render_array(crw_buf_t *out, const char *s, size_t n, char delim, crw_array_elem_fn fn, void *arg) {
+    const walk_t w = {delim ? delim : ',', fn, arg};
     const char *p = s, *end = s + n;
     skip_space(&p, end);
     if (p < end && *p == '[') {
@@ -645,10 +653,20 @@ static int render_array(crw_buf_t *out, const crw_typeinfo_t *ti, const char *s,
         p++;
         skip_space(&p, end);
     }
-    if (render_level(out, ti, &p, end, 1) < 0)
+    if (render_level(out, &w, &p, end, 1) < 0)
         return -1;
     skip_space(&p, end);
     return p == end ? 0 : -1;
+}
+
+/* crwatch's own element rendering: the element class's scalar form. */
+static int scalar_elem(crw_buf_t *out, const char *text, size_t len, void *arg) {
+    return render_scalar(out, *(const crw_typeclass_t *)arg, text, len);
+}
+
+static int render_array(crw_buf_t *out, const crw_typeinfo_t *ti, const char *s, size_t n) {
+    crw_typeclass_t cls = ti->cls;
+    return crw_value_render_array(out, s, n, ti->delim, scalar_elem, &cls);
 }
 
 int crw_value_render(crw_buf_t *out, const crw_typeinfo_t *ti, const char *text, size_t len) {

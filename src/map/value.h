@@ -21,6 +21,18 @@
  */
 int crw_value_render(crw_buf_t *out, const crw_typeinfo_t *ti, const char *text, size_t len);
 
+/* Renders one array element (its text, unescaped) into out; returns 0 or -1. */
+typedef int (*crw_array_elem_fn)(crw_buf_t *out, const char *text, size_t len, void *arg);
+
+/*
+ * Walks PostgreSQL's array_out text (optional "[lo:hi]=" bounds, nested
+ * braces, quoted and escaped elements, unquoted NULL) into nested JSON
+ * arrays, each element through fn.  delim: the element type's delimiter
+ * (0 means ',').  @returns 0, or -1 when malformed (out may hold a partial
+ * rendering: the caller restores it).
+ */
+int crw_value_render_array(crw_buf_t *out, const char *s, size_t n, char delim, crw_array_elem_fn fn, void *arg);
+
 /* Appends text[0..len) as a JSON string (the universal fallback). */
 void crw_value_render_text(crw_buf_t *out, const char *text, size_t len);
 
