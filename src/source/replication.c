@@ -420,7 +420,8 @@ static void append_literal(crw_buf_t *b, const char *s, char quote) {
     crw_buf_putc(b, quote);
 }
 
-int crw_repl_start(crw_repl_t *r, char *errstr, size_t n) {
+/* Connects both sessions and asks IDENTIFY_SYSTEM (no publication or slot is touched). */
+static int connect_identify(crw_repl_t *r, char *errstr, size_t n) {
     int err = CRW_ERR_CONN;
     crw_repl_close(r);
     if (!(r->sql = connect_one(r, false, errstr, n, &err)))
@@ -430,18 +431,26 @@ int crw_repl_start(crw_repl_t *r, char *errstr, size_t n) {
         return err;
     }
     r->server_version = PQserverVersion(r->conn);
-    int rc;
     PGresult *res = PQexec(r->conn, "IDENTIFY_SYSTEM");
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) < 4 || PQgetisnull(res, 0, 3)) {
         const char *m = PQresultErrorMessage(res);
         snprintf(errstr, n, "IDENTIFY_SYSTEM failed: %.*s", (int)strcspn(m, "\n"), m);
         PQclear(res);
-        rc = PQstatus(r->conn) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
-        goto fail;
+        err = PQstatus(r->conn) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+        crw_repl_close(r);
+        return err;
     }
     free(r->dbname);
     r->dbname = crw_strdup(PQgetvalue(res, 0, 3));
     PQclear(res);
+    return 0;
+}
+
+int crw_repl_start(crw_repl_t *r, char *errstr, size_t n) {
+    int rc = connect_identify(r, errstr, n);
+    if (rc < 0)
+        return rc;
+    PGresult *res;
 
     uint64_t start = 0;
     bool missing = false;
@@ -760,29 +769,6 @@ static void report(FILE *out, const char *status, const char *fmt, ...) {
     vfprintf(out, fmt, ap);
     fputc('\n', out);
     va_end(ap);
-}
-
-/* Connects both sessions and asks IDENTIFY_SYSTEM (no publication or slot is touched). */
-static int connect_identify(crw_repl_t *r, char *errstr, size_t n) {
-    int err = CRW_ERR_CONN;
-    crw_repl_close(r);
-    if (!(r->sql = connect_one(r, false, errstr, n, &err)))
-        return err;
-    if (!(r->conn = connect_one(r, true, errstr, n, &err))) {
-        crw_repl_close(r);
-        return err;
-    }
-    PGresult *res = PQexec(r->conn, "IDENTIFY_SYSTEM");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) < 4 || PQgetisnull(res, 0, 3)) {
-        snprintf(errstr, n, "IDENTIFY_SYSTEM failed: %s", PQresultErrorMessage(res));
-        PQclear(res);
-        crw_repl_close(r);
-        return CRW_ERR_PREREQ;
-    }
-    free(r->dbname);
-    r->dbname = crw_strdup(PQgetvalue(res, 0, 3));
-    PQclear(res);
-    return 0;
 }
 
 int crw_repl_check(crw_repl_t *r, FILE *out, char *errstr, size_t n) {
