@@ -53,6 +53,11 @@ typedef struct crw_pgo_tuple {
     crw_pgo_col_t *cols; /* owned by the decoder, valid until the next decode */
 } crw_pgo_tuple_t;
 
+/* Column i of t, or NULL when t is NULL or does not carry it. */
+static inline const crw_pgo_col_t *crw_pgo_tuple_col(const crw_pgo_tuple_t *t, int i) {
+    return t && i >= 0 && i < t->ncols ? &t->cols[i] : NULL;
+}
+
 typedef struct crw_pgo_attr {
     uint8_t flags;    /* 1 = part of the replica identity key */
     const char *name;

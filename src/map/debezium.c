@@ -70,27 +70,6 @@ static int64_t floor_div(int64_t a, int64_t b) { return a / b - (a % b != 0 && (
 
 static int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date, astronomical year (H. Hinnant). */
-static int64_t days_from_civil(int64_t y, int m, int d) {
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
 
 /* ---- parsing PostgreSQL's ISO output ---------------------------------- */
 
@@ -202,7 +181,7 @@ static int64_t us_of_day(const when_t *w) {
 
 /* Unix µs of w (date + time - offset); false on int64 overflow. */
 static bool unix_us(const when_t *w, int64_t *out) {
-    int64_t days = days_from_civil(w->year, w->mon, w->day), r;
+    int64_t days = crw_days_from_civil(w->year, w->mon, w->day), r;
     if (__builtin_mul_overflow(days, US_PER_DAY, &r) || __builtin_add_overflow(r, us_of_day(w), &r) ||
         __builtin_sub_overflow(r, (int64_t)w->offset * US_PER_SEC, &r))
         return false;
@@ -473,7 +452,7 @@ static int render_date(crw_buf_t *out, const char *s, size_t n) {
     size_t i = 0;
     if (!parse_date(s, n, &i, &w) || !parse_era(s, n, &i, &w))
         return -1;
-    crw_buf_put_i64(out, days_from_civil(w.year, w.mon, w.day));
+    crw_buf_put_i64(out, crw_days_from_civil(w.year, w.mon, w.day));
     return 0;
 }
 
@@ -561,7 +540,7 @@ static int render_timestamptz(crw_buf_t *out, const char *s, size_t n, int32_t t
         return -1;
     int64_t days = floor_div(us, US_PER_DAY), y;
     int m, d;
-    civil_from_days(days, &y, &m, &d);
+    crw_civil_from_days(days, &y, &m, &d);
     crw_buf_putc(out, '"');
     put_iso_year(out, y);
     crw_buf_putc(out, '-');
@@ -738,15 +717,11 @@ int crw_debezium_render_value(crw_buf_t *out, const crw_rel_att_t *att, const ch
 
 /* ---- rows ------------------------------------------------------------- */
 
-static const crw_pgo_col_t *col_at(const crw_pgo_tuple_t *t, int i) {
-    return t && i < t->ncols ? &t->cols[i] : NULL;
-}
-
 /* A column's value: NULL when the tuple cannot say (absent, or unchanged TOAST without fill). */
 static const crw_pgo_col_t *known_col(const crw_pgo_tuple_t *t, const crw_pgo_tuple_t *fill, int i) {
-    const crw_pgo_col_t *c = col_at(t, i);
+    const crw_pgo_col_t *c = crw_pgo_tuple_col(t, i);
     if (c && c->kind == CRW_PGO_COL_UNCHANGED) {
-        c = col_at(fill, i);
+        c = crw_pgo_tuple_col(fill, i);
         if (c && c->kind == CRW_PGO_COL_UNCHANGED)
             c = NULL;
     }
@@ -1001,7 +976,7 @@ bool crw_debezium_key_changed(const crw_relation_t *rel, const crw_pgo_msg_t *m)
     const crw_pgo_tuple_t *o = &m->u.update.oldtup, *nw = &m->u.update.newtup;
     for (int k = 0; k < rel->nkey; k++) {
         int i = rel->key_idx[k];
-        const crw_pgo_col_t *a = col_at(o, i), *b = col_at(nw, i);
+        const crw_pgo_col_t *a = crw_pgo_tuple_col(o, i), *b = crw_pgo_tuple_col(nw, i);
         /* A 'K' tuple has values only for replica identity columns; 'u' means unchanged. */
         if (!a || !b || (a->kind != CRW_PGO_COL_TEXT && a->kind != CRW_PGO_COL_BINARY) ||
             b->kind == CRW_PGO_COL_UNCHANGED)

@@ -220,11 +220,6 @@ int crw_mapper_prepare(crw_relation_t *rel, const crw_resource_conf_t *const *re
 
 /* ---- rendering ------------------------------------------------------- */
 
-/* Column i of t, or NULL when the tuple does not carry it. */
-static const crw_pgo_col_t *col_at(const crw_pgo_tuple_t *t, int i) {
-    return t && i >= 0 && i < t->ncols ? &t->cols[i] : NULL;
-}
-
 /* How one object is rendered: its tuple and where unknown values may be found. */
 typedef struct {
     crw_mapper_t *mp;
@@ -253,9 +248,9 @@ static int put_field(const render_t *r, crw_buf_t *out, const char *name, int i,
     if (i < 0)
         return -1;
     const crw_rel_att_t *a = &r->rel->atts[i];
-    const crw_pgo_col_t *c = col_at(r->t, i);
+    const crw_pgo_col_t *c = crw_pgo_tuple_col(r->t, i);
     if (c && (c->kind == CRW_PGO_COL_UNCHANGED || (r->keyonly && !(a->flags & 1)))) {
-        const crw_pgo_col_t *o = c->kind == CRW_PGO_COL_UNCHANGED ? col_at(r->fill, i) : NULL;
+        const crw_pgo_col_t *o = c->kind == CRW_PGO_COL_UNCHANGED ? crw_pgo_tuple_col(r->fill, i) : NULL;
         c = o && o->kind != CRW_PGO_COL_UNCHANGED ? o : NULL;
         if (!c && r->cached && a->obj_pointer) {
             int t = crw_jdoc_lookup(r->cached, a->obj_pointer);
@@ -333,7 +328,7 @@ static int render_crd(const render_t *r, const crw_rel_variant_t *v, crw_buf_t *
         int i = rel->crd_col[meta[k].col];
         if (i < 0 || !rel->atts[i].obj_pointer)
             continue;
-        const crw_pgo_col_t *c = col_at(r->t, i);
+        const crw_pgo_col_t *c = crw_pgo_tuple_col(r->t, i);
         if (meta[k].omit_null && c && c->kind == CRW_PGO_COL_NULL)
             continue;
         size_t mark = out->len;
@@ -376,7 +371,7 @@ static const crw_rel_variant_t *variant_for(const crw_relation_t *rel, const crw
                                             size_t n) {
     if (rel->kind_col < 0)
         return &rel->variants[0];
-    const crw_pgo_col_t *c = col_at(t, rel->kind_col);
+    const crw_pgo_col_t *c = crw_pgo_tuple_col(t, rel->kind_col);
     if (c && c->kind == CRW_PGO_COL_TEXT)
         for (int v = 0; v < rel->nvariants; v++)
             if (strlen(rel->variants[v].kind) == c->len && !memcmp(rel->variants[v].kind, c->data, c->len))
@@ -393,9 +388,9 @@ static int make_key(crw_buf_t *key, const crw_relation_t *rel, const crw_pgo_tup
     crw_buf_reset(key);
     for (int k = 0; k < rel->nkey; k++) {
         int i = rel->key_idx[k];
-        const crw_pgo_col_t *c = col_at(t, i);
+        const crw_pgo_col_t *c = crw_pgo_tuple_col(t, i);
         if (c && c->kind == CRW_PGO_COL_UNCHANGED)
-            c = col_at(alt, i);
+            c = crw_pgo_tuple_col(alt, i);
         if (!c || c->kind == CRW_PGO_COL_NULL || c->kind == CRW_PGO_COL_UNCHANGED) {
             snprintf(errstr, n, "%s.%s: key column %s is %s", rel->nspname, rel->relname, rel->atts[i].name,
                      c && c->kind == CRW_PGO_COL_NULL ? "NULL" : "missing");

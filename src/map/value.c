@@ -402,8 +402,7 @@ static void put_hms(crw_buf_t *out, const tm_parts_t *t) {
         crw_buf_put(out, t->frac, t->frac_len);
 }
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm). */
-static int64_t days_from_civil(int64_t y, int m, int d) {
+int64_t crw_days_from_civil(int64_t y, int m, int d) {
     y -= m <= 2;
     int64_t era = (y >= 0 ? y : y - 399) / 400;
     int64_t yoe = y - era * 400;
@@ -412,7 +411,7 @@ static int64_t days_from_civil(int64_t y, int m, int d) {
     return era * 146097 + doe - 719468;
 }
 
-static void civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
+void crw_civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
     z += 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
     int64_t doe = z - era * 146097;
@@ -457,7 +456,7 @@ static int render_timestamp(crw_buf_t *out, const char *s, size_t n, bool tz) {
     if (tz && t.offset != 0) {
         /* local = UTC + offset.  Offsets are whole seconds, so the fraction
          * is untouched and only the calendar fields move. */
-        int64_t days = days_from_civil(t.year, t.mon, t.day);
+        int64_t days = crw_days_from_civil(t.year, t.mon, t.day);
         int64_t secs = (int64_t)t.hour * 3600 + t.min * 60 + t.sec - t.offset;
         while (secs < 0) {
             secs += 86400;
@@ -467,7 +466,7 @@ static int render_timestamp(crw_buf_t *out, const char *s, size_t n, bool tz) {
             secs -= 86400;
             days++;
         }
-        civil_from_days(days, &t.year, &t.mon, &t.day);
+        crw_civil_from_days(days, &t.year, &t.mon, &t.day);
         t.hour = (int)(secs / 3600);
         t.min = (int)(secs / 60 % 60);
         t.sec = (int)(secs % 60);

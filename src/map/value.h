@@ -9,6 +9,7 @@
 #define CRW_VALUE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/buf.h"
 #include "decode/types.h"
@@ -32,6 +33,11 @@ typedef int (*crw_array_elem_fn)(crw_buf_t *out, const char *text, size_t len, v
  * rendering: the caller restores it).
  */
 int crw_value_render_array(crw_buf_t *out, const char *s, size_t n, char delim, crw_array_elem_fn fn, void *arg);
+
+/* Days since 1970-01-01 of a proleptic Gregorian date, astronomical year (H. Hinnant's algorithm). */
+int64_t crw_days_from_civil(int64_t y, int m, int d);
+/* The inverse: the date of day z since 1970-01-01. */
+void crw_civil_from_days(int64_t z, int64_t *y, int *m, int *d);
 
 /* Appends text[0..len) as a JSON string (the universal fallback). */
 void crw_value_render_text(crw_buf_t *out, const char *text, size_t len);
