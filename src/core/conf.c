@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -332,37 +333,63 @@ int crw_config_set_pair(crw_config_t *c, const char *pair, char *errstr, size_t 
     return rc;
 }
 
-int crw_config_load_file(crw_config_t *c, const char *path, char *errstr, size_t n) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(errstr, n, "config file %s: %s", path, strerror(errno));
-        return CRW_ERR_CONFIG;
-    }
-    char *line = NULL;
-    size_t cap = 0;
+int crw_props_parse(const char *text, const char *label, crw_props_set_fn set, void *arg, char *errstr, size_t n) {
+    char *copy = crw_strdup(text), *next = NULL;
     int lineno = 0, rc = 0;
-    while (getline(&line, &cap, f) >= 0) {
+    /* strtok_r would skip empty lines and so miscount: split by hand. */
+    for (char *line = copy; line && rc == 0; line = next) {
+        char *nl = strchr(line, '\n');
+        next = nl ? nl + 1 : NULL;
+        if (nl)
+            *nl = '\0';
         lineno++;
         char *s = trim(line);
         if (*s == '\0' || *s == '#' || *s == '!')
             continue;
         char *eq = strchr(s, '=');
         if (!eq || eq == s) {
-            snprintf(errstr, n, "%s:%d: expected 'key = value', got '%s'", path, lineno, s);
+            snprintf(errstr, n, "%s%s%d: expected 'key = value', got '%s'", label ? label : "line ", label ? ":" : "",
+                     lineno, s);
             rc = CRW_ERR_CONFIG;
             break;
         }
         *eq = '\0';
         char inner[768];
-        rc = crw_config_set(c, trim(s), trim(eq + 1), inner, sizeof inner);
-        if (rc < 0) {
-            snprintf(errstr, n, "%s:%d: %s", path, lineno, inner);
-            break;
-        }
+        if ((rc = set(arg, trim(s), trim(eq + 1), inner, sizeof inner)) < 0)
+            snprintf(errstr, n, "%s%s%d: %s", label ? label : "line ", label ? ":" : "", lineno, inner);
     }
-    free(line);
-    fclose(f);
+    free(copy);
     return rc;
+}
+
+int crw_props_load_file(const char *path, crw_props_set_fn set, void *arg, char *errstr, size_t n) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, n, "config file %s: %s", path, strerror(errno));
+        return CRW_ERR_CONFIG;
+    }
+    crw_buf_t text = CRW_BUF_INIT;
+    char chunk[4096];
+    size_t r;
+    while ((r = fread(chunk, 1, sizeof chunk, f)) > 0)
+        crw_buf_put(&text, chunk, r);
+    int rc;
+    if (ferror(f)) {
+        snprintf(errstr, n, "config file %s: read error", path);
+        rc = CRW_ERR_CONFIG;
+    } else
+        rc = crw_props_parse(text.data ? text.data : "", path, set, arg, errstr, n);
+    fclose(f);
+    crw_buf_free(&text);
+    return rc;
+}
+
+static int config_set_cb(void *arg, const char *key, const char *value, char *errstr, size_t n) {
+    return crw_config_set(arg, key, value, errstr, n);
+}
+
+int crw_config_load_file(crw_config_t *c, const char *path, char *errstr, size_t n) {
+    return crw_props_load_file(path, config_set_cb, c, errstr, n);
 }
 
 /* Splits "schema.table" (or "table": schema public) into r. */

@@ -118,6 +118,19 @@ int crw_config_set_pair(crw_config_t *c, const char *pair, char *errstr, size_t 
  */
 int crw_config_load_file(crw_config_t *c, const char *path, char *errstr, size_t errstr_size);
 
+/* Sets one key (crw_config_set's shape); returns 0 or a negative crw_err_t with errstr. */
+typedef int (*crw_props_set_fn)(void *arg, const char *key, const char *value, char *errstr, size_t errstr_size);
+
+/*
+ * Parses properties text: `key = value` lines, `#`/`!` comments, blank
+ * lines; calls set for each pair.  Errors are prefixed "label:N: " (or
+ * "line N: " when label is NULL).
+ */
+int crw_props_parse(const char *text, const char *label, crw_props_set_fn set, void *arg, char *errstr,
+                    size_t errstr_size);
+/* Reads the file at path and parses it as above, labelled with path. */
+int crw_props_load_file(const char *path, crw_props_set_fn set, void *arg, char *errstr, size_t errstr_size);
+
 /*
  * Checks the whole config once every source has been applied: expands
  * `tables`, requires each resource.<id> to name a table, rejects duplicate

@@ -81,73 +81,16 @@ int crw_watch_set(crw_watch_t *w, const char *key, const char *value, char *errs
     return rc;
 }
 
-static char *trim(char *s) {
-    while (*s == ' ' || *s == '\t' || *s == '\r')
-        s++;
-    char *e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r'))
-        *--e = '\0';
-    return s;
-}
-
-/* Properties text; label names it in errors ("line 3" or "file:3"). */
-static int load_text(crw_watch_t *w, const char *text, const char *label, char *errstr, size_t n) {
-    char *copy = crw_strdup(text), *save = NULL;
-    int lineno = 0, rc = 0;
-    /* strtok_r would skip empty lines and so miscount: split by hand. */
-    for (char *line = copy; line && rc == 0; line = save) {
-        char *nl = strchr(line, '\n');
-        save = nl ? nl + 1 : NULL;
-        if (nl)
-            *nl = '\0';
-        lineno++;
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#' || *s == '!')
-            continue;
-        char *eq = strchr(s, '=');
-        if (!eq || eq == s) {
-            snprintf(errstr, n, "%s%s%d: expected 'key = value', got '%s'", label ? label : "line ", label ? ":" : "",
-                     lineno, s);
-            rc = CRW_ERR_CONFIG;
-            break;
-        }
-        *eq = '\0';
-        char inner[768];
-        if ((rc = crw_watch_set(w, trim(s), trim(eq + 1), inner, sizeof inner)) < 0)
-            snprintf(errstr, n, "%s%s%d: %s", label ? label : "line ", label ? ":" : "", lineno, inner);
-    }
-    free(copy);
-    return rc;
+static int watch_set_cb(void *arg, const char *key, const char *value, char *errstr, size_t n) {
+    return crw_watch_set(arg, key, value, errstr, n);
 }
 
 int crw_watch_load(crw_watch_t *w, const char *text, char *errstr, size_t n) {
-    return load_text(w, text, NULL, errstr, n);
+    return crw_props_parse(text, NULL, watch_set_cb, w, errstr, n);
 }
 
 int crw_watch_load_file(crw_watch_t *w, const char *path, char *errstr, size_t n) {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(errstr, n, "config file %s: %s", path, strerror(errno));
-        return CRW_ERR_CONFIG;
-    }
-    char *text = NULL;
-    size_t len = 0;
-    FILE *m = open_memstream(&text, &len);
-    char buf[4096];
-    size_t r;
-    while ((r = fread(buf, 1, sizeof buf, f)) > 0)
-        fwrite(buf, 1, r, m);
-    bool bad = ferror(f);
-    fclose(f);
-    fclose(m);
-    int rc;
-    if (bad) {
-        snprintf(errstr, n, "config file %s: read error", path);
-        rc = CRW_ERR_CONFIG;
-    } else
-        rc = load_text(w, text, path, errstr, n);
-    free(text);
-    return rc;
+    return crw_props_load_file(path, watch_set_cb, w, errstr, n);
 }
 
 int crw_watch_add_handlers(crw_watch_t *w, const char *kind, const crw_watch_handlers_t *h, void *opaque,
