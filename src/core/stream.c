@@ -494,7 +494,10 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
              * start the backoff over.  One that fails at once backs off. */
             if (st.commits > 0 || mono_ms() - started > 10000)
                 backoff = 100;
+            if (!st.err[0]) /* a sink's restart: it said why */
+                snprintf(st.err, sizeof st.err, "a sink asked for the changes again from the confirmed position");
             retry_wait(&st, &backoff, opts->stop, "reconnecting");
+            st.err[0] = '\0';
             continue;
         }
         if (rc == 0 || rc == CRW_ERR_STOPPED) {

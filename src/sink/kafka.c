@@ -67,14 +67,23 @@ typedef struct {
     uint32_t ordinal;
 } eos_msg_t;
 
-/* Exactly-once: a change the broker refused inside an aborted transaction;
- * when the server sends it again it is dead-lettered instead of produced. */
+/* Exactly-once: a change the broker (or the producer) refused inside a
+ * transaction; when the server sends it again it is dead-lettered instead
+ * of produced, and the dead-letter file, which no transaction covers, gets
+ * it once per process. */
 typedef struct {
     uint64_t commit_lsn;
     uint32_t ordinal;
     rd_kafka_resp_err_t err;
-    bool file_only;            /* the dead-letter topic refused it too */
+    unsigned flags;            /* DL_* */
 } poison_t;
+
+/* How a message is dead-lettered. */
+enum {
+    DL_TOPIC_REFUSED = 1, /* the dead-letter topic refused it too: the file only */
+    DL_LOCAL_TOO_BIG = 2, /* the producer refused it as larger than message.max.bytes */
+    DL_FILED = 4,         /* the dead-letter file has it already */
+};
 
 typedef struct {
     crw_sink_t base;
@@ -492,13 +501,14 @@ static void set_fatal(kafka_sink_t *s, const char *fmt, const char *a, const cha
  * (so it may be confirmed), then a copy to deadletter.topic with the error
  * in headers.  The copy holds seq until delivered (at-least-once) or rides
  * in the open transaction (exactly-once).  A value the producer itself
- * refused as too large (local_too_big) cannot go to the topic either: that
- * copy carries the headers and no value, and the file has it whole.
+ * refused as too large (DL_LOCAL_TOO_BIG) cannot go to the topic either:
+ * that copy carries the headers and no value, and the file has it whole.
+ * flags: DL_*.
  * @returns 0, or CRW_ERR_IO when the file cannot be written (stop: nothing may be lost).
  */
 static int dead_letter(kafka_sink_t *s, uint64_t seq, const char *topic, const char *key, size_t keylen,
                        const char *value, size_t len, const rd_kafka_headers_t *orig_hdrs, rd_kafka_resp_err_t err,
-                       const crw_event_t *ev, bool file_only, bool local_too_big) {
+                       const crw_event_t *ev, unsigned flags) {
     char reason[512];
     snprintf(reason, sizeof reason, "kafka: %s (%s) producing to topic %s", rd_kafka_err2str(err),
              rd_kafka_err2name(err), topic);
@@ -521,12 +531,14 @@ static int dead_letter(kafka_sink_t *s, uint64_t seq, const char *topic, const c
                                 ev ? ev->ordinal : 0, value, value ? len : 0};
     crw_warn("kafka: a %zu-byte event for topic %s was refused (%s): dead-lettered", value ? len : 0, topic,
              rd_kafka_err2name(err));
-    if (crw_deadletter_write(s->base.env->deadletter, &rec) < 0) {
-        set_fatal(s, "cannot write the dead-letter file %s%s", s->conf->deadletter_file, "");
-        return CRW_ERR_IO;
+    if (!(flags & DL_FILED)) {
+        if (crw_deadletter_write(s->base.env->deadletter, &rec) < 0) {
+            set_fatal(s, "cannot write the dead-letter file %s%s", s->conf->deadletter_file, "");
+            return CRW_ERR_IO;
+        }
+        s->deadlettered++;
     }
-    s->deadlettered++;
-    if (!*s->conf->deadletter_topic || file_only)
+    if (!*s->conf->deadletter_topic || (flags & DL_TOPIC_REFUSED))
         return 0;
     /* Made on first use: a topic handle asks for metadata, and a broker that
      * auto-creates topics would make the dead-letter topic before it is needed. */
@@ -536,7 +548,7 @@ static int dead_letter(kafka_sink_t *s, uint64_t seq, const char *topic, const c
     rd_kafka_header_add(h, "crwatch_error", -1, rd_kafka_err2str(err), -1);
     rd_kafka_header_add(h, "crwatch_error_code", -1, rd_kafka_err2name(err), -1);
     rd_kafka_header_add(h, "crwatch_topic", -1, topic, -1);
-    bool too_big = local_too_big && err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+    bool too_big = (flags & DL_LOCAL_TOO_BIG) && err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
     if (too_big) {
         char sz[32];
         snprintf(sz, sizeof sz, "%zu", len);
@@ -581,8 +593,7 @@ static void process_failed(kafka_sink_t *s) {
             else
                 set_fatal(s, "cannot send a timed-out message again: %s%s", rd_kafka_err2str(e), "");
         } else if (!s->fatal) {
-            if (dead_letter(s, f->seq, f->topic, f->key, f->keylen, f->value, f->len, f->hdrs, f->err, NULL,
-                            false, false) == 0)
+            if (dead_letter(s, f->seq, f->topic, f->key, f->keylen, f->value, f->len, f->hdrs, f->err, NULL, 0) == 0)
                 crw_pipeline_release(s->pipeline, f->seq, 1);
         }
         if (f->hdrs)
@@ -611,17 +622,17 @@ static void queue_failed(kafka_sink_t *s, const rd_kafka_message_t *m, uint64_t 
         f->hdrs = rd_kafka_headers_copy(h);
 }
 
-static void poison_add(kafka_sink_t *s, uint64_t lsn, uint32_t ordinal, rd_kafka_resp_err_t err, bool file_only) {
+static void poison_add(kafka_sink_t *s, uint64_t lsn, uint32_t ordinal, rd_kafka_resp_err_t err, unsigned flags) {
     for (int i = 0; i < s->npoison; i++)
         if (s->poison[i].commit_lsn == lsn && s->poison[i].ordinal == ordinal) {
-            s->poison[i].file_only |= file_only;
+            s->poison[i].flags |= flags;
             return;
         }
     if (s->npoison == s->cappoison) {
         s->cappoison = s->cappoison ? s->cappoison * 2 : 8;
         s->poison = crw_realloc(s->poison, sizeof *s->poison * (size_t)s->cappoison);
     }
-    s->poison[s->npoison++] = (poison_t){lsn, ordinal, err, file_only};
+    s->poison[s->npoison++] = (poison_t){lsn, ordinal, err, flags};
 }
 
 /* Delivery report: on the main thread, inside rd_kafka_poll/flush. */
@@ -644,7 +655,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         /* The transaction cannot commit now (librdkafka makes it abortable);
          * remember the change so its second coming is dead-lettered. */
         if (kind != TAG_CHECKPOINT && per_message_error(m->err) && id < s->nmsgs)
-            poison_add(s, s->msgs[id].commit_lsn, s->msgs[id].ordinal, m->err, kind == TAG_DEADLETTER);
+            poison_add(s, s->msgs[id].commit_lsn, s->msgs[id].ordinal, m->err,
+                       kind == TAG_DEADLETTER ? DL_TOPIC_REFUSED | DL_FILED : 0);
         else if (kind == TAG_CHECKPOINT || !per_message_error(m->err))
             crw_warn("kafka: a message of the open transaction failed: %s", rd_kafka_err2str(m->err));
         return;
@@ -765,7 +777,10 @@ static int eos_commit(kafka_sink_t *s, int64_t deadline) {
         rd_kafka_resp_err_t e =
             produce(s, s->ckpt_rkt, 0, slot, strlen(slot), v, strlen(v), NULL, (uintptr_t)TAG_CHECKPOINT);
         if (e) {
-            crw_error("kafka: cannot produce the checkpoint record: %s", rd_kafka_err2str(e));
+            /* __STATE: a message of the transaction failed, which librdkafka
+             * has reported already; the transaction can only be aborted. */
+            CRW_LOG(e == RD_KAFKA_RESP_ERR__STATE ? CRW_LOG_WARN : CRW_LOG_ERROR,
+                    "kafka: the transaction cannot commit (%s producing its checkpoint record)", rd_kafka_err2str(e));
             return eos_abort(s) < 0 ? CRW_ERR_SINK : CRW_ERR_CONN;
         }
     }
@@ -963,13 +978,12 @@ out:
 
 /* ------------------------------------------------------------------ ops */
 
-static bool eos_poisoned(kafka_sink_t *s, const crw_event_t *ev, poison_t **p) {
+/* The index of ev's entry in the poison list, or -1. */
+static int eos_poisoned(const kafka_sink_t *s, const crw_event_t *ev) {
     for (int i = 0; i < s->npoison; i++)
-        if (s->poison[i].commit_lsn == ev->commit_lsn && s->poison[i].ordinal == ev->ordinal) {
-            *p = &s->poison[i];
-            return true;
-        }
-    return false;
+        if (s->poison[i].commit_lsn == ev->commit_lsn && s->poison[i].ordinal == ev->ordinal)
+            return i;
+    return -1;
 }
 
 static int kafka_emit(crw_sink_t *base, const crw_event_t *ev) {
@@ -1007,13 +1021,14 @@ static int kafka_emit(crw_sink_t *base, const crw_event_t *ev) {
             }
             s->seqs[s->nseqs++] = ev->txn;
         }
-        poison_t *p;
-        if (eos_poisoned(s, ev, &p)) {
+        int pi = eos_poisoned(s, ev);
+        if (pi >= 0) {
             topic_for(s, ev);
-            return dead_letter(s, ev->txn, s->tname.data, ev->key, ev->keylen, ev->value, ev->len, NULL, p->err, ev,
-                               p->file_only, false) < 0
-                       ? CRW_ERR_IO
-                       : 0;
+            if (dead_letter(s, ev->txn, s->tname.data, ev->key, ev->keylen, ev->value, ev->len, NULL,
+                            s->poison[pi].err, ev, s->poison[pi].flags) < 0)
+                return CRW_ERR_IO;
+            s->poison[pi].flags |= DL_FILED; /* by index: delivery reports may have grown the list */
+            return 0;
         }
         if (s->nmsgs == s->capmsgs) {
             s->capmsgs = s->capmsgs ? s->capmsgs * 2 : 1024;
@@ -1066,11 +1081,15 @@ static int kafka_emit(crw_sink_t *base, const crw_event_t *ev) {
         rd_kafka_headers_destroy(hdrs);
     if (per_message_error(err)) {
         /* Refused before it left (larger than message.max.bytes): dead-letter
-         * it now; within the open transaction under exactly-once. */
+         * it now; within the open transaction under exactly-once, where it is
+         * also remembered, so an aborted transaction's second try does not
+         * file it twice. */
         int rc = dead_letter(s, ev->txn, s->tname.data, ev->key, ev->keylen, ev->value, ev->len, NULL, err, ev,
-                             false, true);
+                             DL_LOCAL_TOO_BIG);
         if (!s->eos)
             crw_pipeline_release(s->pipeline, ev->txn, 1);
+        else if (rc == 0)
+            poison_add(s, ev->commit_lsn, ev->ordinal, err, DL_LOCAL_TOO_BIG | DL_FILED);
         return rc < 0 ? CRW_ERR_IO : 0;
     }
     if (!s->eos)
