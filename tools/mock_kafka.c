@@ -3,7 +3,7 @@
  * of its own, for integration tests and bench/kafka.sh (design.md §9), so
  * crwatch can be killed and restarted while the broker and its data live.
  *
- *   crwatch-mock-kafka [BROKERS]      (default 1)
+ *   crwatch-mock-kafka [--transactions] [BROKERS]      (default 1)
  *
  * Prints the bootstrap address on the first stdout line, then reads one
  * command per stdin line and answers each with one line, "ok" or
@@ -15,9 +15,12 @@
  *   quit
  * It exits 0 at end of stdin, on quit, SIGTERM or SIGINT.
  *
- * What the mock does not do (librdkafka 2.0.2): Fetch answers with
- * LastStableOffset = high watermark and no aborted transactions, so a
- * read_committed consumer also sees aborted and open transactions; topics
+ * What the mock does not do (librdkafka 2.0.2): transaction markers — Fetch
+ * answers with LastStableOffset = high watermark and no aborted
+ * transactions, so a read_committed consumer also sees aborted and open
+ * transactions.  With --transactions the printed address is that of a relay
+ * in front of the mock that adds them (mock_kafka_txn.h): read_committed
+ * consumers, kcat included, then see only committed transactions.  Topics
  * are never compacted; there is no CreateTopics; each partition keeps only
  * its last ~5 MB (older message sets are dropped, the low watermark moves).
  */
@@ -26,10 +29,13 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "mock_kafka_txn.h"
 
 static volatile sig_atomic_t stop;
 
@@ -96,9 +102,10 @@ static void command(rd_kafka_mock_cluster_t *m, int brokers, char *line) {
 }
 
 int main(int argc, char **argv) {
-    int brokers = argc > 1 ? atoi(argv[1]) : 1;
-    if (brokers < 1 || brokers > 9) {
-        fprintf(stderr, "usage: crwatch-mock-kafka [BROKERS (1-9)]\n");
+    bool transactions = argc > 1 && !strcmp(argv[1], "--transactions");
+    int brokers = argc > 1 + transactions ? atoi(argv[1 + transactions]) : 1;
+    if (brokers < 1 || brokers > 9 || argc > 2 + transactions) {
+        fprintf(stderr, "usage: crwatch-mock-kafka [--transactions] [BROKERS (1-9)]\n");
         return 2;
     }
     struct sigaction sa;
@@ -122,18 +129,30 @@ int main(int argc, char **argv) {
         rd_kafka_destroy(rk);
         return 1;
     }
-    printf("%s\n", rd_kafka_mock_cluster_bootstraps(m));
+    crw_txnlayer_t *txl = NULL;
+    if (transactions && !(txl = crw_txnlayer_new(m, errstr, sizeof errstr))) {
+        fprintf(stderr, "crwatch-mock-kafka: %s\n", errstr);
+        rd_kafka_mock_cluster_destroy(m);
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    printf("%s\n", txl ? crw_txnlayer_bootstraps(txl) : rd_kafka_mock_cluster_bootstraps(m));
     fflush(stdout);
 
     char line[1024];
     size_t len = 0;
     while (!stop) {
-        struct pollfd pfd = {STDIN_FILENO, POLLIN, 0};
-        int r = poll(&pfd, 1, 200);
-        if (r < 0 && errno != EINTR)
-            break;
-        if (r <= 0)
-            continue;
+        if (txl) {
+            if (!crw_txnlayer_poll(txl, STDIN_FILENO, 200))
+                continue;
+        } else {
+            struct pollfd pfd = {STDIN_FILENO, POLLIN, 0};
+            int r = poll(&pfd, 1, 200);
+            if (r < 0 && errno != EINTR)
+                break;
+            if (r <= 0)
+                continue;
+        }
         ssize_t got = read(STDIN_FILENO, line + len, sizeof line - 1 - len);
         if (got <= 0)
             break; /* stdin closed: the parent is gone */
@@ -150,6 +169,7 @@ int main(int argc, char **argv) {
         if (len == sizeof line - 1)
             len = 0; /* an over-long line: drop it */
     }
+    crw_txnlayer_destroy(txl);
     rd_kafka_mock_cluster_destroy(m);
     rd_kafka_destroy(rk);
     return 0;

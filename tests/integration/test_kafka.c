@@ -7,12 +7,13 @@
  * embedded broker, and configuration errors.  Events are read back with a
  * librdkafka consumer and with kcat.
  *
- * The 2.0.2 mock answers Fetch with LastStableOffset = high watermark and no
- * aborted-transaction list, so a read_committed consumer of it also gets
- * aborted and still-open transactions.  The kill -9 test therefore decides
- * which messages a real broker would have committed from data on the wire
- * (see committed_by_checkpoint) and checks exactly-once on that; the clean
- * exactly-once test reads with kcat -X isolation.level=read_committed.
+ * The 2.0.2 mock writes no transaction markers and answers Fetch with
+ * LastStableOffset = high watermark, so every test runs it with
+ * --transactions: a relay in front of it writes the markers and serves
+ * read_committed fetches as a broker does (tools/mock_kafka_txn.h).  The
+ * first test checks that layer with librdkafka's own transactional producer;
+ * the exactly-once tests then read with read_committed consumers (librdkafka
+ * and kcat) and count what a real broker would show them.
  */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -102,7 +103,7 @@ static mock_t *mock_start(void) {
             _exit(127);
         dup2(to_child[0], 0);
         dup2(from_child[1], 1);
-        execl(path, path, (char *)NULL);
+        execl(path, path, "--transactions", (char *)NULL);
         _exit(127);
     }
     close(to_child[0]);
@@ -293,17 +294,140 @@ static char *kcat_consume(const char *bs, const char *topic, const char *fmt, bo
     return out;
 }
 
+/* A transactional producer, initialised. */
+static rd_kafka_t *txn_producer(const char *bs, const char *tid) {
+    char err[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    const char *props[][2] = {{"bootstrap.servers", bs}, {"transactional.id", tid}, {"log_level", "3"}};
+    for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
+        cr_assert(rd_kafka_conf_set(c, props[i][0], props[i][1], err, sizeof err) == RD_KAFKA_CONF_OK, "%s", err);
+    rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
+    cr_assert(p, "producer: %s", err);
+    rd_kafka_error_t *e = rd_kafka_init_transactions(p, 10000);
+    cr_assert(!e, "init_transactions: %s", e ? rd_kafka_error_string(e) : "");
+    return p;
+}
+
+enum txn_end { TXN_COMMIT, TXN_ABORT, TXN_LEAVE_OPEN };
+
+/* One transaction of the space-separated keys (values = keys) to topic. */
+static void txn_send(rd_kafka_t *p, const char *topic, const char *keys, enum txn_end end) {
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(p);
+    cr_assert(!e, "begin_transaction: %s", e ? rd_kafka_error_string(e) : "");
+    char *copy = strdup(keys), *save = NULL;
+    for (char *k = strtok_r(copy, " ", &save); k; k = strtok_r(NULL, " ", &save)) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(k, strlen(k)),
+                                                    RD_KAFKA_V_VALUE(k, strlen(k)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                                    RD_KAFKA_V_END);
+        cr_assert_eq(err, RD_KAFKA_RESP_ERR_NO_ERROR, "produce: %s", rd_kafka_err2str(err));
+    }
+    free(copy);
+    cr_assert_eq(rd_kafka_flush(p, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    if (end == TXN_COMMIT)
+        e = rd_kafka_commit_transaction(p, 10000);
+    else if (end == TXN_ABORT)
+        e = rd_kafka_abort_transaction(p, 10000);
+    cr_assert(!e, "ending the transaction: %s", e ? rd_kafka_error_string(e) : "");
+}
+
+/* The keys of ms, space-separated, in offset order (one partition). */
+static char *keys_of(const kmsgs_t *ms) {
+    size_t n = 1;
+    for (int i = 0; i < ms->n; i++)
+        n += strlen(ms->v[i].key ? ms->v[i].key : "-") + 1;
+    char *s = calloc(n, 1);
+    for (int i = 0; i < ms->n; i++) {
+        if (i)
+            strcat(s, " ");
+        strcat(s, ms->v[i].key ? ms->v[i].key : "-");
+    }
+    return s;
+}
+
+/* The relay in front of the mock (tools/mock_kafka_txn.c) is what the
+ * exactly-once tests stand on: check it against librdkafka's own
+ * transactional producer and read_committed consumer, and kcat. */
+Test(kafka, mock_transaction_layer_serves_read_committed_like_a_broker) {
+    mock_t *m = mock_start();
+    mock_cmd(m, "create txl 1");
+    rd_kafka_t *p1 = txn_producer(m->bs, "txl-test");
+    txn_send(p1, "txl", "a1 a2", TXN_COMMIT);
+    txn_send(p1, "txl", "b1 b2", TXN_ABORT);
+    txn_send(p1, "txl", "c1", TXN_LEAVE_OPEN);
+
+    kmsgs_t rc = consume(m->bs, "txl", true, 3, 3000);
+    char *keys = keys_of(&rc);
+    cr_assert_str_eq(keys, "a1 a2", "read_committed, one transaction open");
+    free(keys);
+    kmsgs_free(&rc);
+    kmsgs_t ru = consume(m->bs, "txl", false, 5, EV_TIMEOUT);
+    keys = keys_of(&ru);
+    cr_assert_str_eq(keys, "a1 a2 b1 b2 c1", "read_uncommitted sees everything but the markers");
+    free(keys);
+    kmsgs_free(&ru);
+
+    /* A second producer with the same transactional.id fences the first:
+     * its open transaction is aborted, as a broker does after a crash. */
+    rd_kafka_t *p2 = txn_producer(m->bs, "txl-test");
+    txn_send(p2, "txl", "d1", TXN_COMMIT);
+    rc = consume(m->bs, "txl", true, 3, EV_TIMEOUT);
+    keys = keys_of(&rc);
+    cr_assert_str_eq(keys, "a1 a2 d1");
+    free(keys);
+    /* Markers take offsets, as on a broker: a1 a2 COMMIT b1 b2 ABORT c1 ABORT d1 COMMIT. */
+    cr_assert_eq(rc.v[2].off, 8, "d1 at offset %lld", (long long)rc.v[2].off);
+    kmsgs_free(&rc);
+    int lines;
+    char *out = kcat_consume(m->bs, "txl", "%k\n", true, &lines);
+    cr_assert_str_eq(out, "a1\na2\nd1\n", "kcat read_committed");
+    free(out);
+    out = kcat_consume(m->bs, "txl", "%k\n", false, &lines);
+    cr_assert_str_eq(out, "a1\na2\nb1\nb2\nc1\nd1\n", "kcat read_uncommitted");
+    free(out);
+    rd_kafka_destroy(p2);
+    rd_kafka_destroy(p1);
+    mock_stop(m);
+}
+
+/* The dead-letter file start_kafka gives crwatch for db (removed first). */
+static const char *deadletter_path(const char *db) {
+    static char path[256];
+    snprintf(path, sizeof path, "%s/crw-it-%s.deadletter.jsonl", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", db);
+    return path;
+}
+
+/* The subjects of the dead-letter file's records, space-separated (malloc'd);
+ * every record must name reason_has in its reason and carry a pglsn. */
+static char *deadletter_subjects(const char *path, const char *reason_has) {
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "no dead-letter file %s", path);
+    char *line = NULL, *out = calloc(1, 1);
+    size_t cap = 0, len = 0;
+    while (getline(&line, &cap, f) > 0) {
+        json_object *rec = json_tokener_parse(line);
+        cr_assert(rec, "dead-letter record: %s", line);
+        cr_assert(strstr(it_json_str(rec, "reason"), reason_has), "reason %s", it_json_str(rec, "reason"));
+        cr_assert(it_json_str(rec, "pglsn"), "pglsn missing: %s", line);
+        const char *subject = it_json_str(rec, "payload.subject");
+        out = realloc(out, len + strlen(subject) + 2);
+        len += (size_t)sprintf(out + len, "%s%s", len ? " " : "", subject);
+        json_object_put(rec);
+    }
+    free(line);
+    fclose(f);
+    return out;
+}
+
 /* ---- crwatch ------------------------------------------------------------- */
 
 /* Starts crwatch streaming table t of db into the broker at bs; extra: NULL-terminated -X values. */
 static it_proc_t *start_kafka(const char *db, const char *bs, const char *const *extra) {
     const char *args[64];
     int n = 0;
-    static char slot[128], boot[256], dl[256];
+    static char slot[128], boot[256], dl[300];
     snprintf(slot, sizeof slot, "slot.name=%s", db);
     snprintf(boot, sizeof boot, "kafka.bootstrap.servers=%s", bs);
-    snprintf(dl, sizeof dl, "deadletter.file=%s/crw-it-%s.deadletter.jsonl", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
-             db);
+    snprintf(dl, sizeof dl, "deadletter.file=%s", deadletter_path(db));
     const char *base[] = {"stream", "-X", "tables=public.t", "-X", slot, "-X", "sink=kafka", "-X", boot,
                           "-X",     dl,   "-X",              "status.interval.ms=200"};
     for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
@@ -557,34 +681,6 @@ static void *writer_main(void *arg) {
     return NULL;
 }
 
-/*
- * Which messages a broker with transaction isolation would show a
- * read_committed consumer, decided from what the mock stores: crwatch writes
- * a checkpoint (this slot -> commit LSN) as the last record of every Kafka
- * transaction, and a process killed with -9 never writes another.  So an
- * event written by one crwatch process (told apart by its CreateTime and the
- * moments the test killed them) is committed when the same process later
- * wrote a checkpoint at or past its pglsn.  A checkpoint produced but not yet
- * committed when the process died counts as committed here — and crwatch,
- * reading the same mock, resumes from it too, so the two stay consistent.
- */
-static bool committed_by_checkpoint(const kmsg_t *ev, uint64_t pglsn, const kmsgs_t *ck, const char *slot,
-                                    const int64_t *kills, int nkills) {
-    int win = 0;
-    while (win < nkills && ev->ts > kills[win])
-        win++;
-    for (int i = 0; i < ck->n; i++) {
-        if (!ck->v[i].key || strcmp(ck->v[i].key, slot) != 0)
-            continue;
-        int w = 0;
-        while (w < nkills && ck->v[i].ts > kills[w])
-            w++;
-        if (w == win && lsn_of(ck->v[i].val) >= pglsn)
-            return true;
-    }
-    return false;
-}
-
 Test(kafka, exactly_once_under_repeated_kill_9) {
     enum { KILLS = 5 };
     char db[64];
@@ -601,12 +697,10 @@ Test(kafka, exactly_once_under_repeated_kill_9) {
     cr_assert_eq(pthread_create(&th, NULL, writer_main, &w), 0);
     unsigned seed = (unsigned)time(NULL);
     cr_log_info("kill -9 timing seed %u", seed);
-    int64_t kills[KILLS];
     for (int i = 0; i < KILLS; i++) {
         sleep_ms(300 + (int)(rand_r(&seed) % 900));
         int st = it_proc_signal_wait(p, SIGKILL, 10000);
         cr_assert_eq(st, 128 + SIGKILL);
-        kills[i] = wall_ms(); /* every message of the dead process was created before now */
         it_proc_free(p);
         sleep_ms(10);
         p = start_kafka(db, m->bs, eos);
@@ -621,33 +715,33 @@ Test(kafka, exactly_once_under_repeated_kill_9) {
     free(end);
     stop_clean(p);
 
+    /* What a read_committed consumer gets: every row exactly once. */
     kmsgs_t ev = consume(m->bs, "crwatch.public.t", true, w.written, EV_TIMEOUT);
     kmsgs_t ck = consume(m->bs, "crwatch.checkpoints", true, 1, EV_TIMEOUT);
     cr_assert_gt(ck.n, 0, "no checkpoint records");
     for (int i = 0; i < ck.n; i++)
         cr_assert_eq(ck.v[i].part, 0, "checkpoints go to partition 0");
     char *count = calloc((size_t)w.written + 1, 1);
-    int aborted = 0;
     for (int i = 0; i < ev.n; i++) {
         json_object *e = event_of(&ev.v[i]);
         int k = atoi(it_json_str(e, "subject"));
         cr_assert(k >= 1 && k <= w.written, "unexpected row %d", k);
-        if (committed_by_checkpoint(&ev.v[i], lsn_of(it_json_str(e, "pglsn")), &ck, db, kills, KILLS)) {
-            cr_assert_eq(count[k], 0, "row %d committed twice (%s)", k, it_json_str(e, "id"));
-            count[k]++;
-        } else
-            aborted++;
+        cr_assert_eq(count[k], 0, "row %d delivered twice to read_committed (%s)", k, it_json_str(e, "id"));
+        count[k]++;
         json_object_put(e);
     }
     for (int k = 1; k <= w.written; k++)
         cr_assert_eq(count[k], 1, "row %d of %d lost", k, w.written);
-    cr_log_info("%d rows exactly once; %d messages of aborted transactions (visible only because the mock "
-                "does not hide them)", w.written, aborted);
-
-    /* kcat with read_committed sees what the librdkafka consumer saw: the mock's raw log. */
+    /* The log also holds what the killed processes left in open transactions,
+     * aborted when the next one fenced them: read_uncommitted sees it. */
+    kmsgs_t raw = consume(m->bs, "crwatch.public.t", false, ev.n, EV_TIMEOUT);
+    cr_assert_geq(raw.n, ev.n);
+    cr_log_info("%d rows exactly once to read_committed; %d messages of aborted transactions in the log", w.written,
+                raw.n - ev.n);
     int lines;
     free(kcat_consume(m->bs, "crwatch.public.t", "%k\n", true, &lines));
-    cr_assert_eq(lines, ev.n, "kcat read %d messages, the consumer %d", lines, ev.n);
+    cr_assert_eq(lines, w.written, "kcat read_committed read %d messages, want %d", lines, w.written);
+    kmsgs_free(&raw);
     free(count);
     kmsgs_free(&ev);
     kmsgs_free(&ck);
@@ -688,8 +782,7 @@ Test(kafka, exactly_once_skips_what_kafka_has_after_a_crash_kcat_read_committed)
         if (!covered)
             sleep_ms(100);
     }
-    cr_assert(covered, "no checkpoint reached the last insert");
-    sleep_ms(300); /* let EndTxn land */
+    cr_assert(covered, "no checkpoint reached the last insert"); /* read_committed: its transaction committed */
     cr_assert_eq(it_proc_signal_wait(p, SIGKILL, 10000), 128 + SIGKILL);
     it_proc_free(p);
     char *behind = it_query_value(c, "SELECT confirmed_flush_lsn < '%s'::pg_lsn FROM pg_replication_slots "
@@ -737,8 +830,7 @@ Test(kafka, refused_messages_are_dead_lettered_and_the_stream_goes_on) {
     PGconn *c = it_db_create("kdead", db, sizeof db);
     it_exec(c, "CREATE TABLE t (id int PRIMARY KEY, pad text)");
     mock_t *m = mock_start();
-    char dlpath[256];
-    snprintf(dlpath, sizeof dlpath, "%s/crw-it-%s.deadletter.jsonl", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", db);
+    const char *dlpath = deadletter_path(db);
     unlink(dlpath);
     const char *small[] = {"kafka.message.max.bytes=2000", NULL};
     it_proc_t *p = start_kafka(db, m->bs, small);
@@ -781,24 +873,56 @@ Test(kafka, refused_messages_are_dead_lettered_and_the_stream_goes_on) {
     stop_clean(p);
 
     /* The dead-letter file has both, whole, with the reason. */
-    FILE *f = fopen(dlpath, "r");
-    cr_assert(f, "no dead-letter file %s", dlpath);
-    char *line = NULL;
-    size_t cap = 0;
-    int n = 0;
-    const char *want_subject[] = {"2", "4"};
-    while (getline(&line, &cap, f) > 0) {
-        json_object *rec = json_tokener_parse(line);
-        cr_assert(rec && n < 2, "dead-letter line %d: %s", n + 1, line);
-        cr_assert(strstr(it_json_str(rec, "reason"), "MSG_SIZE_TOO_LARGE"), "reason %s", it_json_str(rec, "reason"));
-        cr_assert_str_eq(it_json_str(rec, "payload.subject"), want_subject[n]);
-        cr_assert(it_json_str(rec, "pglsn"), "pglsn missing: %s", line);
-        json_object_put(rec);
-        n++;
-    }
-    cr_assert_eq(n, 2);
-    free(line);
-    fclose(f);
+    char *subjects = deadletter_subjects(dlpath, "MSG_SIZE_TOO_LARGE");
+    cr_assert_str_eq(subjects, "2 4");
+    free(subjects);
+    unlink(dlpath);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+/* Exactly-once: a message the broker refuses makes the Kafka transaction
+ * abortable; crwatch aborts it, the server sends the changes again, and the
+ * refused one is dead-lettered inside the next transaction. */
+Test(kafka, exactly_once_refused_message_is_dead_lettered_once) {
+    char db[64];
+    PGconn *c = it_db_create("keosdl", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY, pad text)");
+    mock_t *m = mock_start();
+    mock_cmd(m, "create crwatch.checkpoints 1");
+    mock_cmd(m, "create crwatch.public.t 1");
+    const char *dlpath = deadletter_path(db);
+    unlink(dlpath);
+    it_proc_t *p = start_kafka(db, m->bs, (const char *[]){"delivery=exactly-once", NULL});
+    it_exec(c, "INSERT INTO t VALUES (1, 'before')");
+    kmsgs_t ms = consume(m->bs, "crwatch.public.t", true, 1, EV_TIMEOUT);
+    cr_assert_eq(ms.n, 1, "row 1 was not committed to Kafka");
+    kmsgs_free(&ms);
+
+    mock_cmd(m, "error 0 10 1"); /* the next Produce request: MESSAGE_TOO_LARGE */
+    it_exec(c, "INSERT INTO t VALUES (2, 'refused by the broker')");
+    cr_assert(it_proc_stderr_wait(p, "dead-lettered", EV_TIMEOUT), "row 2 was not dead-lettered");
+    it_exec(c, "INSERT INTO t VALUES (3, 'after')");
+    char *end = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    cr_assert(slot_reaches(c, end, EV_TIMEOUT), "the slot did not move past the dead-lettered change");
+    free(end);
+    stop_clean(p);
+
+    ms = consume(m->bs, "crwatch.public.t", true, 2, EV_TIMEOUT);
+    char *keys = keys_of(&ms);
+    cr_assert_str_eq(keys, "1 3", "read_committed events");
+    free(keys);
+    kmsgs_free(&ms);
+    kmsgs_t dl = consume(m->bs, "crwatch.deadletter", true, 1, EV_TIMEOUT);
+    keys = keys_of(&dl);
+    cr_assert_str_eq(keys, "2", "read_committed dead letters");
+    free(keys);
+    cr_assert_str_eq(header(&dl.v[0], "crwatch_error_code"), "MSG_SIZE_TOO_LARGE");
+    kmsgs_free(&dl);
+    char *subjects = deadletter_subjects(dlpath, "MSG_SIZE_TOO_LARGE");
+    cr_assert_str_eq(subjects, "2", "the dead-letter file, once per change");
+    free(subjects);
     unlink(dlpath);
     mock_stop(m);
     PQfinish(c);

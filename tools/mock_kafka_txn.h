@@ -1,0 +1,59 @@
+/*
+ * mock_kafka_txn.h — the transaction layer of crwatch-mock-kafka.
+ *
+ * librdkafka 2.0.2's mock cluster takes transactional produce requests and
+ * answers EndTxn, but writes no transaction markers, keeps no transaction
+ * state and answers Fetch with LastStableOffset = high watermark and no
+ * aborted transactions: a read_committed consumer of it sees aborted and
+ * still-open transactions.  This layer is a Kafka-protocol relay in front of
+ * each mock broker that adds what a broker's transaction coordinator and
+ * partition leaders do for read_committed readers:
+ *
+ *   - it learns each transaction's data batches from Produce requests and
+ *     their responses (transactional.id, producer id and epoch, offsets);
+ *   - on a successful EndTxn it appends a COMMIT or ABORT control batch to
+ *     every partition the transaction wrote, before the client hears back;
+ *   - on a successful InitProducerId for a transactional.id whose earlier
+ *     producer left a transaction open (a crash), it aborts that
+ *     transaction the same way (fencing);
+ *   - it rewrites Fetch responses: LastStableOffset stops at the first
+ *     offset of the earliest open transaction, read_committed fetches get no
+ *     batch at or past it, and the aborted-transaction list names the
+ *     aborted transactions the returned batch belongs to — librdkafka's
+ *     consumer (or kcat) then filters them with its own read_committed code;
+ *   - it rewrites broker addresses in Metadata and FindCoordinator so that
+ *     clients keep talking through it.
+ *
+ * Not done: transaction timeouts (an abandoned transaction stays open until
+ * the next InitProducerId of its transactional.id), consumer offsets
+ * committed inside transactions (TxnOffsetCommit passes through).
+ *
+ * Single-threaded: crw_txnlayer_poll() is called from the helper's loop.
+ */
+#ifndef CRWATCH_MOCK_KAFKA_TXN_H
+#define CRWATCH_MOCK_KAFKA_TXN_H
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+typedef struct crw_txnlayer crw_txnlayer_t;
+
+/**
+ * Listens on a loopback port per broker of \p mcluster and caps the API
+ * versions the layer parses to ones without flexible encoding.
+ * @returns the layer, or NULL with a message in errstr.
+ */
+crw_txnlayer_t *crw_txnlayer_new(rd_kafka_mock_cluster_t *mcluster, char *errstr, size_t errstr_size);
+
+/** The layer's bootstrap servers ("127.0.0.1:P1,127.0.0.1:P2"). */
+const char *crw_txnlayer_bootstraps(const crw_txnlayer_t *t);
+
+/**
+ * Relays for up to \p timeout_ms; \p extra_fd (-1: none) is polled too.
+ * @returns 1 when extra_fd is readable, 0 otherwise.
+ */
+int crw_txnlayer_poll(crw_txnlayer_t *t, int extra_fd, int timeout_ms);
+
+void crw_txnlayer_destroy(crw_txnlayer_t *t);
+
+#endif
