@@ -12,6 +12,8 @@
  *   create TOPIC PARTITIONS           create a topic (the mock has no CreateTopics controller)
  *   error API CODE COUNT              the next COUNT requests of ApiKey API fail with error CODE
  *                                     (e.g. "error 0 29 1": one Produce, TOPIC_AUTHORIZATION_FAILED)
+ *   topic-config TOPIC                --transactions only: "ok partitions=N replication=R configs=k=v,..."
+ *                                     as a client's CreateTopics asked for TOPIC
  *   quit
  * It exits 0 at end of stdin, on quit, SIGTERM or SIGINT.
  *
@@ -57,7 +59,7 @@ static void reply(const char *fmt, const char *arg) {
     fflush(stdout);
 }
 
-static void command(rd_kafka_mock_cluster_t *m, int brokers, char *line) {
+static void command(rd_kafka_mock_cluster_t *m, crw_txnlayer_t *txl, int brokers, char *line) {
     char *save = NULL, *cmd = strtok_r(line, " \t\r\n", &save);
     if (!cmd)
         return;
@@ -94,11 +96,19 @@ static void command(rd_kafka_mock_cluster_t *m, int brokers, char *line) {
         rd_kafka_mock_push_request_errors_array(m, (int16_t)atoi(api), (size_t)n, errs);
         free(errs);
         reply("ok", NULL);
+    } else if (!strcmp(cmd, "topic-config")) {
+        char *topic = strtok_r(NULL, " \t\r\n", &save), cfg[1024];
+        if (!topic || !txl)
+            reply("error: usage: topic-config TOPIC (with --transactions)%s", "");
+        else if (crw_txnlayer_topic_config(txl, topic, cfg, sizeof cfg) < 0)
+            reply("error: no CreateTopics made %s", topic);
+        else
+            reply("ok %s", cfg);
     } else if (!strcmp(cmd, "quit")) {
         stop = 1;
         reply("ok", NULL);
     } else
-        reply("error: unknown command '%s' (down, up, create, error, quit)", cmd);
+        reply("error: unknown command '%s' (down, up, create, error, topic-config, quit)", cmd);
 }
 
 int main(int argc, char **argv) {
@@ -161,7 +171,7 @@ int main(int argc, char **argv) {
         char *nl;
         while ((nl = strchr(line, '\n'))) {
             *nl = '\0';
-            command(m, brokers, line);
+            command(m, txl, brokers, line);
             size_t rest = len - (size_t)(nl + 1 - line);
             memmove(line, nl + 1, rest + 1);
             len = rest;

@@ -33,8 +33,9 @@
 #define MAX_FRAME (64 * 1024 * 1024)
 
 /* ApiKeys */
-enum { API_PRODUCE = 0, API_FETCH = 1, API_METADATA = 3, API_FIND_COORDINATOR = 10, API_INIT_PRODUCER_ID = 22,
-       API_END_TXN = 26 };
+enum { API_PRODUCE = 0, API_FETCH = 1, API_METADATA = 3, API_FIND_COORDINATOR = 10, API_API_VERSIONS = 18,
+       API_CREATE_TOPICS = 19, API_INIT_PRODUCER_ID = 22, API_END_TXN = 26 };
+#define CREATE_TOPICS_MAX_VERSION 4 /* the last non-flexible one */
 
 /* RecordBatch v2 header: field offsets and its size. */
 enum { RB_BASE_OFFSET = 0, RB_MAGIC = 16, RB_CRC = 17, RB_ATTRIBUTES = 21, RB_PRODUCER_ID = 43,
@@ -274,7 +275,15 @@ typedef struct {
     int16_t epoch; /* EndTxn */
     ppart_t *pp; /* Produce: what each partition got */
     size_t npp;
+    buf_t synth; /* a response the layer gives itself (CreateTopics), in its turn */
 } pend_t;
+
+typedef struct {
+    char *name;
+    int32_t partitions;
+    int16_t replication;
+    char *configs; /* "k=v,k=v" as asked */
+} created_t;
 
 typedef struct {
     int cfd, ufd; /* client side, mock broker side */
@@ -286,6 +295,9 @@ typedef struct {
 } conn_t;
 
 struct crw_txnlayer {
+    rd_kafka_mock_cluster_t *mcluster;
+    created_t *created; /* topics made through CreateTopics */
+    size_t ncreated, ccreated;
     int nb;
     int lfd[MAX_BROKERS];
     int mport[MAX_BROKERS], pport[MAX_BROKERS];
@@ -593,6 +605,8 @@ static bool flexible(int16_t api, int16_t ver) {
     case API_FIND_COORDINATOR: return ver >= 3;
     case API_INIT_PRODUCER_ID: return ver >= 2;
     case API_END_TXN: return ver >= 3;
+    case API_API_VERSIONS: return ver >= 3;
+    case API_CREATE_TOPICS: return ver >= 5;
     default: return true;
     }
 }
@@ -603,13 +617,102 @@ static bool understood(int16_t api, int16_t ver) { return api == API_INIT_PRODUC
 
 static void pend_free(pend_t *p) {
     free(p->tid);
+    free(p->synth.p);
     for (size_t i = 0; i < p->npp; i++)
         free(p->pp[i].topic);
     free(p->pp);
 }
 
+/*
+ * CreateTopics v0-4, which the mock does not have: the layer creates the
+ * topics in the mock cluster and answers itself, and remembers what was
+ * asked (crw_txnlayer_topic_config).
+ */
+static void create_topics(crw_txnlayer_t *t, pend_t *p, rd_t *r) {
+    buf_t *out = &p->synth;
+    put_i32(out, p->corr);
+    if (p->ver >= 2)
+        put_i32(out, 0); /* throttle_time_ms */
+    int32_t nt = r_i32(r);
+    if (r->bad || nt < 0 || nt > 1000) {
+        put_i32(out, 0);
+        return;
+    }
+    /* The request's topics are parsed first: timeout and validate_only follow them. */
+    created_t *asked = calloc((size_t)nt + 1, sizeof *asked);
+    for (int32_t i = 0; i < nt && !r->bad; i++) {
+        asked[i].name = r_str(r);
+        asked[i].partitions = r_i32(r);
+        asked[i].replication = r_i16(r);
+        for (int32_t na = r_i32(r); na > 0 && !r->bad; na--) {
+            r_i32(r); /* partition_index */
+            for (int32_t nbk = r_i32(r); nbk > 0 && !r->bad; nbk--)
+                r_i32(r); /* broker_ids */
+        }
+        buf_t cfg = {0};
+        for (int32_t nc = r_i32(r); nc > 0 && !r->bad; nc--) {
+            char *k = r_str(r), *v = r_str(r);
+            if (cfg.len)
+                buf_put(&cfg, ",", 1);
+            buf_put(&cfg, k ? k : "", k ? strlen(k) : 0);
+            buf_put(&cfg, "=", 1);
+            buf_put(&cfg, v ? v : "", v ? strlen(v) : 0);
+            free(k);
+            free(v);
+        }
+        buf_put(&cfg, "", 1);
+        asked[i].configs = (char *)cfg.p;
+    }
+    r_i32(r); /* timeout_ms */
+    bool validate_only = p->ver >= 1 && r_i8(r) != 0;
+    put_i32(out, nt);
+    for (int32_t i = 0; i < nt; i++) {
+        created_t *a = &asked[i];
+        rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_INVALID_REQUEST;
+        if (!r->bad && a->name && *a->name) {
+            int parts = a->partitions > 0 ? a->partitions : 1, repl = a->replication > 0 ? a->replication : 1;
+            err = repl > t->nb ? RD_KAFKA_RESP_ERR_INVALID_REPLICATION_FACTOR
+                  : validate_only ? RD_KAFKA_RESP_ERR_NO_ERROR
+                                  : rd_kafka_mock_topic_create(t->mcluster, a->name, parts, repl);
+        }
+        trace("CreateTopics %s partitions %d replication %d configs %s: %s", a->name ? a->name : "(null)",
+              a->partitions, a->replication, a->configs ? a->configs : "", rd_kafka_err2name(err));
+        put_str(out, a->name ? a->name : "");
+        put_i16(out, (int16_t)err);
+        if (p->ver >= 1) {
+            if (err)
+                put_str(out, rd_kafka_err2str(err));
+            else
+                put_i16(out, -1);
+        }
+        if (!err && !validate_only) {
+            GROW(t->created, t->ncreated, t->ccreated);
+            t->created[t->ncreated++] = *a;
+        } else {
+            free(a->name);
+            free(a->configs);
+        }
+    }
+    free(asked);
+}
+
+/* Relays (in order) the responses the layer gave itself that are next in line. */
+static void flush_synth(conn_t *c) {
+    while (c->qn > 0 && c->q[c->qh].synth.len) {
+        pend_t *p = &c->q[c->qh++];
+        c->qn--;
+        if (!c->client_gone) {
+            uint8_t size[4];
+            set_u32(size, (uint32_t)p->synth.len);
+            buf_put(&c->cout, size, 4);
+            buf_put(&c->cout, p->synth.p, p->synth.len);
+        }
+        pend_free(p);
+    }
+}
+
 /* Notes what a client request needs from its response; relays it. */
-static void on_request(conn_t *c, uint8_t *f, size_t n) {
+static void on_request(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
     rd_t r = {f, n, 0, false};
     pend_t p = {0};
     p.api = r_i16(&r);
@@ -655,7 +758,8 @@ static void on_request(conn_t *c, uint8_t *f, size_t n) {
         p.pid = r_i64(&r);
         p.epoch = r_i16(&r);
         p.commit = r_i8(&r) != 0;
-    }
+    } else if (p.api == API_CREATE_TOPICS)
+        create_topics(t, &p, &r);
     if (expect_response) {
         if (c->qh + c->qn == c->qc && c->qh > 0) {
             memmove(c->q, c->q + c->qh, c->qn * sizeof c->q[0]);
@@ -666,6 +770,10 @@ static void on_request(conn_t *c, uint8_t *f, size_t n) {
         c->q[c->qh + c->qn++] = p;
     } else
         pend_free(&p);
+    if (p.synth.len) { /* answered here: the mock never sees it */
+        flush_synth(c);
+        return;
+    }
     uint8_t size[4];
     set_u32(size, (uint32_t)n);
     buf_put(&c->uout, size, 4);
@@ -681,12 +789,20 @@ static void rewrite_port(crw_txnlayer_t *t, uint8_t *at) {
             set_u32(at, (uint32_t)t->pport[b]);
 }
 
-/* Metadata v0-8: the brokers' ports become the layer's. */
+/* Metadata v0-8: the brokers' ports become the layer's; the controller,
+ * which the mock names as broker 0 (there is none), is the first broker, so
+ * that admin requests (CreateTopics) have somewhere to go. */
 static void on_metadata(crw_txnlayer_t *t, const pend_t *p, rd_t *r) {
     if (p->ver >= 3)
         r_i32(r); /* throttle_time_ms */
+    int32_t first = -1;
+    uint64_t ids = 0; /* mock broker ids are 1..9 */
     for (int32_t nb = r_i32(r); nb > 0 && !r->bad; nb--) {
-        r_i32(r); /* node_id */
+        int32_t id = r_i32(r); /* node_id */
+        if (first < 0)
+            first = id;
+        if (id >= 0 && id < 64)
+            ids |= 1ull << id;
         r_skip_str(r);
         uint8_t *port = r_take(r, 4);
         if (port)
@@ -694,6 +810,12 @@ static void on_metadata(crw_txnlayer_t *t, const pend_t *p, rd_t *r) {
         if (p->ver >= 1)
             r_skip_str(r); /* rack */
     }
+    if (p->ver >= 2)
+        r_skip_str(r); /* cluster_id */
+    uint8_t *controller = p->ver >= 1 ? r_take(r, 4) : NULL;
+    int32_t cid = controller ? (int32_t)get_u32(controller) : -1;
+    if (controller && first >= 0 && (cid < 0 || cid >= 64 || !(ids >> cid & 1)))
+        set_u32(controller, (uint32_t)first);
 }
 
 /* FindCoordinator v0-2: the coordinator's port becomes the layer's. */
@@ -862,6 +984,25 @@ static bool on_fetch(crw_txnlayer_t *t, const pend_t *p, rd_t *r, buf_t *out) {
     return true;
 }
 
+/* ApiVersions v0-2: CreateTopics, which the layer answers, joins the list. */
+static bool on_api_versions(const pend_t *p, rd_t *r, buf_t *out) {
+    int16_t err = r_i16(r);
+    int32_t n = r_i32(r);
+    uint8_t *entries = n >= 0 ? r_take(r, (size_t)n * 6) : NULL;
+    if (r->bad || err != 0 || !entries)
+        return false;
+    (void)p;
+    put_i32(out, (int32_t)get_u32(r->p)); /* correlation id */
+    put_i16(out, err);
+    put_i32(out, n + 1);
+    buf_put(out, entries, (size_t)n * 6);
+    put_i16(out, API_CREATE_TOPICS);
+    put_i16(out, 0);
+    put_i16(out, CREATE_TOPICS_MAX_VERSION);
+    buf_put(out, r->p + r->o, r->n - r->o); /* throttle_time_ms (v1+) */
+    return true;
+}
+
 /* A mock broker's response: learn from it, rewrite it, relay it. */
 static void on_response(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
     rd_t r = {f, n, 0, false};
@@ -872,7 +1013,7 @@ static void on_response(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
         p = c->q[c->qh++];
         c->qn--;
     }
-    buf_t fetched = {0};
+    buf_t fetched = {0}; /* a rewritten response, when not empty */
     switch (p.api) {
     case API_METADATA: on_metadata(t, &p, &r); break;
     case API_FIND_COORDINATOR: on_find_coordinator(t, &p, &r); break;
@@ -881,6 +1022,10 @@ static void on_response(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
     case API_END_TXN: on_end_txn(t, &p, &r); break;
     case API_FETCH:
         if (p.ver >= 4 && !on_fetch(t, &p, &r, &fetched))
+            fetched.len = 0;
+        break;
+    case API_API_VERSIONS:
+        if (!on_api_versions(&p, &r, &fetched))
             fetched.len = 0;
         break;
     default: break;
@@ -895,6 +1040,7 @@ static void on_response(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
     }
     free(fetched.p);
     pend_free(&p);
+    flush_synth(c);
 }
 
 /* ---- the relay loop ----------------------------------------------------------- */
@@ -977,7 +1123,7 @@ static bool frames(crw_txnlayer_t *t, conn_t *c, buf_t *in, bool from_client) {
         if (in->len - off - 4 < n)
             break;
         if (from_client)
-            on_request(c, in->p + off + 4, n);
+            on_request(t, c, in->p + off + 4, n);
         else
             on_response(t, c, in->p + off + 4, n);
         off += 4 + n;
@@ -1041,6 +1187,7 @@ int crw_txnlayer_poll(crw_txnlayer_t *t, int extra_fd, int timeout_ms) {
 
 crw_txnlayer_t *crw_txnlayer_new(rd_kafka_mock_cluster_t *mcluster, char *errstr, size_t errstr_size) {
     crw_txnlayer_t *t = calloc(1, sizeof *t);
+    t->mcluster = mcluster;
     char list[1024];
     snprintf(list, sizeof list, "%s", rd_kafka_mock_cluster_bootstraps(mcluster));
     char *save = NULL;
@@ -1087,6 +1234,16 @@ crw_txnlayer_t *crw_txnlayer_new(rd_kafka_mock_cluster_t *mcluster, char *errstr
 
 const char *crw_txnlayer_bootstraps(const crw_txnlayer_t *t) { return t->bootstraps; }
 
+int crw_txnlayer_topic_config(const crw_txnlayer_t *t, const char *topic, char *out, size_t n) {
+    for (size_t i = 0; i < t->ncreated; i++)
+        if (!strcmp(t->created[i].name, topic)) {
+            snprintf(out, n, "partitions=%d replication=%d configs=%s", t->created[i].partitions,
+                     t->created[i].replication, t->created[i].configs);
+            return 0;
+        }
+    return -1;
+}
+
 void crw_txnlayer_destroy(crw_txnlayer_t *t) {
     if (!t)
         return;
@@ -1107,6 +1264,11 @@ void crw_txnlayer_destroy(crw_txnlayer_t *t) {
         free(t->txns[i].tid);
         free(t->txns[i].parts);
     }
+    for (size_t i = 0; i < t->ncreated; i++) {
+        free(t->created[i].name);
+        free(t->created[i].configs);
+    }
+    free(t->created);
     free(t->tps);
     free(t->txns);
     free(t->conns);

@@ -22,7 +22,11 @@
  *     aborted transactions the returned batch belongs to — librdkafka's
  *     consumer (or kcat) then filters them with its own read_committed code;
  *   - it rewrites broker addresses in Metadata and FindCoordinator so that
- *     clients keep talking through it.
+ *     clients keep talking through it;
+ *   - it answers CreateTopics (v0-4), which the mock lacks, by creating the
+ *     topics in the mock, and remembers the partitions, replication factor
+ *     and configs each asked for (the mock applies no config: nothing is
+ *     compacted).
  *
  * Not done: transaction timeouts (an abandoned transaction stays open until
  * the next InitProducerId of its transactional.id), consumer offsets
@@ -53,6 +57,13 @@ const char *crw_txnlayer_bootstraps(const crw_txnlayer_t *t);
  * @returns 1 when extra_fd is readable, 0 otherwise.
  */
 int crw_txnlayer_poll(crw_txnlayer_t *t, int extra_fd, int timeout_ms);
+
+/**
+ * What CreateTopics asked for \p topic: "partitions=N replication=R
+ * configs=k=v,k=v" into out.
+ * @returns 0, or -1 when no CreateTopics made it.
+ */
+int crw_txnlayer_topic_config(const crw_txnlayer_t *t, const char *topic, char *out, size_t n);
 
 void crw_txnlayer_destroy(crw_txnlayer_t *t);
 
