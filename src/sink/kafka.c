@@ -1369,9 +1369,11 @@ crw_sink_t *crw_sink_kafka_new(const crw_sink_env_t *env, int *err, char *errstr
         goto fail_conf;
     }
     if (eos) {
-        s->ckpt_rkt = rd_kafka_topic_new(s->rk, c->checkpoint_topic, NULL);
+        /* Before the topic handle: its metadata request would have a broker
+         * that auto-creates topics make a deleting one first. */
         if (!s->mock)
             ensure_checkpoint_topic(s);
+        s->ckpt_rkt = rd_kafka_topic_new(s->rk, c->checkpoint_topic, NULL);
     }
     crw_info("kafka: producing to %s, topics %s, %s%s%s, CloudEvents %s mode", s->bootstrap, c->topic_template,
              eos ? "exactly-once, transactional.id " : "at-least-once", eos ? s->txn_id : "",

@@ -117,17 +117,34 @@ static mock_t *mock_start(void) {
     return m;
 }
 
-/* Sends one command to the helper and requires its "ok". */
-static void mock_cmd(mock_t *m, const char *fmt, ...) {
-    char cmd[256], reply[256];
-    va_list ap;
-    va_start(ap, fmt);
+/* Sends one command to the helper; its one-line reply (static buffer). */
+static const char *mock_ask(mock_t *m, const char *fmt, va_list ap) {
+    static char reply[1024];
+    char cmd[256];
     vsnprintf(cmd, sizeof cmd - 1, fmt, ap);
-    va_end(ap);
     strcat(cmd, "\n");
     cr_assert(write(m->in, cmd, strlen(cmd)) == (ssize_t)strlen(cmd), "writing to the mock broker helper");
     cr_assert(read_line_fd(m->out, reply, sizeof reply, 10000), "no reply from the mock broker helper to %s", cmd);
-    cr_assert_str_eq(reply, "ok", "mock broker helper: %s -> %s", cmd, reply);
+    return reply;
+}
+
+/* Sends one command to the helper and requires its "ok". */
+static void mock_cmd(mock_t *m, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    const char *reply = mock_ask(m, fmt, ap);
+    va_end(ap);
+    cr_assert_str_eq(reply, "ok", "mock broker helper: %s -> %s", fmt, reply);
+}
+
+/* Sends one command to the helper; the text after its "ok " (static buffer). */
+static const char *mock_query(mock_t *m, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    const char *reply = mock_ask(m, fmt, ap);
+    va_end(ap);
+    cr_assert(!strncmp(reply, "ok ", 3), "mock broker helper: %s -> %s", fmt, reply);
+    return reply + 3;
 }
 
 static void mock_stop(mock_t *m) {
@@ -924,6 +941,41 @@ Test(kafka, exactly_once_refused_message_is_dead_lettered_once) {
     cr_assert_str_eq(subjects, "2", "the dead-letter file, once per change");
     free(subjects);
     unlink(dlpath);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+/* A missing checkpoint topic is created with CreateTopics: one partition,
+ * compacted (the relay answers CreateTopics and records what was asked). */
+Test(kafka, exactly_once_creates_the_checkpoint_topic_compacted) {
+    char db[64];
+    PGconn *c = it_db_create("kckpt", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY)");
+    mock_t *m = mock_start();
+    it_proc_t *p = start_kafka(db, m->bs, (const char *[]){"delivery=exactly-once", NULL});
+    cr_assert(it_proc_stderr_wait(p, "created the compacted checkpoint topic crwatch.checkpoints", EV_TIMEOUT),
+              "no CreateTopics for the checkpoint topic");
+    cr_assert_str_eq(mock_query(m, "topic-config crwatch.checkpoints"),
+                     "partitions=1 replication=-1 configs=cleanup.policy=compact");
+    it_exec(c, "INSERT INTO t VALUES (1)");
+    char *end = it_query_value(c, "SELECT pg_current_wal_lsn()");
+    cr_assert(slot_reaches(c, end, EV_TIMEOUT));
+    free(end);
+    stop_clean(p);
+    kmsgs_t ck = consume(m->bs, "crwatch.checkpoints", true, 1, EV_TIMEOUT);
+    cr_assert_eq(ck.n, 1, "checkpoint records: %d", ck.n);
+    cr_assert_str_eq(ck.v[0].key, db);
+    kmsgs_free(&ck);
+
+    /* A second start finds it and creates nothing. */
+    p = start_kafka(db, m->bs, (const char *[]){"delivery=exactly-once", NULL});
+    cr_assert(it_proc_stderr_wait(p, "checkpoint of slot", EV_TIMEOUT));
+    char *log = it_proc_stderr(p);
+    cr_assert_null(strstr(log, "created the compacted"), "created again:\n%s", log);
+    cr_assert_null(strstr(log, "cannot create the checkpoint topic"), "%s", log);
+    free(log);
+    stop_clean(p);
     mock_stop(m);
     PQfinish(c);
     it_db_drop(NULL, db);
