@@ -534,7 +534,8 @@ static void txn_end(crw_txnlayer_t *t, txn_t *x, bool commit) {
         trace("%s [%d]: %s of %s (producer %lld/%d, first @%lld) marker @%lld", tp->topic, tp->part,
               commit ? "COMMIT" : "ABORT", x->tid, (long long)x->pid, x->epoch, (long long)x->parts[i].first,
               (long long)at);
-        for (size_t k = 0; k < tp->nb; k++)
+        /* Its batches are at or after its first offset there: b is sorted. */
+        for (size_t k = tp->nb; k-- > 0 && tp->b[k].base >= x->parts[i].first;)
             if (tp->b[k].pid == x->pid && tp->b[k].state == TXB_OPEN)
                 tp->b[k].state = commit ? TXB_COMMITTED : TXB_ABORTED;
         if (!commit) {
@@ -927,7 +928,7 @@ static bool on_fetch(crw_txnlayer_t *t, const pend_t *p, rd_t *r, buf_t *out) {
             int64_t hwm = r_i64(r);
             int64_t lso = r_i64(r);
             int64_t log_start = p->ver >= 5 ? r_i64(r) : 0;
-            for (int32_t na = r_i32(r); na > 0; na--)
+            for (int32_t na = r_i32(r); na > 0 && !r->bad; na--)
                 r_take(r, 16); /* the mock's list (always empty) */
             int32_t preferred = p->ver >= 11 ? r_i32(r) : -1;
             int32_t rlen = r_i32(r);

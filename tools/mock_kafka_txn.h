@@ -31,6 +31,12 @@
  * Not done: transaction timeouts (an abandoned transaction stays open until
  * the next InitProducerId of its transactional.id), consumer offsets
  * committed inside transactions (TxnOffsetCommit passes through).
+ * Known gaps: a transactional batch the mock appended but whose Produce
+ * response never came back (the connection died, e.g. `down`) holds the
+ * last stable offset for good; a late batch of a fenced producer is aborted
+ * with a marker at the end of the log, so if its successor kept the same
+ * producer id (an epoch bump) the successor's batches in between are
+ * listed as aborted too.
  *
  * Single-threaded: crw_txnlayer_poll() is called from the helper's loop.
  */

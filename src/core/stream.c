@@ -402,6 +402,7 @@ static int64_t mono_ms(void) {
 static void retry_wait(stream_t *st, int *backoff, volatile sig_atomic_t *stop, const char *what) {
     int sleep_ms = *backoff / 2 + rand() % (*backoff / 2 + 1);
     crw_warn("%s; %s in %d ms", st->err, what, sleep_ms);
+    st->err[0] = '\0'; /* said: the next failure brings its own */
     nap(sleep_ms, stop);
     *backoff = *backoff * 2 > st->conf->reconnect_max_ms ? st->conf->reconnect_max_ms : *backoff * 2;
 }
@@ -497,7 +498,6 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             if (!st.err[0]) /* a sink's restart: it said why */
                 snprintf(st.err, sizeof st.err, "a sink asked for the changes again from the confirmed position");
             retry_wait(&st, &backoff, opts->stop, "reconnecting");
-            st.err[0] = '\0';
             continue;
         }
         if (rc == 0 || rc == CRW_ERR_STOPPED) {

@@ -797,6 +797,12 @@ static int eos_commit(kafka_sink_t *s, int64_t deadline) {
     }
     if (s->ckpt_lsn > s->committed_lsn)
         s->committed_lsn = s->ckpt_lsn;
+    /* Changes at or below the checkpoint never come again: forget their poison. */
+    int kept = 0;
+    for (int i = 0; i < s->npoison; i++)
+        if (s->poison[i].commit_lsn > s->committed_lsn)
+            s->poison[kept++] = s->poison[i];
+    s->npoison = kept;
     for (int i = 0; i < s->nseqs; i++)
         crw_pipeline_release(s->pipeline, s->seqs[i], 1);
     crw_debug("kafka: committed a transaction of %zu messages, checkpoint %X/%X", s->nmsgs,
