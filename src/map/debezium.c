@@ -73,117 +73,34 @@ static int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b;
 
 /* ---- parsing PostgreSQL's ISO output ---------------------------------- */
 
-/* Exactly k digits at s[*i]; -1 when absent. */
-static int64_t digits(const char *s, size_t n, size_t *i, size_t k) {
-    if (*i + k > n)
-        return -1;
-    int64_t v = 0;
-    for (size_t j = 0; j < k; j++) {
-        if (!is_digit(s[*i + j]))
-            return -1;
-        v = v * 10 + (s[*i + j] - '0');
-    }
-    *i += k;
-    return v;
-}
-
-static bool expect(const char *s, size_t n, size_t *i, char c) {
-    if (*i < n && s[*i] == c) {
-        (*i)++;
-        return true;
-    }
-    return false;
-}
-
-typedef struct when {
-    int64_t year; /* astronomical after parse_era */
-    int mon, day;
-    int hour, min, sec;
-    int64_t us;   /* fraction of the second */
-    int offset;   /* seconds east of UTC */
-} when_t;
-
-/* YYYY-MM-DD, the year four to nine digits. */
-static bool parse_date(const char *s, size_t n, size_t *i, when_t *w) {
-    size_t k = *i;
-    int64_t y = 0;
-    while (k < n && is_digit(s[k]) && k - *i < 9)
-        y = y * 10 + (s[k++] - '0');
-    if (k - *i < 4)
+/*
+ * Dates and times go through value.c's parser (crw_pgtime_*), with
+ * Debezium's stricter time of day on top: seconds below 60, at most six
+ * fraction digits (PostgreSQL's precision), 24:00:00 only exactly.
+ */
+static bool parse_tod(const char *s, size_t n, size_t *i, crw_pgtime_t *t, int64_t *us) {
+    if (!crw_pgtime_time(s, n, i, t) || t->sec > 59 || (t->frac && t->frac_len > 7))
         return false;
-    *i = k;
-    int64_t m, d;
-    if (!expect(s, n, i, '-') || (m = digits(s, n, i, 2)) < 1 || m > 12 || !expect(s, n, i, '-') ||
-        (d = digits(s, n, i, 2)) < 1 || d > 31)
-        return false;
-    w->year = y;
-    w->mon = (int)m;
-    w->day = (int)d;
-    return true;
+    int64_t f = 0;
+    size_t nd = t->frac ? t->frac_len - 1 : 0;
+    for (size_t k = 1; k <= nd; k++)
+        f = f * 10 + (t->frac[k] - '0');
+    for (; nd < 6; nd++)
+        f *= 10;
+    *us = f;
+    return t->hour < 24 || (t->min == 0 && t->sec == 0 && f == 0);
 }
 
-/* HH:MM:SS[.f{1,6}]; 24:00:00 is valid for time and timetz. */
-static bool parse_time(const char *s, size_t n, size_t *i, when_t *w) {
-    int64_t h, m, sec;
-    if ((h = digits(s, n, i, 2)) < 0 || h > 24 || !expect(s, n, i, ':') || (m = digits(s, n, i, 2)) < 0 || m > 59 ||
-        !expect(s, n, i, ':') || (sec = digits(s, n, i, 2)) < 0 || sec > 59)
-        return false;
-    w->hour = (int)h;
-    w->min = (int)m;
-    w->sec = (int)sec;
-    w->us = 0;
-    if (expect(s, n, i, '.')) {
-        int nd = 0;
-        while (*i < n && is_digit(s[*i]) && nd < 6) {
-            w->us = w->us * 10 + (s[(*i)++] - '0');
-            nd++;
-        }
-        if (nd == 0 || (*i < n && is_digit(s[*i])))
-            return false;
-        for (; nd < 6; nd++)
-            w->us *= 10;
-    }
-    return h < 24 || (m == 0 && sec == 0 && w->us == 0);
+/* µs since midnight of t's time of day with us of fraction. */
+static int64_t us_of_day(const crw_pgtime_t *t, int64_t us) {
+    return ((int64_t)t->hour * 3600 + t->min * 60 + t->sec) * US_PER_SEC + us;
 }
 
-/* ±HH[:MM[:SS]] as EncodeTimezone prints it. */
-static bool parse_offset(const char *s, size_t n, size_t *i, when_t *w) {
-    if (*i >= n || (s[*i] != '+' && s[*i] != '-'))
-        return false;
-    int sign = s[(*i)++] == '-' ? -1 : 1;
-    int64_t h = digits(s, n, i, 2), m = 0, sec = 0;
-    if (h < 0)
-        return false;
-    if (expect(s, n, i, ':')) {
-        if ((m = digits(s, n, i, 2)) < 0 || m > 59)
-            return false;
-        if (expect(s, n, i, ':') && ((sec = digits(s, n, i, 2)) < 0 || sec > 59))
-            return false;
-    }
-    w->offset = sign * (int)(h * 3600 + m * 60 + sec);
-    return true;
-}
-
-/* Optional " BC", then the end; the year becomes astronomical (1 BC is 0). */
-static bool parse_era(const char *s, size_t n, size_t *i, when_t *w) {
-    if (*i + 3 == n && memcmp(s + *i, " BC", 3) == 0) {
-        if (w->year < 1)
-            return false;
-        w->year = 1 - w->year;
-        *i = n;
-    }
-    return *i == n;
-}
-
-static int64_t us_of_day(const when_t *w) {
-    return ((int64_t)w->hour * 3600 + w->min * 60 + w->sec) * US_PER_SEC + w->us;
-}
-
-/* Unix µs of w (date + time - offset); false on int64 overflow. */
-static bool unix_us(const when_t *w, int64_t *out) {
-    int64_t days = crw_days_from_civil(w->year, w->mon, w->day), r;
-    if (__builtin_mul_overflow(days, US_PER_DAY, &r) || __builtin_add_overflow(r, us_of_day(w), &r) ||
-        __builtin_sub_overflow(r, (int64_t)w->offset * US_PER_SEC, &r))
+/* Unix µs of t (date + time - offset); false on int64 overflow. */
+static bool unix_us(const crw_pgtime_t *t, int64_t us, int64_t *out) {
+    int64_t days = crw_days_from_civil(t->year, t->mon, t->day), r;
+    if (__builtin_mul_overflow(days, US_PER_DAY, &r) || __builtin_add_overflow(r, us_of_day(t, us), &r) ||
+        __builtin_sub_overflow(r, (int64_t)t->offset * US_PER_SEC, &r))
         return false;
     *out = r;
     return true;
@@ -448,21 +365,22 @@ static int render_date(crw_buf_t *out, const char *s, size_t n) {
         crw_buf_put_i64(out, s[0] == '-' ? DBZ_DATE_NEG_INF : DBZ_DATE_POS_INF);
         return 0;
     }
-    when_t w = {0};
+    crw_pgtime_t t = {0};
     size_t i = 0;
-    if (!parse_date(s, n, &i, &w) || !parse_era(s, n, &i, &w))
+    if (!crw_pgtime_date(s, n, &i, &t) || !crw_pgtime_era_end(s, n, &i, &t))
         return -1;
-    crw_buf_put_i64(out, crw_days_from_civil(w.year, w.mon, w.day));
+    crw_buf_put_i64(out, crw_days_from_civil(t.year, t.mon, t.day));
     return 0;
 }
 
 /* time: ms past midnight for precision 0..3 (io.debezium.time.Time), else µs (MicroTime). */
 static int render_time(crw_buf_t *out, const char *s, size_t n, int32_t typmod) {
-    when_t w = {0};
+    crw_pgtime_t t = {0};
     size_t i = 0;
-    if (!parse_time(s, n, &i, &w) || i != n)
+    int64_t frac;
+    if (!parse_tod(s, n, &i, &t, &frac) || i != n)
         return -1;
-    int64_t us = us_of_day(&w);
+    int64_t us = us_of_day(&t, frac);
     crw_buf_put_i64(out, precision(typmod) <= 3 ? us / 1000 : us);
     return 0;
 }
@@ -475,11 +393,11 @@ static int render_timestamp(crw_buf_t *out, const char *s, size_t n, int32_t typ
         crw_buf_put_i64(out, ms ? v / 1000 : v);
         return 0;
     }
-    when_t w = {0};
+    crw_pgtime_t t = {0};
     size_t i = 0;
-    int64_t us;
-    if (!parse_date(s, n, &i, &w) || !expect(s, n, &i, ' ') || !parse_time(s, n, &i, &w) || w.hour > 23 ||
-        !parse_era(s, n, &i, &w) || !unix_us(&w, &us))
+    int64_t frac, us;
+    if (!crw_pgtime_date(s, n, &i, &t) || !crw_text_expect(s, n, &i, ' ') || !parse_tod(s, n, &i, &t, &frac) ||
+        t.hour > 23 || !crw_pgtime_era_end(s, n, &i, &t) || !unix_us(&t, frac, &us))
         return -1;
     crw_buf_put_i64(out, ms ? floor_div(us, 1000) : us);
     return 0;
@@ -532,11 +450,12 @@ static int render_timestamptz(crw_buf_t *out, const char *s, size_t n, int32_t t
         crw_buf_put_json_str(out, s, n);
         return 0;
     }
-    when_t w = {0};
+    crw_pgtime_t t = {0};
     size_t i = 0;
-    int64_t us;
-    if (!parse_date(s, n, &i, &w) || !expect(s, n, &i, ' ') || !parse_time(s, n, &i, &w) || w.hour > 23 ||
-        !parse_offset(s, n, &i, &w) || !parse_era(s, n, &i, &w) || !unix_us(&w, &us))
+    int64_t frac, us;
+    if (!crw_pgtime_date(s, n, &i, &t) || !crw_text_expect(s, n, &i, ' ') || !parse_tod(s, n, &i, &t, &frac) ||
+        t.hour > 23 || !crw_pgtime_offset(s, n, &i, &t) || !crw_pgtime_era_end(s, n, &i, &t) ||
+        !unix_us(&t, frac, &us))
         return -1;
     int64_t days = floor_div(us, US_PER_DAY), y;
     int m, d;
@@ -555,16 +474,17 @@ static int render_timestamptz(crw_buf_t *out, const char *s, size_t n, int32_t t
 
 /* timetz: io.debezium.time.ZonedTime, shifted to UTC, fraction trimmed, "Z". */
 static int render_timetz(crw_buf_t *out, const char *s, size_t n) {
-    when_t w = {0};
+    crw_pgtime_t t = {0};
     size_t i = 0;
-    if (!parse_time(s, n, &i, &w) || !parse_offset(s, n, &i, &w) || i != n)
+    int64_t frac;
+    if (!parse_tod(s, n, &i, &t, &frac) || !crw_pgtime_offset(s, n, &i, &t) || i != n)
         return -1;
-    int64_t local = us_of_day(&w);
+    int64_t local = us_of_day(&t, frac);
     crw_buf_putc(out, '"');
-    if (local == US_PER_DAY && w.offset == 0)
+    if (local == US_PER_DAY && t.offset == 0)
         crw_buf_puts(out, "24:00:00"); /* PostgresTimeBoundary.TIME_WITH_TIMEZONE_BOUNDARY_AT_UTC */
     else
-        put_hms(out, floor_mod(local - (int64_t)w.offset * US_PER_SEC, US_PER_DAY), 0);
+        put_hms(out, floor_mod(local - (int64_t)t.offset * US_PER_SEC, US_PER_DAY), 0);
     crw_buf_put(out, "Z\"", 2);
     return 0;
 }
@@ -575,7 +495,7 @@ static int render_timetz(crw_buf_t *out, const char *s, size_t n) {
  */
 static int render_interval(crw_buf_t *out, const char *s, size_t n) {
     size_t i = 0;
-    if (!expect(s, n, &i, 'P') || i == n)
+    if (!crw_text_expect(s, n, &i, 'P') || i == n)
         return -1;
     int64_t months = 0, days = 0, us = 0, r;
     bool in_time = false;
@@ -586,7 +506,7 @@ static int render_interval(crw_buf_t *out, const char *s, size_t n) {
             in_time = true;
             continue;
         }
-        bool neg = expect(s, n, &i, '-');
+        bool neg = crw_text_expect(s, n, &i, '-');
         size_t st = i;
         int64_t v = 0, frac = 0;
         while (i < n && is_digit(s[i])) {
@@ -596,7 +516,7 @@ static int render_interval(crw_buf_t *out, const char *s, size_t n) {
         }
         if (i == st)
             return -1;
-        if (expect(s, n, &i, '.')) {
+        if (crw_text_expect(s, n, &i, '.')) {
             int nd = 0;
             while (i < n && is_digit(s[i]) && nd < 6) {
                 frac = frac * 10 + (s[i++] - '0');

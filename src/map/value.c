@@ -266,7 +266,7 @@ static int64_t digits(const char *s, size_t n, size_t *i, size_t k) {
     return v;
 }
 
-static bool expect(const char *s, size_t n, size_t *i, char c) {
+bool crw_text_expect(const char *s, size_t n, size_t *i, char c) {
     if (*i < n && s[*i] == c) {
         (*i)++;
         return true;
@@ -274,21 +274,7 @@ static bool expect(const char *s, size_t n, size_t *i, char c) {
     return false;
 }
 
-/* A broken-down date/time as PostgreSQL's ISO DateStyle prints it. */
-typedef struct tm_parts {
-    int64_t year; /* astronomical: 1 BC is 0, 2 BC is -1 */
-    int mon, day;
-    int hour, min, sec;
-    const char *frac; /* ".123456" or NULL, copied verbatim */
-    size_t frac_len;
-    int offset; /* seconds east of UTC */
-    const char *off_text;
-    size_t off_len;
-    bool has_off_min, has_off_sec;
-} tm_parts_t;
-
-/* YYYY-MM-DD with a year of four or more digits. */
-static bool parse_date(const char *s, size_t n, size_t *i, tm_parts_t *t) {
+bool crw_pgtime_date(const char *s, size_t n, size_t *i, crw_pgtime_t *t) {
     size_t k = *i;
     int64_t y = 0;
     while (k < n && is_digit(s[k]) && k - *i < 9)
@@ -298,7 +284,7 @@ static bool parse_date(const char *s, size_t n, size_t *i, tm_parts_t *t) {
     *i = k;
     t->year = y;
     int64_t m, d;
-    if (!expect(s, n, i, '-') || (m = digits(s, n, i, 2)) < 1 || m > 12 || !expect(s, n, i, '-') ||
+    if (!crw_text_expect(s, n, i, '-') || (m = digits(s, n, i, 2)) < 1 || m > 12 || !crw_text_expect(s, n, i, '-') ||
         (d = digits(s, n, i, 2)) < 1 || d > 31)
         return false;
     t->mon = (int)m;
@@ -306,11 +292,10 @@ static bool parse_date(const char *s, size_t n, size_t *i, tm_parts_t *t) {
     return true;
 }
 
-/* HH:MM:SS[.f+]; hour 24 is valid for the time type ("24:00:00"). */
-static bool parse_time(const char *s, size_t n, size_t *i, tm_parts_t *t) {
+bool crw_pgtime_time(const char *s, size_t n, size_t *i, crw_pgtime_t *t) {
     int64_t h, m, sec;
-    if ((h = digits(s, n, i, 2)) < 0 || h > 24 || !expect(s, n, i, ':') || (m = digits(s, n, i, 2)) < 0 || m > 59 ||
-        !expect(s, n, i, ':') || (sec = digits(s, n, i, 2)) < 0 || sec > 60)
+    if ((h = digits(s, n, i, 2)) < 0 || h > 24 || !crw_text_expect(s, n, i, ':') || (m = digits(s, n, i, 2)) < 0 ||
+        m > 59 || !crw_text_expect(s, n, i, ':') || (sec = digits(s, n, i, 2)) < 0 || sec > 60)
         return false;
     t->hour = (int)h;
     t->min = (int)m;
@@ -329,8 +314,7 @@ static bool parse_time(const char *s, size_t n, size_t *i, tm_parts_t *t) {
     return true;
 }
 
-/* ±HH[:MM[:SS]] as EncodeTimezone prints it (zero trailing parts omitted). */
-static bool parse_offset(const char *s, size_t n, size_t *i, tm_parts_t *t) {
+bool crw_pgtime_offset(const char *s, size_t n, size_t *i, crw_pgtime_t *t) {
     if (*i >= n || (s[*i] != '+' && s[*i] != '-'))
         return false;
     size_t st = *i;
@@ -357,8 +341,7 @@ static bool parse_offset(const char *s, size_t n, size_t *i, tm_parts_t *t) {
     return true;
 }
 
-/* Optional " BC" suffix, then end of input; converts the year to astronomical. */
-static bool parse_era_end(const char *s, size_t n, size_t *i, tm_parts_t *t) {
+bool crw_pgtime_era_end(const char *s, size_t n, size_t *i, crw_pgtime_t *t) {
     if (*i + 3 == n && memcmp(s + *i, " BC", 3) == 0) {
         if (t->year < 1)
             return false;
@@ -384,7 +367,7 @@ static void put_year(crw_buf_t *out, int64_t y) {
     crw_buf_put_u64(out, (uint64_t)y);
 }
 
-static void put_date(crw_buf_t *out, const tm_parts_t *t) {
+static void put_date(crw_buf_t *out, const crw_pgtime_t *t) {
     char b[6] = {'-', 0, 0, '-', 0, 0};
     put_year(out, t->year);
     put_2d(b + 1, t->mon);
@@ -392,7 +375,7 @@ static void put_date(crw_buf_t *out, const tm_parts_t *t) {
     crw_buf_put(out, b, sizeof b);
 }
 
-static void put_hms(crw_buf_t *out, const tm_parts_t *t) {
+static void put_hms(crw_buf_t *out, const crw_pgtime_t *t) {
     char b[8] = {0, 0, ':', 0, 0, ':', 0, 0};
     put_2d(b, t->hour);
     put_2d(b + 3, t->min);
@@ -435,9 +418,9 @@ static bool render_infinity(crw_buf_t *out, const char *s, size_t n) {
 static int render_date(crw_buf_t *out, const char *s, size_t n) {
     if (render_infinity(out, s, n))
         return 0;
-    tm_parts_t t = {0};
+    crw_pgtime_t t = {0};
     size_t i = 0;
-    if (!parse_date(s, n, &i, &t) || !parse_era_end(s, n, &i, &t))
+    if (!crw_pgtime_date(s, n, &i, &t) || !crw_pgtime_era_end(s, n, &i, &t))
         return -1;
     crw_buf_putc(out, '"');
     put_date(out, &t);
@@ -448,10 +431,10 @@ static int render_date(crw_buf_t *out, const char *s, size_t n) {
 static int render_timestamp(crw_buf_t *out, const char *s, size_t n, bool tz) {
     if (render_infinity(out, s, n))
         return 0;
-    tm_parts_t t = {0};
+    crw_pgtime_t t = {0};
     size_t i = 0;
-    if (!parse_date(s, n, &i, &t) || !expect(s, n, &i, ' ') || !parse_time(s, n, &i, &t) || t.hour > 23 ||
-        (tz && !parse_offset(s, n, &i, &t)) || !parse_era_end(s, n, &i, &t))
+    if (!crw_pgtime_date(s, n, &i, &t) || !crw_text_expect(s, n, &i, ' ') || !crw_pgtime_time(s, n, &i, &t) || t.hour > 23 ||
+        (tz && !crw_pgtime_offset(s, n, &i, &t)) || !crw_pgtime_era_end(s, n, &i, &t))
         return -1;
     if (tz && t.offset != 0) {
         /* local = UTC + offset.  Offsets are whole seconds, so the fraction
@@ -482,9 +465,9 @@ static int render_timestamp(crw_buf_t *out, const char *s, size_t n, bool tz) {
 }
 
 static int render_timetz(crw_buf_t *out, const char *s, size_t n) {
-    tm_parts_t t = {0};
+    crw_pgtime_t t = {0};
     size_t i = 0;
-    if (!parse_time(s, n, &i, &t) || !parse_offset(s, n, &i, &t) || i != n)
+    if (!crw_pgtime_time(s, n, &i, &t) || !crw_pgtime_offset(s, n, &i, &t) || i != n)
         return -1;
     crw_buf_putc(out, '"');
     crw_buf_put(out, s, (size_t)(t.off_text - s) + 3); /* time and ±HH */
