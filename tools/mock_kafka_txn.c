@@ -986,13 +986,12 @@ static bool on_fetch(crw_txnlayer_t *t, const pend_t *p, rd_t *r, buf_t *out) {
 }
 
 /* ApiVersions v0-2: CreateTopics, which the layer answers, joins the list. */
-static bool on_api_versions(const pend_t *p, rd_t *r, buf_t *out) {
+static bool on_api_versions(rd_t *r, buf_t *out) {
     int16_t err = r_i16(r);
     int32_t n = r_i32(r);
     uint8_t *entries = n >= 0 ? r_take(r, (size_t)n * 6) : NULL;
     if (r->bad || err != 0 || !entries)
         return false;
-    (void)p;
     put_i32(out, (int32_t)get_u32(r->p)); /* correlation id */
     put_i16(out, err);
     put_i32(out, n + 1);
@@ -1014,7 +1013,7 @@ static void on_response(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
         p = c->q[c->qh++];
         c->qn--;
     }
-    buf_t fetched = {0}; /* a rewritten response, when not empty */
+    buf_t rewritten = {0}; /* a rewritten response, when not empty */
     switch (p.api) {
     case API_METADATA: on_metadata(t, &p, &r); break;
     case API_FIND_COORDINATOR: on_find_coordinator(t, &p, &r); break;
@@ -1022,24 +1021,24 @@ static void on_response(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
     case API_INIT_PRODUCER_ID: on_init_producer_id(t, &p, &r); break;
     case API_END_TXN: on_end_txn(t, &p, &r); break;
     case API_FETCH:
-        if (p.ver >= 4 && !on_fetch(t, &p, &r, &fetched))
-            fetched.len = 0;
+        if (p.ver >= 4 && !on_fetch(t, &p, &r, &rewritten))
+            rewritten.len = 0;
         break;
     case API_API_VERSIONS:
-        if (!on_api_versions(&p, &r, &fetched))
-            fetched.len = 0;
+        if (!on_api_versions(&r, &rewritten))
+            rewritten.len = 0;
         break;
     default: break;
     }
     if (!c->client_gone) {
-        const uint8_t *body = fetched.len ? fetched.p : f;
-        size_t len = fetched.len ? fetched.len : n;
+        const uint8_t *body = rewritten.len ? rewritten.p : f;
+        size_t len = rewritten.len ? rewritten.len : n;
         uint8_t size[4];
         set_u32(size, (uint32_t)len);
         buf_put(&c->cout, size, 4);
         buf_put(&c->cout, body, len);
     }
-    free(fetched.p);
+    free(rewritten.p);
     pend_free(&p);
     flush_synth(c);
 }

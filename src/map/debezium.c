@@ -78,7 +78,8 @@ static int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b;
  * Debezium's stricter time of day on top: seconds below 60, at most six
  * fraction digits (PostgreSQL's precision), 24:00:00 only exactly.
  */
-static bool parse_tod(const char *s, size_t n, size_t *i, crw_pgtime_t *t, int64_t *us) {
+/* ...and *tod: µs since midnight. */
+static bool parse_tod(const char *s, size_t n, size_t *i, crw_pgtime_t *t, int64_t *tod) {
     if (!crw_pgtime_time(s, n, i, t) || t->sec > 59 || (t->frac && t->frac_len > 7))
         return false;
     int64_t f = 0;
@@ -87,19 +88,14 @@ static bool parse_tod(const char *s, size_t n, size_t *i, crw_pgtime_t *t, int64
         f = f * 10 + (t->frac[k] - '0');
     for (; nd < 6; nd++)
         f *= 10;
-    *us = f;
+    *tod = ((int64_t)t->hour * 3600 + t->min * 60 + t->sec) * US_PER_SEC + f;
     return t->hour < 24 || (t->min == 0 && t->sec == 0 && f == 0);
 }
 
-/* µs since midnight of t's time of day with us of fraction. */
-static int64_t us_of_day(const crw_pgtime_t *t, int64_t us) {
-    return ((int64_t)t->hour * 3600 + t->min * 60 + t->sec) * US_PER_SEC + us;
-}
-
-/* Unix µs of t (date + time - offset); false on int64 overflow. */
-static bool unix_us(const crw_pgtime_t *t, int64_t us, int64_t *out) {
+/* Unix µs of t's date, time of day tod and offset; false on int64 overflow. */
+static bool unix_us(const crw_pgtime_t *t, int64_t tod, int64_t *out) {
     int64_t days = crw_days_from_civil(t->year, t->mon, t->day), r;
-    if (__builtin_mul_overflow(days, US_PER_DAY, &r) || __builtin_add_overflow(r, us_of_day(t, us), &r) ||
+    if (__builtin_mul_overflow(days, US_PER_DAY, &r) || __builtin_add_overflow(r, tod, &r) ||
         __builtin_sub_overflow(r, (int64_t)t->offset * US_PER_SEC, &r))
         return false;
     *out = r;
@@ -377,10 +373,9 @@ static int render_date(crw_buf_t *out, const char *s, size_t n) {
 static int render_time(crw_buf_t *out, const char *s, size_t n, int32_t typmod) {
     crw_pgtime_t t = {0};
     size_t i = 0;
-    int64_t frac;
-    if (!parse_tod(s, n, &i, &t, &frac) || i != n)
+    int64_t us;
+    if (!parse_tod(s, n, &i, &t, &us) || i != n)
         return -1;
-    int64_t us = us_of_day(&t, frac);
     crw_buf_put_i64(out, precision(typmod) <= 3 ? us / 1000 : us);
     return 0;
 }
@@ -395,9 +390,9 @@ static int render_timestamp(crw_buf_t *out, const char *s, size_t n, int32_t typ
     }
     crw_pgtime_t t = {0};
     size_t i = 0;
-    int64_t frac, us;
-    if (!crw_pgtime_date(s, n, &i, &t) || !crw_text_expect(s, n, &i, ' ') || !parse_tod(s, n, &i, &t, &frac) ||
-        t.hour > 23 || !crw_pgtime_era_end(s, n, &i, &t) || !unix_us(&t, frac, &us))
+    int64_t tod, us;
+    if (!crw_pgtime_date(s, n, &i, &t) || !crw_text_expect(s, n, &i, ' ') || !parse_tod(s, n, &i, &t, &tod) ||
+        t.hour > 23 || !crw_pgtime_era_end(s, n, &i, &t) || !unix_us(&t, tod, &us))
         return -1;
     crw_buf_put_i64(out, ms ? floor_div(us, 1000) : us);
     return 0;
@@ -452,10 +447,10 @@ static int render_timestamptz(crw_buf_t *out, const char *s, size_t n, int32_t t
     }
     crw_pgtime_t t = {0};
     size_t i = 0;
-    int64_t frac, us;
-    if (!crw_pgtime_date(s, n, &i, &t) || !crw_text_expect(s, n, &i, ' ') || !parse_tod(s, n, &i, &t, &frac) ||
+    int64_t tod, us;
+    if (!crw_pgtime_date(s, n, &i, &t) || !crw_text_expect(s, n, &i, ' ') || !parse_tod(s, n, &i, &t, &tod) ||
         t.hour > 23 || !crw_pgtime_offset(s, n, &i, &t) || !crw_pgtime_era_end(s, n, &i, &t) ||
-        !unix_us(&t, frac, &us))
+        !unix_us(&t, tod, &us))
         return -1;
     int64_t days = floor_div(us, US_PER_DAY), y;
     int m, d;
@@ -476,10 +471,9 @@ static int render_timestamptz(crw_buf_t *out, const char *s, size_t n, int32_t t
 static int render_timetz(crw_buf_t *out, const char *s, size_t n) {
     crw_pgtime_t t = {0};
     size_t i = 0;
-    int64_t frac;
-    if (!parse_tod(s, n, &i, &t, &frac) || !crw_pgtime_offset(s, n, &i, &t) || i != n)
+    int64_t local;
+    if (!parse_tod(s, n, &i, &t, &local) || !crw_pgtime_offset(s, n, &i, &t) || i != n)
         return -1;
-    int64_t local = us_of_day(&t, frac);
     crw_buf_putc(out, '"');
     if (local == US_PER_DAY && t.offset == 0)
         crw_buf_puts(out, "24:00:00"); /* PostgresTimeBoundary.TIME_WITH_TIMEZONE_BOUNDARY_AT_UTC */
