@@ -14,6 +14,7 @@
 #include "core/conf.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/lsn.h"
 #include "core/stream.h"
 #include "source/replication.h"
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "core/log.h"
+#include "core/lsn.h"
 
 void crw_buf_init(crw_buf_t *b) {
     b->data = NULL;
@@ -156,5 +157,6 @@ void crw_buf_put_i64(crw_buf_t *b, int64_t v) {
 }
 
 void crw_buf_put_lsn(crw_buf_t *b, uint64_t lsn) {
-    crw_buf_printf(b, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
+    crw_buf_grow(b, CRW_LSN_BUFSIZE);
+    b->len += crw_lsn_format(b->data + b->len, lsn);
 }

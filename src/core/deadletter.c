@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -58,13 +59,8 @@ int crw_deadletter_write(crw_deadletter_t *dl, const crw_deadletter_rec_t *rec) 
         char abs[PATH_MAX];
         crw_warn("dead-letter records go to %s", realpath(dl->path, abs) ? abs : dl->path);
     }
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    gmtime_r(&tv.tv_sec, &tm);
     char ts[64];
-    size_t k = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + k, sizeof ts - k, ".%06ldZ", (long)tv.tv_usec);
+    crw_clock_format_iso(ts, sizeof ts, crw_clock_wall_us());
 
     crw_buf_t *b = &dl->line;
     crw_buf_reset(b);

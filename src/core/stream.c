@@ -20,9 +20,11 @@
 #include <inttypes.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/deadletter.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/lsn.h"
 #include "core/pipeline.h"
 #include "decode/relcache.h"
 #include "decode/types.h"
@@ -392,12 +394,6 @@ static void nap(int ms, volatile sig_atomic_t *stop) {
     }
 }
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Logs why, sleeps a jittered backoff (half to all of it), doubles it up to the cap. */
 static void retry_wait(stream_t *st, int *backoff, volatile sig_atomic_t *stop, const char *what) {
     int sleep_ms = *backoff / 2 + rand() % (*backoff / 2 + 1);
@@ -447,7 +443,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             continue;
         }
         st.commits = 0;
-        int64_t started = mono_ms();
+        int64_t started = crw_clock_mono_ms();
         if ((rc = crw_sinks_resume_lsn(&st.sinks, &st.skip_lsn)) < 0) {
             snprintf(st.err, sizeof st.err, "a sink could not report what it already holds");
             break;
@@ -460,10 +456,10 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
                 if (!st.txn_open && !crw_repl_in_txn(st.repl))
                     break;
                 if (!stop_deadline) {
-                    stop_deadline = mono_ms() + 5000;
+                    stop_deadline = crw_clock_mono_ms() + 5000;
                     crw_repl_stop_after_commit(st.repl);
                     crw_info("stopping: finishing the open transaction first");
-                } else if (mono_ms() > stop_deadline)
+                } else if (crw_clock_mono_ms() > stop_deadline)
                     break;
             }
             /* While deliveries are in flight, come back soon to apply their acks. */
@@ -493,7 +489,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             crw_repl_close(st.repl);
             /* A connection that delivered work or lived a while was healthy:
              * start the backoff over.  One that fails at once backs off. */
-            if (st.commits > 0 || mono_ms() - started > 10000)
+            if (st.commits > 0 || crw_clock_mono_ms() - started > 10000)
                 backoff = 100;
             if (!st.err[0]) /* a sink's restart: it said why */
                 snprintf(st.err, sizeof st.err, "a sink asked for the changes again from the confirmed position");
@@ -514,7 +510,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     if (rc < 0)
         snprintf(errstr, n, "%s", st.err);
     uint64_t c = crw_pipeline_confirmed(st.pipeline);
-    crw_info("stopped: %" PRIu64 " events, confirmed %X/%X%s", st.events, (unsigned)(c >> 32), (unsigned)c,
+    crw_info("stopped: %" PRIu64 " events, confirmed " CRW_LSN_FMT "%s", st.events, CRW_LSN_ARGS(c),
              st.unmapped ? ", some changes were dead-lettered" : "");
 out:
     crw_sinks_close(&st.sinks);

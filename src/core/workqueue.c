@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/log.h"
 
 typedef struct keystate {
@@ -61,12 +62,6 @@ struct crw_wq {
 
     worker_t *workers;
 };
-
-static int64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static struct timespec abs_deadline(int64_t mono_us) {
     /* the condition variable runs on CLOCK_MONOTONIC (see crw_wq_new) */
@@ -248,7 +243,7 @@ static void *worker_main(void *arg) {
     char reason[512], msg[700];
     pthread_mutex_lock(&wq->mu);
     while (!wq->stopping) {
-        int64_t now = now_us();
+        int64_t now = crw_clock_mono_us();
         promote_due(wq, now);
         keystate_t *k = ready_pop(wq);
         if (!k) {
@@ -265,7 +260,7 @@ static void *worker_main(void *arg) {
         int64_t wait = rate_reserve(wq, now);
         if (wait > 0) {
             struct timespec ts = abs_deadline(now + wait);
-            while (!wq->stopping && now_us() < now + wait)
+            while (!wq->stopping && crw_clock_mono_us() < now + wait)
                 pthread_cond_timedwait(&wq->cond, &wq->mu, &ts);
         }
         if (wq->stopping)
@@ -283,7 +278,7 @@ static void *worker_main(void *arg) {
             int d = crw_wq_backoff_ms(wq->o.backoff_initial_ms, wq->o.backoff_max_ms, n->attempts, rng_next(wq));
             crw_debug("workqueue: retry %u of key %.*s in %d ms: %s", n->attempts, (int)k->keylen, k->key, d,
                       reason);
-            k->not_before_us = now_us() + (int64_t)d * 1000;
+            k->not_before_us = crw_clock_mono_us() + (int64_t)d * 1000;
             heap_push(wq, k);
             pthread_cond_signal(&wq->cond); /* an idle worker re-arms its timer */
             continue;
@@ -337,8 +332,8 @@ crw_wq_t *crw_wq_new(const crw_wq_opts_t *o, char *errstr, size_t n) {
     wq->nbuckets = 64;
     wq->buckets = crw_calloc(wq->nbuckets, sizeof *wq->buckets);
     wq->tokens = o->rate_burst;
-    wq->tokens_at_us = now_us();
-    wq->rng = (uint32_t)now_us() | 1u;
+    wq->tokens_at_us = crw_clock_mono_us();
+    wq->rng = (uint32_t)crw_clock_mono_us() | 1u;
     wq->workers = crw_calloc((size_t)o->workers, sizeof *wq->workers);
     for (int i = 0; i < o->workers; i++) {
         worker_t *w = &wq->workers[i];

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/clock.h"
+
 /* Message types: the values are the wire bytes. */
 typedef enum {
     CRW_PGO_BEGIN = 'B',
@@ -119,8 +121,5 @@ int crw_pgo_decode(crw_pgo_decoder_t *d, const char *buf, size_t len, bool strea
 
 /* Human-readable name of a message type byte ("Insert", ...), "unknown" otherwise. */
 const char *crw_pgo_type_name(char type);
-
-/* PostgreSQL epoch (2000-01-01) microseconds to Unix epoch microseconds. */
-#define CRW_PG_EPOCH_OFFSET_US INT64_C(946684800000000)
 
 #endif

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/conf.h"
 #include "map/value.h"
 
@@ -726,12 +727,6 @@ static const char *snapshot_name(crw_dbz_snapshot_t s) {
     }
 }
 
-static int64_t wall_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 typedef struct srcinfo {
     crw_dbz_snapshot_t snapshot;
     int64_t ts_us;   /* Unix µs */
@@ -794,7 +789,7 @@ static void put_source(crw_buf_t *out, const crw_relation_t *rel, const crw_dbz_
 
 /* ,"transaction":null,"op":"<op>","ts_ms":..,"ts_us":..,"ts_ns":..} */
 static void put_tail(crw_buf_t *out, char op, const crw_dbz_source_t *src) {
-    int64_t ns = src->now_ns ? src->now_ns : wall_ns();
+    int64_t ns = src->now_ns ? src->now_ns : crw_clock_wall_us() * 1000;
     crw_buf_puts(out, ",\"transaction\":null,\"op\":\"");
     crw_buf_putc(out, op);
     crw_buf_puts(out, "\",\"ts_ms\":");
@@ -930,7 +925,7 @@ int crw_debezium_encode_read(crw_buf_t *value, crw_buf_t *key, const crw_relatio
     if (put_key(key, rel, row, NULL, false, errstr, n) < 0)
         return -1;
     srcinfo_t si = {rd->snapshot == CRW_DBZ_SNAPSHOT_FALSE ? CRW_DBZ_SNAPSHOT_TRUE : rd->snapshot,
-                    rd->read_time_us ? rd->read_time_us : wall_ns() / 1000,
+                    rd->read_time_us ? rd->read_time_us : crw_clock_wall_us(),
                     rd->xid != 0,
                     rd->xid,
                     src->lsn,

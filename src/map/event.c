@@ -21,9 +21,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/conf.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/lsn.h"
 #include "map/jsondiff.h"
 #include "map/value.h"
 
@@ -55,17 +57,7 @@ void crw_mapper_destroy(crw_mapper_t *mp) {
 }
 
 void crw_event_format_time(char *buf, size_t n, int64_t pg_us) {
-    int64_t us = pg_us + CRW_PG_EPOCH_OFFSET_US;
-    int64_t secs = us / 1000000, frac = us % 1000000;
-    if (frac < 0) {
-        frac += 1000000;
-        secs--;
-    }
-    time_t t = (time_t)secs;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-             tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+    crw_clock_format_iso(buf, n, pg_us + CRW_PG_EPOCH_OFFSET_US);
 }
 
 void crw_event_txn_init(crw_txn_ctx_t *tx, uint64_t commit_lsn, uint32_t xid, int64_t commit_time) {
@@ -74,7 +66,7 @@ void crw_event_txn_init(crw_txn_ctx_t *tx, uint64_t commit_lsn, uint32_t xid, in
     tx->commit_time = commit_time;
     tx->ordinal = 0;
     crw_event_format_time(tx->time_str, sizeof tx->time_str, commit_time);
-    snprintf(tx->lsn_str, sizeof tx->lsn_str, "%X/%X", (unsigned)(commit_lsn >> 32), (unsigned)commit_lsn);
+    crw_lsn_format(tx->lsn_str, commit_lsn);
 }
 
 /* ---- preparing a relation -------------------------------------------- */

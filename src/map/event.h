@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/lsn.h"
 #include "decode/pgoutput.h"
 #include "decode/relcache.h"
 #include "map/cache.h"
@@ -32,7 +33,7 @@ typedef struct crw_txn_ctx {
     int64_t commit_time;  /* PostgreSQL epoch microseconds */
     uint32_t ordinal;     /* changes seen so far in this transaction */
     char time_str[40];    /* commit time, ISO-8601 UTC */
-    char lsn_str[24];     /* commit LSN, %X/%X */
+    char lsn_str[CRW_LSN_BUFSIZE]; /* commit LSN, %X/%X */
 } crw_txn_ctx_t;
 
 /* Starts a transaction context (ordinal 0). */

@@ -48,6 +48,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "sink/handler.h"
@@ -76,12 +77,6 @@ typedef struct {
     int wake[2];             /* self-pipe: readable once stopping */
     atomic_bool stopping;
 } exec_t;
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int open_pidfd(pid_t pid) {
 #ifdef SYS_pidfd_open
@@ -205,9 +200,9 @@ static void child_close(child_t *c) {
 
 /* Waits up to ms for pid to end on its own; true (and *st) when it did. */
 static bool reap_within(pid_t pid, int pidfd, int ms, int *st) {
-    int64_t deadline = mono_ms() + ms;
+    int64_t deadline = crw_clock_mono_ms() + ms;
     while (!reap(pid, st)) {
-        int64_t left = deadline - mono_ms();
+        int64_t left = deadline - crw_clock_mono_ms();
         if (left <= 0)
             return false;
         if (pidfd >= 0) {
@@ -248,14 +243,14 @@ static void child_lost(exec_t *x, child_t *c, int worker, const char *what, cons
     if (c->restart_ms > x->backoff_max_ms)
         c->restart_ms = x->backoff_max_ms;
     int delay = c->restart_ms / 2 + (int)((unsigned)rand() % (unsigned)(c->restart_ms / 2 + 1));
-    c->next_spawn_ms = mono_ms() + delay;
+    c->next_spawn_ms = crw_clock_mono_ms() + delay;
     snprintf(reason, n, "handler process %d %s (%s)", (int)pid, how, what);
     crw_warn("exec: worker %d: handler process %d %s (%s); restarting in %d ms, the event is delivered again",
              worker, (int)pid, how, what, delay);
 }
 
 static int child_start(exec_t *x, child_t *c, int worker, char *reason, size_t n) {
-    int64_t wait = c->next_spawn_ms - mono_ms();
+    int64_t wait = c->next_spawn_ms - crw_clock_mono_ms();
     if (wait > 0 && !nap(x, (int)wait)) {
         snprintf(reason, n, "stopping");
         return -1;
@@ -281,7 +276,7 @@ static int child_start(exec_t *x, child_t *c, int worker, char *reason, size_t n
     if (rc < 0) {
         close(in[1]);
         close(out[0]);
-        c->next_spawn_ms = mono_ms() + x->backoff_initial_ms;
+        c->next_spawn_ms = crw_clock_mono_ms() + x->backoff_initial_ms;
         return -1;
     }
     fcntl(in[1], F_SETFL, fcntl(in[1], F_GETFL) | O_NONBLOCK);
@@ -326,14 +321,14 @@ static int stream_deliver(exec_t *x, const crw_handler_event_t *ev, char *reason
     /* Write the line while reading: a child may talk before it has read everything. */
     const char *parts[2] = {ev->event, "\n"};
     size_t lens[2] = {ev->event_len, 1}, part = 0, off = 0;
-    int64_t deadline = x->timeout_ms ? mono_ms() + x->timeout_ms : 0;
+    int64_t deadline = x->timeout_ms ? crw_clock_mono_ms() + x->timeout_ms : 0;
     crw_buf_reset(&c->rbuf);
     for (;;) {
         struct pollfd p[4] = {{c->from_child, POLLIN, 0}, {x->wake[0], POLLIN, 0}, {c->pidfd, POLLIN, 0},
                               {part < 2 ? c->to_child : -1, POLLOUT, 0}};
         int wait_ms = -1;
         if (deadline) {
-            int64_t left = deadline - mono_ms();
+            int64_t left = deadline - crw_clock_mono_ms();
             if (left <= 0) {
                 char what[96];
                 snprintf(what, sizeof what, "no reply within exec.timeout.ms=%d", x->timeout_ms);
@@ -448,7 +443,7 @@ static int per_event_deliver(exec_t *x, const crw_handler_event_t *ev, char *rea
     }
     fcntl(in[1], F_SETFL, fcntl(in[1], F_GETFL) | O_NONBLOCK);
     int pidfd = open_pidfd(pid);
-    int64_t deadline = x->timeout_ms ? mono_ms() + x->timeout_ms : 0;
+    int64_t deadline = x->timeout_ms ? crw_clock_mono_ms() + x->timeout_ms : 0;
     const char *parts[2] = {ev->event, "\n"};
     size_t lens[2] = {ev->event_len, 1}, part = 0, off = 0;
     int st = 0, slice = 1;
@@ -458,7 +453,7 @@ static int per_event_deliver(exec_t *x, const crw_handler_event_t *ev, char *rea
         struct pollfd p[3] = {{x->wake[0], POLLIN, 0}, {pidfd, POLLIN, 0}, {in[1] >= 0 ? in[1] : -1, POLLOUT, 0}};
         int wait_ms = -1;
         if (deadline) {
-            int64_t left = deadline - mono_ms();
+            int64_t left = deadline - crw_clock_mono_ms();
             if (left <= 0) {
                 kill_reap(pid, NULL);
                 if (in[1] >= 0)
@@ -546,7 +541,7 @@ static void exec_destroy(void *impl) {
     exec_t *x = impl;
     if (!x)
         return;
-    int64_t deadline = mono_ms() + 2000;
+    int64_t deadline = crw_clock_mono_ms() + 2000;
     for (int i = 0; x->children && i < x->workers; i++)
         if (x->children[i].pid && x->children[i].to_child >= 0) {
             close(x->children[i].to_child);
@@ -556,7 +551,7 @@ static void exec_destroy(void *impl) {
         child_t *c = &x->children[i];
         if (c->pid) {
             int st;
-            while (!reap(c->pid, &st) && mono_ms() < deadline) {
+            while (!reap(c->pid, &st) && crw_clock_mono_ms() < deadline) {
                 struct timespec ts = {0, 10 * 1000000L};
                 nanosleep(&ts, NULL);
             }

@@ -15,8 +15,10 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/lsn.h"
 #include "core/workqueue.h"
 #include "decode/relcache.h"
 
@@ -67,12 +69,6 @@ typedef struct hsink {
 } hsink_t;
 
 #define ITEM(nodep) ((hitem_t *)((char *)(nodep)-offsetof(hitem_t, node)))
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* data.<name> (CloudEvents), else the top-level Debezium field; NULL when absent or null. */
 static void find_object(const char *js, size_t len, const char *ce_name, const char *dbz_name, crw_buf_t *out,
@@ -154,8 +150,8 @@ static crw_wq_result_t hs_handle(void *opaque, int worker, crw_wq_node_t *node, 
     hsink_t *s = opaque;
     hitem_t *it = ITEM(node);
     scratch_t *sc = &s->scratch[worker];
-    snprintf(sc->id, sizeof sc->id, "%X/%X/%u", (unsigned)(it->commit_lsn >> 32), (unsigned)it->commit_lsn,
-             it->ordinal);
+    size_t l = crw_lsn_format(sc->id, it->commit_lsn);
+    snprintf(sc->id + l, sizeof sc->id - l, "/%u", it->ordinal);
     crw_handler_event_t ev = {.type = it->type,
                               .kind = it->kind,
                               .key = it->key,
@@ -262,9 +258,9 @@ static int apply_completions(hsink_t *s) {
         hitem_t *next = it->cnext;
         bool release = true;
         if (it->outcome == CRW_WQ_DEAD) {
-            char source[512], lsn[24];
+            char source[512], lsn[CRW_LSN_BUFSIZE];
             item_source(it, source, sizeof source);
-            snprintf(lsn, sizeof lsn, "%X/%X", (unsigned)(it->commit_lsn >> 32), (unsigned)it->commit_lsn);
+            crw_lsn_format(lsn, it->commit_lsn);
             const char *xv;
             size_t xl;
             uint32_t xid = 0;
@@ -326,11 +322,11 @@ static int hs_emit(crw_sink_t *base, const crw_event_t *ev) {
     int rc = apply_completions(s);
     if (rc < 0)
         return rc;
-    int64_t since = mono_ms();
+    int64_t since = crw_clock_mono_ms();
     while (s->pending > 0 && (s->pending >= s->max_events || s->pending_bytes + ev->len > s->max_bytes)) {
         if (s->stop && *s->stop)
             return CRW_ERR_STOPPED;
-        if (!s->warned_full && mono_ms() - since > 5000) {
+        if (!s->warned_full && crw_clock_mono_ms() - since > 5000) {
             crw_warn("%s: %zu events (%zu bytes) unfinished; the stream waits for the handler", s->impl.name,
                      s->pending, s->pending_bytes);
             s->warned_full = true;
@@ -366,9 +362,9 @@ static int hs_poll(crw_sink_t *base, int timeout_ms) {
 
 static int hs_drain(crw_sink_t *base, int timeout_ms) {
     hsink_t *s = (hsink_t *)base;
-    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t deadline = crw_clock_mono_ms() + timeout_ms;
     int rc = apply_completions(s);
-    while (rc == 0 && s->pending > 0 && mono_ms() < deadline) {
+    while (rc == 0 && s->pending > 0 && crw_clock_mono_ms() < deadline) {
         wait_completion(s, 100);
         rc = apply_completions(s);
         keepalive(s);

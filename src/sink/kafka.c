@@ -27,10 +27,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/lsn.h"
 #include "decode/relcache.h"
-#include "source/replication.h"
 
 /* What a message is, in the low bits of its msg_opaque. */
 enum { TAG_EVENT = 0, TAG_DEADLETTER = 1, TAG_CHECKPOINT = 2 };
@@ -131,12 +132,6 @@ typedef struct {
     int npoison, cappoison;
 } kafka_sink_t;
 
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void keepalive(kafka_sink_t *s) {
     const crw_sink_env_t *env = s->base.env;
     if (env->keepalive)
@@ -145,15 +140,11 @@ static void keepalive(kafka_sink_t *s) {
 
 /* True once per WARN_EVERY_MS: a wait that goes on is reported, not spammed. */
 static bool warn_due(kafka_sink_t *s) {
-    int64_t now = mono_ms();
+    int64_t now = crw_clock_mono_ms();
     if (now - s->last_warn_ms < WARN_EVERY_MS)
         return false;
     s->last_warn_ms = now;
     return true;
-}
-
-static void lsn_text(char *buf, size_t n, uint64_t lsn) {
-    snprintf(buf, n, "%X/%X", (unsigned)(lsn >> 32), (unsigned)lsn);
 }
 
 /* ------------------------------------------------------------------ topics */
@@ -517,7 +508,7 @@ static int dead_letter(kafka_sink_t *s, uint64_t seq, const char *topic, const c
     size_t hl;
     if (ev) {
         snprintf(a.source, sizeof a.source, "%s", ev->rel && ev->rel->source ? ev->rel->source : "");
-        lsn_text(a.pglsn, sizeof a.pglsn, ev->commit_lsn);
+        crw_lsn_format(a.pglsn, ev->commit_lsn);
     } else if (orig_hdrs && rd_kafka_header_get_last(orig_hdrs, "ce_source", &hv, &hl) == 0) {
         snprintf(a.source, sizeof a.source, "%.*s", (int)hl, (const char *)hv);
         if (rd_kafka_header_get_last(orig_hdrs, "ce_pglsn", &hv, &hl) == 0)
@@ -724,7 +715,7 @@ typedef rd_kafka_error_t *(*txn_call_fn)(rd_kafka_t *rk, int timeout_ms);
 static rd_kafka_error_t *txn_wait(kafka_sink_t *s, txn_call_fn call, const char *what, int64_t deadline) {
     for (;;) {
         rd_kafka_error_t *e = call(s->rk, 1000);
-        if (!e || !rd_kafka_error_is_retriable(e) || mono_ms() >= deadline || s->fatal)
+        if (!e || !rd_kafka_error_is_retriable(e) || crw_clock_mono_ms() >= deadline || s->fatal)
             return e;
         if (warn_due(s))
             crw_warn("kafka: %s is waiting for the broker: %s", what, rd_kafka_error_string(e));
@@ -744,7 +735,7 @@ static int eos_abort(kafka_sink_t *s) {
     if (!s->txn_open)
         return 0;
     rd_kafka_error_t *e = txn_wait(s, rd_kafka_abort_transaction, "aborting a transaction",
-                                   mono_ms() + EOS_START_TIMEOUT_MS);
+                                   crw_clock_mono_ms() + EOS_START_TIMEOUT_MS);
     int rc = 0;
     if (e) {
         /* The next producer with this transactional.id fences and aborts it anyway. */
@@ -769,8 +760,8 @@ static int eos_commit(kafka_sink_t *s, int64_t deadline) {
     if (!s->txn_open)
         return 0;
     if (s->ckpt_lsn) {
-        char v[32];
-        lsn_text(v, sizeof v, s->ckpt_lsn);
+        char v[CRW_LSN_BUFSIZE];
+        crw_lsn_format(v, s->ckpt_lsn);
         const char *slot = s->conf->slot_name;
         /* Partition 0 always: where the checkpoint is does not depend on the
          * partitioner or on partitions added later. */
@@ -805,8 +796,8 @@ static int eos_commit(kafka_sink_t *s, int64_t deadline) {
     s->npoison = kept;
     for (int i = 0; i < s->nseqs; i++)
         crw_pipeline_release(s->pipeline, s->seqs[i], 1);
-    crw_debug("kafka: committed a transaction of %zu messages, checkpoint %X/%X", s->nmsgs,
-              (unsigned)(s->committed_lsn >> 32), (unsigned)s->committed_lsn);
+    crw_debug("kafka: committed a transaction of %zu messages, checkpoint " CRW_LSN_FMT, s->nmsgs,
+              CRW_LSN_ARGS(s->committed_lsn));
     eos_reset(s);
     return 0;
 }
@@ -817,7 +808,7 @@ static int eos_init(kafka_sink_t *s) {
     /* Fences any earlier producer with this transactional.id and aborts its
      * open transaction, so read_committed readers (ours included) get past it. */
     rd_kafka_error_t *e = txn_wait(s, rd_kafka_init_transactions, "init_transactions",
-                                   mono_ms() + EOS_START_TIMEOUT_MS);
+                                   crw_clock_mono_ms() + EOS_START_TIMEOUT_MS);
     if (e) {
         set_fatal(s, "cannot initialise transactions (transactional.id %s): %s", s->txn_id,
                   rd_kafka_error_string(e));
@@ -913,7 +904,7 @@ static int read_checkpoint(kafka_sink_t *s, uint64_t *lsn) {
     }
     const char *topic = s->conf->checkpoint_topic, *slot = s->conf->slot_name;
     size_t slotlen = strlen(slot);
-    int64_t lo = 0, hi = 0, deadline = mono_ms() + EOS_START_TIMEOUT_MS;
+    int64_t lo = 0, hi = 0, deadline = crw_clock_mono_ms() + EOS_START_TIMEOUT_MS;
     int rc = 0;
     rd_kafka_resp_err_t err;
     while ((err = rd_kafka_query_watermark_offsets(c, topic, 0, &lo, &hi, 5000)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -921,7 +912,7 @@ static int read_checkpoint(kafka_sink_t *s, uint64_t *lsn) {
             lo = hi = 0; /* no topic: no checkpoint */
             break;
         }
-        if (mono_ms() >= deadline) {
+        if (crw_clock_mono_ms() >= deadline) {
             set_fatal(s, "cannot read the checkpoint topic: %s%s", rd_kafka_err2str(err), "");
             rc = CRW_ERR_SINK;
             goto out;
@@ -941,7 +932,7 @@ static int read_checkpoint(kafka_sink_t *s, uint64_t *lsn) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 500);
             if (!m) {
                 keepalive(s);
-                if (mono_ms() >= deadline) {
+                if (crw_clock_mono_ms() >= deadline) {
                     set_fatal(s, "timed out reading the checkpoint topic %s%s", topic, "");
                     rc = CRW_ERR_SINK;
                     goto out;
@@ -972,8 +963,8 @@ static int read_checkpoint(kafka_sink_t *s, uint64_t *lsn) {
         end = start;
     }
     if (found)
-        crw_info("kafka: checkpoint of slot %s is %X/%X: changes committed at or below it are in Kafka already",
-                 slot, (unsigned)(*lsn >> 32), (unsigned)*lsn);
+        crw_info("kafka: checkpoint of slot %s is " CRW_LSN_FMT ": changes committed at or below it are in Kafka already",
+                 slot, CRW_LSN_ARGS(*lsn));
     else
         crw_info("kafka: no checkpoint of slot %s in %s: nothing to skip", slot, topic);
 out:
@@ -1016,7 +1007,7 @@ static int kafka_emit(crw_sink_t *base, const crw_event_t *ev) {
                 return CRW_ERR_SINK;
             }
             s->txn_open = true;
-            s->txn_started_ms = mono_ms();
+            s->txn_started_ms = crw_clock_mono_ms();
         }
         /* One hold per PostgreSQL transaction, released at the Kafka commit. */
         if (first) {
@@ -1119,8 +1110,8 @@ static int kafka_commit(crw_sink_t *base, uint64_t txn) {
     }
     if (!s->eos)
         return 0; /* in flight: delivery reports release the holds */
-    if (s->txn_open && !s->partial && mono_ms() - s->txn_started_ms >= s->conf->transaction_interval_ms)
-        return eos_commit(s, mono_ms() + EOS_START_TIMEOUT_MS);
+    if (s->txn_open && !s->partial && crw_clock_mono_ms() - s->txn_started_ms >= s->conf->transaction_interval_ms)
+        return eos_commit(s, crw_clock_mono_ms() + EOS_START_TIMEOUT_MS);
     return 0;
 }
 
@@ -1131,14 +1122,14 @@ static int kafka_poll(crw_sink_t *base, int timeout_ms) {
     if (s->fatal)
         return CRW_ERR_SINK;
     /* An idle stream still commits what it has (latency is bounded by the interval). */
-    if (s->eos && s->txn_open && !s->partial && mono_ms() - s->txn_started_ms >= s->conf->transaction_interval_ms)
-        return eos_commit(s, mono_ms() + EOS_START_TIMEOUT_MS);
+    if (s->eos && s->txn_open && !s->partial && crw_clock_mono_ms() - s->txn_started_ms >= s->conf->transaction_interval_ms)
+        return eos_commit(s, crw_clock_mono_ms() + EOS_START_TIMEOUT_MS);
     return 0;
 }
 
 static int kafka_drain(crw_sink_t *base, int timeout_ms) {
     kafka_sink_t *s = (kafka_sink_t *)base;
-    int64_t deadline = mono_ms() + timeout_ms;
+    int64_t deadline = crw_clock_mono_ms() + timeout_ms;
     if (s->eos) {
         if (!s->txn_open)
             return s->fatal ? CRW_ERR_SINK : 0;
@@ -1156,10 +1147,10 @@ static int kafka_drain(crw_sink_t *base, int timeout_ms) {
         crw_info("kafka: stopped inside a transaction: %u of its events were already sent and come again on "
                  "restart", s->cur_events);
     while (!s->fatal) {
-        int left = (int)(deadline - mono_ms());
+        int left = (int)(deadline - crw_clock_mono_ms());
         rd_kafka_flush(s->rk, left > 0 ? left : 0);
         process_failed(s);
-        if (rd_kafka_outq_len(s->rk) == 0 || mono_ms() >= deadline)
+        if (rd_kafka_outq_len(s->rk) == 0 || crw_clock_mono_ms() >= deadline)
             break;
     }
     int out = rd_kafka_outq_len(s->rk);
@@ -1179,7 +1170,7 @@ static int kafka_resume_lsn(crw_sink_t *base, uint64_t *lsn) {
         if (s->partial)
             eos_abort(s);
         else
-            eos_commit(s, mono_ms() + EOS_START_TIMEOUT_MS);
+            eos_commit(s, crw_clock_mono_ms() + EOS_START_TIMEOUT_MS);
     }
     int rc = eos_init(s);
     if (rc < 0)

@@ -20,8 +20,10 @@
 #include <time.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/lsn.h"
 #include "source/spool.h"
 
 /* Session settings that make text output deterministic (design.md §4). */
@@ -57,18 +59,6 @@ struct crw_repl {
     int64_t last_status_us;  /* monotonic */
 };
 
-static int64_t now_mono_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t now_pg_us(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec - CRW_PG_EPOCH_OFFSET_US;
-}
-
 static void put64(char *p, uint64_t v) {
     for (int i = 7; i >= 0; i--) {
         p[i] = (char)(v & 0xff);
@@ -81,15 +71,6 @@ static uint64_t get64(const char *p) {
     for (int i = 0; i < 8; i++)
         v = (v << 8) | (unsigned char)p[i];
     return v;
-}
-
-int crw_lsn_parse(const char *s, uint64_t *lsn) {
-    unsigned hi, lo;
-    char tail;
-    if (sscanf(s, "%X/%X%c", &hi, &lo, &tail) != 2)
-        return -1;
-    *lsn = ((uint64_t)hi << 32) | lo;
-    return 0;
 }
 
 crw_repl_t *crw_repl_new(const crw_config_t *conf, const char *conninfo, crw_pipeline_t *p, uint64_t endpos,
@@ -496,8 +477,8 @@ int crw_repl_start(crw_repl_t *r, char *errstr, size_t n) {
     PQclear(res);
     r->at_end = false;
     r->last_status_us = 0;
-    crw_info("streaming from slot %s (database %s, protocol %d, confirmed %X/%X)", r->conf->slot_name, r->dbname,
-             r->server_version >= 140000 ? 2 : 1, (unsigned)(start >> 32), (unsigned)start);
+    crw_info("streaming from slot %s (database %s, protocol %d, confirmed " CRW_LSN_FMT ")", r->conf->slot_name,
+             r->dbname, r->server_version >= 140000 ? 2 : 1, CRW_LSN_ARGS(start));
     return 0;
 fail:
     crw_repl_close(r);
@@ -514,15 +495,14 @@ int crw_repl_send_status(crw_repl_t *r, bool reply_requested) {
     put64(msg + 1, write);         /* write: received and handed to the pipeline */
     put64(msg + 9, flush);         /* flush: every sink acknowledged up to here */
     put64(msg + 17, flush);        /* apply: same as flush; nothing is applied later */
-    put64(msg + 25, (uint64_t)now_pg_us()); /* sendTime */
+    put64(msg + 25, (uint64_t)crw_clock_pg_us()); /* sendTime */
     msg[33] = reply_requested ? 1 : 0;
     if (PQputCopyData(r->conn, msg, sizeof msg) <= 0 || PQflush(r->conn) < 0) {
         crw_warn("could not send status update: %s", PQerrorMessage(r->conn));
         return CRW_ERR_CONN;
     }
-    r->last_status_us = now_mono_us();
-    crw_debug("status: write %X/%X flush %X/%X", (unsigned)(write >> 32), (unsigned)write,
-              (unsigned)(flush >> 32), (unsigned)flush);
+    r->last_status_us = crw_clock_mono_us();
+    crw_debug("status: write " CRW_LSN_FMT " flush " CRW_LSN_FMT, CRW_LSN_ARGS(write), CRW_LSN_ARGS(flush));
     return 0;
 }
 
@@ -617,7 +597,7 @@ static int handle_message(crw_repl_t *r, const char *buf, size_t len, uint64_t l
 }
 
 void crw_repl_keepalive(crw_repl_t *r) {
-    if (r->conn && now_mono_us() - r->last_status_us >= (int64_t)r->conf->status_interval_ms * 1000)
+    if (r->conn && crw_clock_mono_us() - r->last_status_us >= (int64_t)r->conf->status_interval_ms * 1000)
         crw_repl_send_status(r, false);
 }
 
@@ -629,7 +609,7 @@ int crw_repl_finish(crw_repl_t *r, int timeout_ms) {
         rc = CRW_ERR_CONN;
     /* The server answers CopyDone after every message before it, our status
      * update included, was processed; data still in flight is dropped. */
-    int64_t deadline = now_mono_us() + (int64_t)timeout_ms * 1000;
+    int64_t deadline = crw_clock_mono_us() + (int64_t)timeout_ms * 1000;
     while (rc == 0) {
         char *buf = NULL;
         int len = PQgetCopyData(r->conn, &buf, 1);
@@ -643,7 +623,7 @@ int crw_repl_finish(crw_repl_t *r, int timeout_ms) {
         }
         if (len > 0)
             continue;
-        int64_t left = deadline - now_mono_us();
+        int64_t left = deadline - crw_clock_mono_us();
         if (left <= 0) {
             crw_warn("server did not end the replication stream within %d ms", timeout_ms);
             rc = CRW_ERR_CONN;
@@ -674,7 +654,7 @@ int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
         /* Return now and then while data keeps coming, so the caller sees
          * signals and sinks, and feedback goes out on time. */
         if (batch == 4096) {
-            if (now_mono_us() - r->last_status_us >= interval && crw_repl_send_status(r, false) < 0)
+            if (crw_clock_mono_us() - r->last_status_us >= interval && crw_repl_send_status(r, false) < 0)
                 return CRW_ERR_CONN;
             return 0;
         }
@@ -682,7 +662,7 @@ int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
         int len = PQgetCopyData(r->conn, &buf, 1);
         if (len == 0) {
             /* Nothing buffered: send feedback if due, then wait for the socket. */
-            if (now_mono_us() - r->last_status_us >= interval && crw_repl_send_status(r, false) < 0)
+            if (crw_clock_mono_us() - r->last_status_us >= interval && crw_repl_send_status(r, false) < 0)
                 return CRW_ERR_CONN;
             if (timeout_ms <= 0)
                 return 0;
@@ -690,7 +670,7 @@ int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
             fd_set rfds;
             FD_ZERO(&rfds);
             FD_SET(fd, &rfds);
-            int64_t until_status = interval - (now_mono_us() - r->last_status_us);
+            int64_t until_status = interval - (crw_clock_mono_us() - r->last_status_us);
             int64_t wait_us = (int64_t)timeout_ms * 1000;
             if (until_status < wait_us)
                 wait_us = until_status > 0 ? until_status : 0;
@@ -887,8 +867,8 @@ int crw_repl_slot(crw_repl_t *r, const char *verb, FILE *out, char *errstr, size
             rc = CRW_ERR_PREREQ;
         } else if (rc == 0 && (rc = ensure_publication(r, errstr, n)) == 0 && (rc = create_slot(r, &lsn, errstr, n)) == 0)
             /* the publication first: a slot older than its publication cannot stream */
-            fprintf(out, "{\"slot\":\"%s\",\"created_at_lsn\":\"%X/%X\"}\n", cf->slot_name, (unsigned)(lsn >> 32),
-                    (unsigned)lsn);
+            fprintf(out, "{\"slot\":\"%s\",\"created_at_lsn\":\"" CRW_LSN_FMT "\"}\n", cf->slot_name,
+                    CRW_LSN_ARGS(lsn));
     } else if (!strcmp(verb, "drop")) {
         if (rc == 0 && missing) {
             snprintf(errstr, n, "slot %s does not exist", cf->slot_name);

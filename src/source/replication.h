@@ -103,7 +103,4 @@ int crw_repl_check(crw_repl_t *r, FILE *out, char *errstr, size_t errstr_size);
 /* `crwatch slot status|create|drop`: one JSON line to out. */
 int crw_repl_slot(crw_repl_t *r, const char *verb, FILE *out, char *errstr, size_t errstr_size);
 
-/* Parses "X/Y" into *lsn; returns 0 or -1. */
-int crw_lsn_parse(const char *s, uint64_t *lsn);
-
 #endif
