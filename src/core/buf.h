@@ -58,6 +58,11 @@ void crw_buf_vprintf(crw_buf_t *b, const char *fmt, va_list ap);
  * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
 void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n);
 
+/* The value of hexadecimal digit c, or -1. */
+static inline int crw_hexval(char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
 /* Appends v in decimal. */
 void crw_buf_put_u64(crw_buf_t *b, uint64_t v);
 void crw_buf_put_i64(crw_buf_t *b, int64_t v);

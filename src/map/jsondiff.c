@@ -144,28 +144,138 @@ void crw_jdoc_free(crw_jdoc_t *doc) {
     doc->ntoks = doc->cap = 0;
 }
 
+/* ---- JSON strings and RFC 6901 pointers ------------------------------ */
+
+static int read_u4(const char *p, const char *end, unsigned *cp) {
+    if (end - p < 4)
+        return -1;
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = crw_hexval(p[i]);
+        if (h < 0)
+            return -1;
+        v = v << 4 | (unsigned)h;
+    }
+    *cp = v;
+    return 0;
+}
+
+static int put_utf8(char *o, unsigned cp) {
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12);
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18);
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/*
+ * Decodes the character of a JSON string body at *pp (before end) into out
+ * as UTF-8 and moves *pp past it.  A \uD8xx\uDCxx pair is one code point;
+ * a lone surrogate becomes U+FFFD.  @returns its byte count (1-4), or -1
+ * for a malformed escape.
+ */
+static int json_char(const char **pp, const char *end, char out[4]) {
+    const char *p = *pp;
+    if (*p != '\\') {
+        out[0] = *p;
+        *pp = p + 1;
+        return 1;
+    }
+    if (++p >= end)
+        return -1;
+    char c = *p++, e;
+    switch (c) {
+    case '"': case '\\': case '/': e = c; break;
+    case 'b': e = '\b'; break;
+    case 'f': e = '\f'; break;
+    case 'n': e = '\n'; break;
+    case 'r': e = '\r'; break;
+    case 't': e = '\t'; break;
+    case 'u': {
+        unsigned cp, lo;
+        if (read_u4(p, end, &cp) < 0)
+            return -1;
+        p += 4;
+        if (cp >= 0xD800 && cp < 0xDC00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
+            read_u4(p + 2, end, &lo) == 0 && lo >= 0xDC00 && lo < 0xE000) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            p += 6;
+        } else if (cp >= 0xD800 && cp < 0xE000)
+            cp = 0xFFFD;
+        *pp = p;
+        return put_utf8(out, cp);
+    }
+    default: return -1;
+    }
+    out[0] = e;
+    *pp = p;
+    return 1;
+}
+
+int crw_json_unescape(crw_buf_t *b, const char *body, size_t n) {
+    const char *p = body, *end = body + n;
+    crw_buf_grow(b, n);
+    while (p < end) {
+        char ch[4];
+        int k = json_char(&p, end, ch);
+        if (k < 0)
+            return -1;
+        crw_buf_put(b, ch, (size_t)k);
+    }
+    return 0;
+}
+
+void crw_json_pointer_append(crw_buf_t *b, const char *seg, size_t n) {
+    crw_buf_putc(b, '/');
+    for (size_t i = 0; i < n; i++) {
+        if (seg[i] == '~')
+            crw_buf_put(b, "~0", 2);
+        else if (seg[i] == '/')
+            crw_buf_put(b, "~1", 2);
+        else
+            crw_buf_putc(b, seg[i]);
+    }
+}
+
 /* Does the raw JSON string token (quotes included) spell the pointer
- * segment seg[0..n) (RFC 6901 escaped)?  Handles the escapes crwatch's
- * encoder writes; keys with \u escapes compare by their raw text. */
+ * segment seg[0..n) (RFC 6901 escaped)?  Both sides are decoded: JSON
+ * escapes in the key, ~0 and ~1 in the segment. */
 static bool key_matches(const char *tok, size_t toklen, const char *seg, size_t n) {
     const char *k = tok + 1, *ke = tok + toklen - 1;
     size_t j = 0;
-    while (k < ke && j < n) {
-        char kc = *k, sc = seg[j];
-        if (kc == '\\' && k + 1 < ke) {
-            kc = k[1] == 'n' ? '\n' : k[1] == 't' ? '\t' : k[1] == 'r' ? '\r' : k[1];
-            k++;
-        }
-        if (sc == '~' && j + 1 < n) {
-            sc = seg[j + 1] == '1' ? '/' : '~';
-            j++;
-        }
-        if (kc != sc)
+    while (k < ke) {
+        char kc[4];
+        int kn = json_char(&k, ke, kc);
+        if (kn < 0)
             return false;
-        k++;
-        j++;
+        for (int b = 0; b < kn; b++, j++) {
+            if (j >= n)
+                return false;
+            char sc = seg[j];
+            if (sc == '~' && j + 1 < n) {
+                sc = seg[j + 1] == '1' ? '/' : '~';
+                j++;
+            }
+            if (kc[b] != sc)
+                return false;
+        }
     }
-    return k == ke && j == n;
+    return j == n;
 }
 
 int crw_jdoc_lookup(const crw_jdoc_t *doc, const char *pointer) {
@@ -217,6 +327,7 @@ typedef struct {
     crw_buf_t *changed, *patch;
     const char *skip;
     crw_buf_t path;
+    crw_buf_t key; /* scratch: one member key, decoded */
 } diff_t;
 
 static void tok_text(const crw_jdoc_t *d, uint32_t t, const char **s, size_t *n) {
@@ -224,22 +335,15 @@ static void tok_text(const crw_jdoc_t *d, uint32_t t, const char **s, size_t *n)
     *n = d->toks[t].end - d->toks[t].start;
 }
 
-/* Appends a member key (raw JSON string token) to the path, RFC 6901-escaped. */
-static void path_push_key(crw_buf_t *path, const char *tok, size_t n) {
-    crw_buf_putc(path, '/');
-    for (size_t i = 1; i + 1 < n; i++) {
-        char c = tok[i];
-        if (c == '\\' && i + 2 < n) {
-            char e = tok[++i];
-            c = e == 'n' ? '\n' : e == 't' ? '\t' : e == 'r' ? '\r' : e == 'b' ? '\b' : e == 'f' ? '\f' : e;
-        }
-        if (c == '~')
-            crw_buf_puts(path, "~0");
-        else if (c == '/')
-            crw_buf_puts(path, "~1");
-        else
-            crw_buf_putc(path, c);
+/* Appends a member key (raw JSON string token) to the path: the key's
+ * real text (JSON escapes decoded), RFC 6901-escaped. */
+static void path_push_key(diff_t *df, const char *tok, size_t n) {
+    crw_buf_reset(&df->key);
+    if (crw_json_unescape(&df->key, tok + 1, n - 2) < 0) {
+        crw_buf_reset(&df->key); /* not from the tokenizer's JSON: keep the raw text */
+        crw_buf_put(&df->key, tok + 1, n - 2);
     }
+    crw_json_pointer_append(&df->path, df->key.data, df->key.len);
 }
 
 static bool skipped(const diff_t *df) {
@@ -305,7 +409,7 @@ static void diff_at(diff_t *df, uint32_t ta, uint32_t tb) {
                 }
                 ka = df->a->toks[ka + 1].next;
             }
-            path_push_key(&df->path, kbs, kbn);
+            path_push_key(df, kbs, kbn);
             if (found >= 0)
                 diff_at(df, (uint32_t)found + 1, kb + 1);
             else
@@ -330,7 +434,7 @@ static void diff_at(diff_t *df, uint32_t ta, uint32_t tb) {
                 kb = df->b->toks[kb + 1].next;
             }
             if (!present) {
-                path_push_key(&df->path, kas, kan);
+                path_push_key(df, kas, kan);
                 if (!skipped(df))
                     record(df, "remove", NULL, 0);
                 df->path.len = mark;
@@ -372,11 +476,12 @@ static void diff_at(diff_t *df, uint32_t ta, uint32_t tb) {
 void crw_jdoc_diff(const crw_jdoc_t *a, const crw_jdoc_t *b, crw_buf_t *changed, crw_buf_t *patch, const char *skip) {
     if (a->ntoks == 0 || b->ntoks == 0)
         return;
-    diff_t df = {a, b, changed, patch, skip, CRW_BUF_INIT};
+    diff_t df = {a, b, changed, patch, skip, CRW_BUF_INIT, CRW_BUF_INIT};
     crw_buf_grow(&df.path, 64);
     df.path.data[0] = '\0';
     diff_at(&df, 0, 0);
     crw_buf_free(&df.path);
+    crw_buf_free(&df.key);
 }
 
 /* ---- scanning one member -------------------------------------------- */

@@ -50,6 +50,16 @@ int crw_jdoc_lookup(const crw_jdoc_t *doc, const char *pointer);
 void crw_jdoc_diff(const crw_jdoc_t *a, const crw_jdoc_t *b, crw_buf_t *changed, crw_buf_t *patch, const char *skip);
 
 /*
+ * Appends the JSON string body body[0..n) (no quotes) decoded: escapes
+ * become their characters, \u escapes UTF-8.  @returns 0, or -1 when an
+ * escape is malformed (what was decoded before it stays appended).
+ */
+int crw_json_unescape(crw_buf_t *b, const char *body, size_t n);
+
+/* Appends "/" and seg[0..n) escaped as an RFC 6901 pointer segment ('~' -> "~0", '/' -> "~1"). */
+void crw_json_pointer_append(crw_buf_t *b, const char *seg, size_t n);
+
+/*
  * Scanning without a token array, for one member of a document: positions
  * only, nothing copied or unescaped.  Each returns NULL when malformed.
  */

@@ -179,16 +179,6 @@ static int render_json(crw_buf_t *out, const char *s, size_t n) {
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Emits the base64 of 1..3 bytes (n of them) at o; returns the advanced o. */
 static char *b64_quad(char *o, const unsigned char *b, int n) {
     uint32_t v = (uint32_t)b[0] << 16 | (n > 1 ? (uint32_t)b[1] << 8 : 0) | (n > 2 ? b[2] : 0);
@@ -218,7 +208,7 @@ static int render_bytea(crw_buf_t *out, const char *s, size_t n) {
     while (i < n) {
         int byte;
         if (hex) {
-            int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+            int hi = crw_hexval(s[i]), lo = crw_hexval(s[i + 1]);
             if (hi < 0 || lo < 0)
                 return -1;
             byte = hi << 4 | lo;

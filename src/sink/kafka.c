@@ -251,82 +251,6 @@ static rd_kafka_topic_t *topic_for(kafka_sink_t *s, const crw_event_t *ev) {
 
 /* ------------------------------------------------------ CloudEvents split */
 
-static int hexval(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-static int read_u4(const char *p, const char *end, unsigned *cp) {
-    if (end - p < 4)
-        return -1;
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
-        if (h < 0)
-            return -1;
-        v = v << 4 | (unsigned)h;
-    }
-    *cp = v;
-    return 0;
-}
-
-static void put_utf8(crw_buf_t *b, unsigned cp) {
-    if (cp < 0x80)
-        crw_buf_putc(b, (char)cp);
-    else if (cp < 0x800) {
-        crw_buf_putc(b, (char)(0xC0 | cp >> 6));
-        crw_buf_putc(b, (char)(0x80 | (cp & 0x3F)));
-    } else if (cp < 0x10000) {
-        crw_buf_putc(b, (char)(0xE0 | cp >> 12));
-        crw_buf_putc(b, (char)(0x80 | ((cp >> 6) & 0x3F)));
-        crw_buf_putc(b, (char)(0x80 | (cp & 0x3F)));
-    } else {
-        crw_buf_putc(b, (char)(0xF0 | cp >> 18));
-        crw_buf_putc(b, (char)(0x80 | ((cp >> 12) & 0x3F)));
-        crw_buf_putc(b, (char)(0x80 | ((cp >> 6) & 0x3F)));
-        crw_buf_putc(b, (char)(0x80 | (cp & 0x3F)));
-    }
-}
-
-/* Unescapes the JSON string body [p, end) into b (reset first). */
-static int unescape(crw_buf_t *b, const char *p, const char *end) {
-    crw_buf_reset(b);
-    crw_buf_grow(b, (size_t)(end - p));
-    while (p < end) {
-        if (*p != '\\') {
-            crw_buf_putc(b, *p++);
-            continue;
-        }
-        if (++p >= end)
-            return -1;
-        char c = *p++;
-        switch (c) {
-        case '"': case '\\': case '/': crw_buf_putc(b, c); break;
-        case 'b': crw_buf_putc(b, '\b'); break;
-        case 'f': crw_buf_putc(b, '\f'); break;
-        case 'n': crw_buf_putc(b, '\n'); break;
-        case 'r': crw_buf_putc(b, '\r'); break;
-        case 't': crw_buf_putc(b, '\t'); break;
-        case 'u': {
-            unsigned cp, lo;
-            if (read_u4(p, end, &cp) < 0)
-                return -1;
-            p += 4;
-            /* A high surrogate followed by \uDC00-\uDFFF is one code point. */
-            if (cp >= 0xD800 && cp < 0xDC00 && end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
-                read_u4(p + 2, end, &lo) == 0 && lo >= 0xDC00 && lo < 0xE000) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                p += 6;
-            } else if (cp >= 0xD800 && cp < 0xE000)
-                cp = 0xFFFD; /* a lone surrogate is not UTF-8 */
-            put_utf8(b, cp);
-            break;
-        }
-        default: return -1;
-        }
-    }
-    return 0;
-}
-
 int crw_kafka_ce_split(const char *json, size_t len, crw_buf_t *scratch, crw_kafka_ce_attr_fn fn, void *opaque,
                        const char **data, size_t *datalen) {
     const char *p = json, *end = json + len;
@@ -356,7 +280,8 @@ int crw_kafka_ce_split(const char *json, size_t len, crw_buf_t *scratch, crw_kaf
             *data = v;
             *datalen = (size_t)(v_end - v);
         } else if (*v == '"') {
-            if (unescape(scratch, v + 1, v_end - 1) < 0)
+            crw_buf_reset(scratch);
+            if (crw_json_unescape(scratch, v + 1, (size_t)(v_end - 1 - (v + 1))) < 0)
                 return -1;
             fn(opaque, name, namelen, scratch->data, scratch->len);
         } else

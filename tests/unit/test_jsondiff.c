@@ -1,6 +1,7 @@
 /* test_jsondiff.c — tokenizer, pointer look-up, changed pointers and JSON Patch. */
 #include <criterion/criterion.h>
 #include <json-c/json.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "map/jsondiff.h"
@@ -86,22 +87,128 @@ Test(jsondiff, rejects_what_is_not_json) {
         cr_assert_eq(crw_jdoc_parse(&A, bad[i], strlen(bad[i])), -1, "accepted %s", bad[i]);
 }
 
-Test(jsondiff, patch_applies_to_give_the_new_document) {
-    /* json-c has no patch support: check the ops against the expected document by hand-applying
-     * the simple cases above; here, that every emitted patch is valid JSON. */
-    const char *a = "{\"a\":[1,2,{\"b\":1}],\"c\":\"x\",\"d\":{\"e\":null}}";
-    const char *b = "{\"a\":[1,{\"b\":2}],\"c\":\"y\",\"f\":1}";
-    cr_assert_eq(crw_jdoc_parse(&A, a, strlen(a)), 0);
-    cr_assert_eq(crw_jdoc_parse(&B, b, strlen(b)), 0);
-    crw_buf_t ch = CRW_BUF_INIT, pa = CRW_BUF_INIT;
+/* ---- an RFC 6902 applier (add, remove, replace), to check the patches -- */
+
+/* Decodes one RFC 6901 segment (~1 -> '/', ~0 -> '~') of p into seg; returns the end of it. */
+static const char *segment(const char *p, char *seg, size_t n) {
+    size_t j = 0;
+    for (; *p && *p != '/'; p++) {
+        char c = *p;
+        if (c == '~' && (p[1] == '0' || p[1] == '1'))
+            c = *++p == '1' ? '/' : '~';
+        cr_assert_lt(j + 1, n);
+        seg[j++] = c;
+    }
+    seg[j] = '\0';
+    return p;
+}
+
+/* Applies one operation to *doc (which it may replace, for the root). */
+static void apply_op(json_object **doc, json_object *op) {
+    const char *kind = json_object_get_string(json_object_object_get(op, "op"));
+    const char *path = json_object_get_string(json_object_object_get(op, "path"));
+    json_object *value = json_object_object_get(op, "value");
+    cr_assert(kind && path, "bad op %s", json_object_to_json_string(op));
+    if (!*path) {
+        cr_assert_str_eq(kind, "replace");
+        json_object_put(*doc);
+        *doc = json_object_get(value);
+        return;
+    }
+    json_object *parent = *doc;
+    char seg[256];
+    const char *p = path;
+    for (;;) {
+        cr_assert_eq(*p, '/', "path %s", path);
+        p = segment(p + 1, seg, sizeof seg);
+        if (!*p)
+            break;
+        json_object *next = json_object_is_type(parent, json_type_array)
+                                ? json_object_array_get_idx(parent, (size_t)atoi(seg))
+                                : json_object_object_get(parent, seg);
+        cr_assert(next, "no parent for %s", path);
+        parent = next;
+    }
+    if (json_object_is_type(parent, json_type_object)) {
+        if (!strcmp(kind, "remove")) {
+            cr_assert(json_object_object_get_ex(parent, seg, NULL), "remove of a missing %s", path);
+            json_object_object_del(parent, seg);
+        } else
+            json_object_object_add(parent, seg, json_object_get(value));
+        return;
+    }
+    cr_assert(json_object_is_type(parent, json_type_array), "%s: parent is not a container", path);
+    size_t idx = (size_t)atoi(seg), len = json_object_array_length(parent);
+    if (!strcmp(kind, "remove")) {
+        cr_assert_lt(idx, len, "%s", path);
+        json_object_array_del_idx(parent, idx, 1);
+    } else if (!strcmp(kind, "replace")) {
+        cr_assert_lt(idx, len, "%s", path);
+        json_object_array_put_idx(parent, idx, json_object_get(value));
+    } else {
+        cr_assert_eq(idx, len, "crwatch only appends: %s", path);
+        json_object_array_add(parent, json_object_get(value));
+    }
+}
+
+/* Diffs a against b, applies the patch to a, and requires the result to equal b. */
+static void patch_round_trip(const char *a, const char *b) {
+    cr_assert_eq(crw_jdoc_parse(&A, a, strlen(a)), 0, "parse %s", a);
+    cr_assert_eq(crw_jdoc_parse(&B, b, strlen(b)), 0, "parse %s", b);
+    crw_buf_t ch = CRW_BUF_INIT, pa = CRW_BUF_INIT, arr = CRW_BUF_INIT;
     crw_jdoc_diff(&A, &B, &ch, &pa, NULL);
-    crw_buf_t arr = CRW_BUF_INIT;
-    crw_buf_printf(&arr, "[%s]", pa.data);
-    json_object *o = json_tokener_parse(arr.data);
-    cr_assert(o && json_object_array_length(o) == 5, "%s", arr.data);
-    cr_assert_str_eq(ch.data, "\"/a/1\",\"/a/2\",\"/c\",\"/f\",\"/d\"");
-    json_object_put(o);
+    crw_buf_printf(&arr, "[%s]", pa.data ? pa.data : "");
+    json_object *ops = json_tokener_parse(arr.data), *doc = json_tokener_parse(a), *want = json_tokener_parse(b);
+    cr_assert(ops && doc && want, "%s", arr.data);
+    for (size_t i = 0; i < json_object_array_length(ops); i++)
+        apply_op(&doc, json_object_array_get_idx(ops, i));
+    cr_assert(json_object_equal(doc, want), "%s -> %s: the patch %s gives %s", a, b, arr.data,
+              json_object_to_json_string(doc));
+    json_object_put(ops);
+    json_object_put(doc);
+    json_object_put(want);
     crw_buf_free(&ch);
     crw_buf_free(&pa);
     crw_buf_free(&arr);
+}
+
+Test(jsondiff, patch_applies_to_give_the_new_document) {
+    patch_round_trip("{\"a\":[1,2,{\"b\":1}],\"c\":\"x\",\"d\":{\"e\":null}}", "{\"a\":[1,{\"b\":2}],\"c\":\"y\",\"f\":1}");
+    patch_round_trip("[1,2,3,4]", "[1]");
+    patch_round_trip("{\"l\":[1]}", "{\"l\":[1,{\"a\":2},3]}");
+    patch_round_trip("{\"a/b\":1,\"m~n\":{\"x\":[true]}}", "{\"a/b\":2,\"m~n\":{\"x\":[false,null]}}");
+    patch_round_trip("{\"spec\":{\"outs\":[{\"h\":720},{\"h\":1080}]},\"status\":{\"phase\":\"Pending\"}}",
+                     "{\"spec\":{\"outs\":[{\"h\":1080}]},\"status\":{\"phase\":\"Running\",\"progress\":0.5}}");
+    patch_round_trip("{\"\\u00e9\":1,\"k\\\"q\":[1]}", "{\"\\u00e9\":2,\"k\\\"q\":[]}");
+    patch_round_trip("{\"a\":1}", "[1]");
+}
+
+/* Keys with JSON escapes: the pointer holds the key's real characters (RFC 6901 applies to the
+ * decoded member name), whatever escape the document used to write it. */
+Test(jsondiff, pointers_hold_the_real_key_of_escaped_names) {
+    diff("{\"\\u0001x\":1,\"\\u00e9\":1}", "{\"\\u0001x\":2,\"\\u00e9\":2}", NULL, "\"/\\u0001x\",\"/\xc3\xa9\"", NULL);
+    diff("{\"\\ud83d\\ude00\":1,\"a\\/b\":1}", "{\"\\ud83d\\ude00\":2,\"a\\/b\":2}", NULL,
+         "\"/\xf0\x9f\x98\x80\",\"/a~1b\"", NULL);
+}
+
+Test(jsondiff, lookup_decodes_escaped_keys) {
+    const char *a = "{\"\\u00e9t\\u00e9\":{\"x\\ty\":[0,7]},\"plain\":1}";
+    cr_assert_eq(crw_jdoc_parse(&A, a, strlen(a)), 0);
+    int t = crw_jdoc_lookup(&A, "/\xc3\xa9t\xc3\xa9/x\ty/1");
+    cr_assert_geq(t, 0);
+    cr_assert_eq(A.toks[t].end - A.toks[t].start, 1);
+    cr_assert_eq(a[A.toks[t].start], '7');
+    cr_assert_lt(crw_jdoc_lookup(&A, "/\\u00e9t\\u00e9"), 0, "the escaped spelling is not the key");
+    cr_assert_geq(crw_jdoc_lookup(&A, "/plain"), 0);
+}
+
+Test(jsondiff, unescape_decodes_every_escape) {
+    crw_buf_t b = CRW_BUF_INIT;
+    const char *s = "a\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\\ud800z";
+    cr_assert_eq(crw_json_unescape(&b, s, strlen(s)), 0);
+    cr_assert_str_eq(b.data, "a\"\\/\b\f\n\r\t\xc3\xa9\xf0\x9f\x98\x80\xef\xbf\xbdz");
+    crw_buf_reset(&b);
+    cr_assert_eq(crw_json_unescape(&b, "\\x", 2), -1);
+    cr_assert_eq(crw_json_unescape(&b, "\\u12", 4), -1);
+    crw_buf_free(&b);
 }
