@@ -36,7 +36,6 @@ static const char *const format_choices[] = {"cloudevents", "debezium", NULL};
 static const char *const delivery_choices[] = {"at-least-once", "exactly-once", NULL};
 static const char *const exec_mode_choices[] = {"stream", "per-event", NULL};
 static const char *const shape_choices[] = {"row", "crd", NULL};
-static const char *const sink_names[] = {"stdout", "kafka", "exec", "plugin", NULL};
 
 #define OFF(f) offsetof(crw_config_t, f)
 
@@ -115,7 +114,12 @@ static const keydef_t resource_keys[] = {
     {"columns.exclude", T_LIST, ROFF(exclude), "", NULL, 0, 0, "columns left out of the object"},
 };
 
-static void list_free(crw_strlist_t *l) {
+void crw_strlist_add(crw_strlist_t *l, const char *s) {
+    l->v = crw_realloc(l->v, sizeof(char *) * (size_t)(l->n + 1));
+    l->v[l->n++] = crw_strdup(s);
+}
+
+void crw_strlist_clear(crw_strlist_t *l) {
     for (int i = 0; i < l->n; i++)
         free(l->v[i]);
     free(l->v);
@@ -134,7 +138,7 @@ static char *trim(char *s) {
 
 /* Splits a comma list into l (replacing it); empty items are an error. */
 static int list_parse(crw_strlist_t *l, const char *value) {
-    list_free(l);
+    crw_strlist_clear(l);
     if (*value == '\0')
         return 0;
     char *copy = crw_strdup(value), *save = NULL;
@@ -148,8 +152,7 @@ static int list_parse(crw_strlist_t *l, const char *value) {
             rc = -1;
             break;
         }
-        l->v = crw_realloc(l->v, sizeof(char *) * (size_t)(l->n + 1));
-        l->v[l->n++] = crw_strdup(tok);
+        crw_strlist_add(l, tok);
     }
     /* ",a" and "a,,b" lose an item to strtok: count commas to catch them. */
     int commas = 0;
@@ -206,30 +209,12 @@ static int set_typed(void *base, const keydef_t *k, const char *shown, const cha
             snprintf(errstr, n, "%s: '%s' is not one of %s", shown, value, allowed);
         }
         return CRW_ERR_CONFIG;
-    case T_SINKS: {
-        crw_strlist_t l = {0};
-        unsigned bits = 0;
-        if (list_parse(&l, value) < 0 || l.n == 0) {
-            list_free(&l);
+    case T_SINKS: /* a list that names at least one sink; which names exist is sink/sinks.c's to say */
+        if (list_parse((crw_strlist_t *)field, value) < 0 || ((crw_strlist_t *)field)->n == 0) {
             snprintf(errstr, n, "%s: '%s' is not a comma list of sinks", shown, value);
             return CRW_ERR_CONFIG;
         }
-        for (int i = 0; i < l.n; i++) {
-            int found = -1;
-            for (int j = 0; sink_names[j]; j++)
-                if (!strcmp(l.v[i], sink_names[j]))
-                    found = j;
-            if (found < 0) {
-                snprintf(errstr, n, "%s: unknown sink '%s' (stdout, kafka, exec, plugin)", shown, l.v[i]);
-                list_free(&l);
-                return CRW_ERR_CONFIG;
-            }
-            bits |= 1u << found;
-        }
-        list_free(&l);
-        *(unsigned *)field = bits;
         return 0;
-    }
     case T_LIST:
         if (list_parse((crw_strlist_t *)field, value) < 0) {
             snprintf(errstr, n, "%s: '%s' has an empty item", shown, value);
@@ -463,14 +448,6 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
             return CRW_ERR_CONFIG;
         }
 
-    /* Honest refusals: accepted by the contract, not built yet. */
-    const char *missing = NULL;
-    if (c->source == CRW_SOURCE_POLL)
-        missing = "source=poll";
-    if (missing) {
-        snprintf(errstr, n, "%s is not available in this version of crwatch", missing);
-        return CRW_ERR_CONFIG;
-    }
     if (!*c->spool_dir) {
         const char *t = getenv("TMPDIR");
         free(c->spool_dir);
@@ -495,9 +472,9 @@ static void resource_free(crw_resource_conf_t *r) {
     free(r->kind);
     free(r->api_version);
     free(r->kind_column);
-    list_free(&r->key);
-    list_free(&r->include);
-    list_free(&r->exclude);
+    crw_strlist_clear(&r->key);
+    crw_strlist_clear(&r->include);
+    crw_strlist_clear(&r->exclude);
 }
 
 void crw_config_destroy(crw_config_t *c) {
@@ -506,8 +483,8 @@ void crw_config_destroy(crw_config_t *c) {
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (keys[i].type == T_STR)
             free(*(char **)((char *)c + keys[i].off));
-        else if (keys[i].type == T_LIST)
-            list_free((crw_strlist_t *)((char *)c + keys[i].off));
+        else if (keys[i].type == T_LIST || keys[i].type == T_SINKS)
+            crw_strlist_clear((crw_strlist_t *)((char *)c + keys[i].off));
     }
     for (int i = 0; i < c->nresources; i++)
         resource_free(&c->resources[i]);
@@ -518,6 +495,18 @@ void crw_config_destroy(crw_config_t *c) {
     }
     free(c->kafka);
     free(c);
+}
+
+bool crw_config_table_named_before(const crw_config_t *c, int i) {
+    for (int j = 0; j < i; j++)
+        if (!strcmp(c->resources[j].schema, c->resources[i].schema) &&
+            !strcmp(c->resources[j].table, c->resources[i].table))
+            return true;
+    return false;
+}
+
+const char *crw_config_source_name(crw_source_kind_t kind) {
+    return (size_t)kind < sizeof source_choices / sizeof source_choices[0] - 1 ? source_choices[kind] : "?";
 }
 
 void crw_config_describe(FILE *f) {

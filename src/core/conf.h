@@ -1,6 +1,6 @@
 /*
  * conf.h — configuration: `key = value` properties files, -X overrides,
- * parsed against one table of keys with types and validators (design.md §3).
+ * parsed against one table of keys with types and validators (docs/configuration.md).
  *
  * Unknown keys and bad values are errors naming the key (and file:line);
  * nothing here touches the database.  Thread-safety: a config is built
@@ -20,13 +20,15 @@ typedef enum { CRW_FORMAT_CLOUDEVENTS, CRW_FORMAT_DEBEZIUM } crw_format_t;
 typedef enum { CRW_DELIVERY_AT_LEAST_ONCE, CRW_DELIVERY_EXACTLY_ONCE } crw_delivery_t;
 typedef enum { CRW_EXEC_STREAM, CRW_EXEC_PER_EVENT } crw_exec_mode_t;
 
-/* Sink bits of the `sink` list. */
-enum { CRW_SINK_STDOUT = 1, CRW_SINK_KAFKA = 2, CRW_SINK_EXEC = 4, CRW_SINK_PLUGIN = 8 };
-
 typedef struct crw_strlist {
     char **v;
     int n;
 } crw_strlist_t;
+
+/* Appends a copy of s. */
+void crw_strlist_add(crw_strlist_t *l, const char *s);
+/* Frees every item and the array; l is empty afterwards. */
+void crw_strlist_clear(crw_strlist_t *l);
 
 /* One watched table (resource.<id>.* or an entry of `tables`). */
 typedef struct crw_resource_conf {
@@ -57,7 +59,7 @@ typedef struct crw_config {
     crw_strlist_t tables; /* the `tables` shorthand as given */
     crw_resource_conf_t *resources;
     int nresources;
-    unsigned sinks;       /* CRW_SINK_* bits */
+    crw_strlist_t sinks;  /* sink kinds, in the order given (sink/sinks.c knows them); empty: the embedding's own */
     crw_kv_t *kafka;      /* kafka.<prop> pass-through, <prop> without the prefix */
     int nkafka;
     char *topic_template;
@@ -134,9 +136,16 @@ int crw_props_load_file(const char *path, crw_props_set_fn set, void *arg, char 
 /*
  * Checks the whole config once every source has been applied: expands
  * `tables`, requires each resource.<id> to name a table, rejects duplicate
- * tables and features this build does not have.
+ * tables.  Which sink and source kinds exist is the registries' to say
+ * (crw_sinks_check, crw_sources_check).
  */
 int crw_config_finalize(crw_config_t *c, char *errstr, size_t errstr_size);
+
+/* True when a resource before resources[i] names the same table (a shared table: one per kind). */
+bool crw_config_table_named_before(const crw_config_t *c, int i);
+
+/* The name of a `source` value ("auto", "logical", "poll"). */
+const char *crw_config_source_name(crw_source_kind_t kind);
 
 /* Writes "key = value" lines of every key to f (help text / debugging). */
 void crw_config_describe(FILE *f);

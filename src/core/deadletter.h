@@ -1,6 +1,6 @@
 /*
  * deadletter.h — where a change goes when it cannot be mapped or delivered
- * (design.md §6): the stream continues and confirms past it, so the record
+ * (docs/events.md, "Dead letters"): the stream continues and confirms past it, so the record
  * is made durable (fsync) before the call returns.
  *
  * A record is one JSON line:

@@ -16,6 +16,7 @@ const char *crw_err_str(int err) {
     case CRW_ERR_SLOT_LOST: return "replication slot lost";
     case CRW_ERR_INTERNAL: return "internal error";
     case CRW_ERR_STOPPED: return "stopped";
+    case CRW_ERR_UNMAPPED: return "change cannot be mapped";
     }
     return "unknown error";
 }

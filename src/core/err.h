@@ -23,13 +23,14 @@ typedef enum {
     CRW_ERR_SLOT_LOST = -8,   /* the slot vanished while we used it: exit 3 */
     CRW_ERR_INTERNAL = -9,
     CRW_ERR_STOPPED = -10,    /* a stop was requested (signal, endpos) */
+    CRW_ERR_UNMAPPED = -11,   /* one change cannot be mapped: dead-letter it, the stream goes on */
 } crw_err_t;
 
 const char *crw_err_str(int err);
 
 static inline bool crw_err_retriable(int err) { return err == CRW_ERR_CONN || err == CRW_ERR_SLOT_BUSY; }
 
-/* Process exit code for an error (design.md §2): 0, 1, 2 or 3. */
+/* Process exit code for an error (README "Exit codes"): 0, 1, 2 or 3. */
 int crw_err_exit_code(int err);
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * pipeline.h — acknowledgement bookkeeping: the only code that decides the
- * confirmed LSN (design.md §7, Bottled Water's rule).
+ * confirmed position (docs/architecture.md, "The ack rule": Bottled Water's rule).
  *
  * Each source transaction gets a sequence number.  Sinks hold deliveries
  * against it and release them when acknowledged; the transaction is closed

@@ -1,6 +1,6 @@
 /*
  * workqueue.h — a keyed work queue with worker threads, the delivery engine
- * of every local handler (exec, plugin, embedded callbacks; design.md §6).
+ * of every local handler (exec, plugin, embedded callbacks; docs/handlers.md).
  *
  * Semantics follow client-go's workqueue + rate limiter:
  *   - items are queued per key; at most one item of a key is in flight, and

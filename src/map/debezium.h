@@ -1,6 +1,6 @@
 /*
  * debezium.h — row changes as Debezium PostgreSQL connector change events
- * (design.md §4, event.format=debezium), so Debezium consumers (Flink,
+ * (docs/events.md, event.format=debezium), so Debezium consumers (Flink,
  * ksqlDB, Materialize, the Debezium JDBC sink, ...) read crwatch unchanged.
  *
  * What is produced is the record *payload* a Debezium 2.6+/3.x PostgreSQL
@@ -128,6 +128,7 @@
  *
  * Hot path: appends into caller-owned buffers; no allocation per row beyond
  * buffer growth (one per-thread scratch buffer for quoted array elements).
+ * debezium.c has rows, keys and the envelope; debezium_value.c the values.
  */
 #ifndef CRW_DEBEZIUM_H
 #define CRW_DEBEZIUM_H
@@ -137,9 +138,12 @@
 #include <stdint.h>
 
 #include "core/buf.h"
-#include "decode/pgoutput.h"
-#include "decode/relcache.h"
-#include "map/event.h"
+#include "core/event.h"
+#include "decode/change.h"
+#include "decode/types.h"
+#include "map/mapper.h"
+#include "map/debezium_value.h"
+#include "map/relmap.h"
 
 /* source.snapshot: Debezium's SnapshotRecord. */
 typedef enum crw_dbz_snapshot {
@@ -174,59 +178,52 @@ typedef struct crw_dbz_read {
 const char *crw_debezium_version(void);
 
 /*
- * Encodes an Insert ("c"), Update ("u") or Delete ("d") of rel into value
+ * Encodes an Insert ("c"), Update ("u") or Delete ("d") of ri into value
  * (the Debezium value payload, no trailing newline) and its key into key
- * ({"id":1}).  tx: the transaction (commit LSN, xid, commit time).
+ * ({"id":1}).  tx: the transaction (commit LSN, xid, commit time).  ev (may
+ * be NULL) gets the spans of after (object) and before (old object).
  * Both buffers are reset first; on error their contents are unspecified.
- * @returns 0, or -1 with errstr when the change cannot be mapped (not a row
- *          change, a delete without an old row, a NULL or unknown key
+ * @returns 0, or CRW_ERR_UNMAPPED with errstr when the change cannot be
+ *          mapped (a delete without an old row, a NULL or unknown key
  *          column); the caller dead-letters it.
  */
-int crw_debezium_encode(crw_buf_t *value, crw_buf_t *key, const crw_relation_t *rel, const crw_pgo_msg_t *m,
-                        const crw_txn_ctx_t *tx, const crw_dbz_source_t *src, char *errstr, size_t errstr_size);
+int crw_debezium_encode(crw_buf_t *value, crw_buf_t *key, crw_event_t *ev, const crw_relinfo_t *ri,
+                        const crw_change_t *ch, const crw_txn_ctx_t *tx, const crw_dbz_source_t *src, char *errstr,
+                        size_t errstr_size);
 
 /*
- * True when m is an Update whose old row (REPLICA IDENTITY FULL or a key
+ * True when ch is an Update whose old row (REPLICA IDENTITY FULL or a key
  * change under DEFAULT/INDEX) shows a key column with another value.
  * Debezium then emits three records instead of one "u": encode them with
  * crw_debezium_encode_key_change.
  */
-bool crw_debezium_key_changed(const crw_relation_t *rel, const crw_pgo_msg_t *m);
+bool crw_debezium_key_changed(const crw_relinfo_t *ri, const crw_change_t *ch);
 
 /*
  * The records of a key-changing Update: del_value under old_key ("d", before
  * = the old row as known, after = null), then the caller's tombstone under
- * old_key, then create_value under new_key ("c", before = null).
- * @returns 0, or -1 with errstr as crw_debezium_encode.
+ * old_key, then create_value under new_key ("c", before = null).  The two
+ * events (may be NULL) get their spans.
+ * @returns 0, or CRW_ERR_UNMAPPED with errstr as crw_debezium_encode.
  */
-int crw_debezium_encode_key_change(crw_buf_t *del_value, crw_buf_t *old_key, crw_buf_t *create_value,
-                                   crw_buf_t *new_key, const crw_relation_t *rel, const crw_pgo_msg_t *m,
-                                   const crw_txn_ctx_t *tx, const crw_dbz_source_t *src, char *errstr,
-                                   size_t errstr_size);
+int crw_debezium_encode_key_change(crw_buf_t *del_value, crw_buf_t *old_key, crw_event_t *del_ev,
+                                   crw_buf_t *create_value, crw_buf_t *new_key, crw_event_t *create_ev,
+                                   const crw_relinfo_t *ri, const crw_change_t *ch, const crw_txn_ctx_t *tx,
+                                   const crw_dbz_source_t *src, char *errstr, size_t errstr_size);
 
-/* Encodes a truncate of rel ("t": before and after null; Debezium's key is null). */
-void crw_debezium_encode_truncate(crw_buf_t *value, const crw_relation_t *rel, const crw_txn_ctx_t *tx,
-                                  const crw_dbz_source_t *src);
+/* Encodes a truncate of ri ("t": before and after null; Debezium's key is null). */
+void crw_debezium_encode_truncate(crw_buf_t *value, crw_event_t *ev, const crw_relinfo_t *ri,
+                                  const crw_txn_ctx_t *tx, const crw_dbz_source_t *src);
 
 /*
  * Encodes a snapshot read ("r", before = null) of row, a whole row read
  * outside replication in the same text forms (DateStyle=ISO,
  * IntervalStyle=iso_8601, TimeZone=UTC, extra_float_digits=3,
  * bytea_output=hex).  src->lsn: the snapshot's LSN (0: null).
- * @returns 0, or -1 with errstr (a NULL or missing key column).
+ * @returns 0, or CRW_ERR_UNMAPPED with errstr (a NULL or missing key column).
  */
-int crw_debezium_encode_read(crw_buf_t *value, crw_buf_t *key, const crw_relation_t *rel, const crw_pgo_tuple_t *row,
-                             const crw_dbz_source_t *src, const crw_dbz_read_t *rd, char *errstr,
-                             size_t errstr_size);
-
-/*
- * Appends the Debezium rendering of one non-NULL column value (text[0..len)
- * of att's type) to out.  @returns 0, or -1 when the text does not parse for
- * its type (out is restored; the encoders then emit the text as a string).
- */
-int crw_debezium_render_value(crw_buf_t *out, const crw_rel_att_t *att, const char *text, size_t len);
-
-/* Frees the calling thread's scratch buffer (call before a thread exits). */
-void crw_debezium_thread_cleanup(void);
+int crw_debezium_encode_read(crw_buf_t *value, crw_buf_t *key, crw_event_t *ev, const crw_relinfo_t *ri,
+                             const crw_pgo_tuple_t *row, const crw_dbz_source_t *src, const crw_dbz_read_t *rd,
+                             char *errstr, size_t errstr_size);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * value.c — PostgreSQL text output -> JSON value, per type class (design.md §4).
+ * value.c — PostgreSQL text output -> JSON value, per type class (docs/events.md, "Values").
  *
  * This is the per-column hot path: every renderer appends straight into the
  * caller's crw_buf_t, parses with byte loops, and allocates nothing per

@@ -1,6 +1,6 @@
 /*
  * value.h — renders one column value, as PostgreSQL's text output sends it,
- * into a JSON value (design.md §4).  The replication session is set to
+ * into a JSON value (docs/events.md, "Values").  The replication session is set to
  * DateStyle=ISO, IntervalStyle=iso_8601, TimeZone=UTC, extra_float_digits=3,
  * bytea_output=hex, so the input forms are fixed; the renderer still accepts
  * the escape form of bytea and any UTC offset on timestamptz.

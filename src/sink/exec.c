@@ -1,6 +1,6 @@
 /*
  * exec.c — sink=exec: events handed to a local command run through
- * /bin/sh -c exec.command (design.md §6).
+ * /bin/sh -c exec.command (README "Local handlers").
  *
  * exec.mode=stream (default): one long-lived child per worker thread (so one
  * child with the default workers=1).  crwatch writes one event JSON per line
@@ -51,7 +51,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
-#include "sink/handler.h"
+#include "sink/local.h"
 
 extern char **environ;
 
@@ -574,7 +574,8 @@ static void exec_destroy(void *impl) {
     free(x);
 }
 
-crw_sink_t *crw_sink_exec_new(const crw_sink_env_t *env, int *err, char *errstr, size_t n) {
+CRW_SINK_CONSTRUCTOR(crw_sink_exec_new) {
+    size_t n = errstr_size;
     const crw_config_t *c = env->conf;
     if (!c->exec_command || !*c->exec_command) {
         snprintf(errstr, n, "sink=exec needs exec.command (a command for /bin/sh -c)");
@@ -604,11 +605,11 @@ crw_sink_t *crw_sink_exec_new(const crw_sink_env_t *env, int *err, char *errstr,
         }
     }
     crw_info("exec: %s mode, /bin/sh -c '%s'", x->mode == CRW_EXEC_STREAM ? "stream" : "per-event", x->command);
-    crw_handler_impl_t impl = {.name = "exec",
+    crw_local_impl_t impl = {.name = "exec",
                                .wants_objects = false,
                                .deliver = exec_deliver,
                                .interrupt = exec_interrupt,
                                .destroy = exec_destroy,
                                .impl = x};
-    return crw_handler_sink_new(env, &impl, NULL, err, errstr, n);
+    return crw_local_sink_new(env, &impl, NULL, err, errstr, n);
 }

@@ -19,7 +19,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
-#include "sink/handler.h"
+#include "sink/local.h"
 
 typedef struct {
     void *dl;
@@ -46,7 +46,8 @@ static void plugin_destroy(void *impl) {
     free(p);
 }
 
-crw_sink_t *crw_sink_plugin_new(const crw_sink_env_t *env, int *err, char *errstr, size_t n) {
+CRW_SINK_CONSTRUCTOR(crw_sink_plugin_new) {
+    size_t n = errstr_size;
     const crw_config_t *c = env->conf;
     *err = CRW_ERR_CONFIG;
     if (!c->plugin_path || !*c->plugin_path) {
@@ -95,13 +96,13 @@ crw_sink_t *crw_sink_plugin_new(const crw_sink_env_t *env, int *err, char *errst
     }
     p->inited = true;
     crw_info("plugin: loaded %s (%s, handler ABI %u)", p->path, p->h->name ? p->h->name : "unnamed", version);
-    crw_handler_impl_t impl = {.name = "plugin",
+    crw_local_impl_t impl = {.name = "plugin",
                                .wants_objects = true,
                                .deliver = plugin_deliver,
                                .interrupt = NULL,
                                .destroy = plugin_destroy,
                                .impl = p};
-    return crw_handler_sink_new(env, &impl, NULL, err, errstr, n);
+    return crw_local_sink_new(env, &impl, NULL, err, errstr, n);
 fail:
     plugin_destroy(p);
     return NULL;

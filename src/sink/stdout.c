@@ -72,13 +72,14 @@ static const crw_sink_ops_t stdout_ops = {
     .destroy = stdout_destroy,
 };
 
-crw_sink_t *crw_sink_stdout_new(const crw_sink_env_t *env, int fd, char *errstr, size_t n) {
+CRW_SINK_CONSTRUCTOR(crw_sink_stdout_new) {
+    (void)err;
     (void)errstr;
-    (void)n;
+    (void)errstr_size;
     stdout_sink_t *s = crw_calloc(1, sizeof *s);
     s->base.ops = &stdout_ops;
     s->base.env = env;
-    s->fd = fd;
+    s->fd = STDOUT_FILENO;
     crw_buf_grow(&s->buf, FLUSH_AT + 4096);
     return &s->base;
 }

@@ -1,63 +1,62 @@
 /*
- * replication.c — walsender session: set-up, the CopyBoth loop, feedback.
+ * replication.c — the logical replication source (source.h): the slot's
+ * changes over a walsender, pgoutput decoded (decode/pgoutput.h), standby
+ * status updates (pg_recvlogical.c's loop).
  *
  * Wire formats (PostgreSQL protocol, "Streaming Replication Protocol"):
  *   XLogData        'w' int64 dataStart, int64 walEnd, int64 sendTime, bytes
  *   Keepalive       'k' int64 walEnd, int64 sendTime, byte replyRequested
  *   Status update   'r' int64 write, int64 flush, int64 apply, int64 sendTime, byte replyRequested
  * All integers big-endian; times are microseconds since 2000-01-01.
+ *
+ * Changes reach the driver in commit order, whole transactions at a time:
+ * protocol-2 streamed transactions are spooled (spool.h) and replayed at
+ * their Stream Commit between a synthesized Begin and Commit, and vanish on
+ * abort.  The flush position reported is what the driver confirmed, never
+ * more.  Session and slot set-up are in session.c.
  */
-#include "source/replication.h"
-
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <sys/time.h>
-#include <time.h>
 
 #include "core/buf.h"
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
+#include "decode/change.h"
+#include "decode/pgoutput.h"
+#include "source/session.h"
+#include "source/source.h"
 #include "source/spool.h"
 
-/* Session settings that make text output deterministic (design.md §4). */
-#define SESSION_OPTIONS                                                                                                \
-    "-c datestyle=ISO -c intervalstyle=iso_8601 -c timezone=UTC -c extra_float_digits=3 -c bytea_output=hex"
-
-struct crw_repl {
+typedef struct {
+    crw_source_t base;
     const crw_config_t *conf;
-    char *conninfo;
-    crw_pipeline_t *pipeline;
+    crw_session_t ses;
+    crw_source_events_t ev;
     uint64_t endpos;
-    crw_repl_msg_fn fn;
-    void *opaque;
-
-    PGconn *sql;
-    PGconn *conn;
-    int server_version;
-    char *dbname;
-    bool slot_seen;          /* the slot existed at some point in this run */
-    crw_repl_seed_fn seed;
-    void *seed_opaque;
-    bool seeded;
-    char *snapshot;          /* exported by CREATE_REPLICATION_SLOT, valid until the next command */
+    crw_relcache_t *rels;
+    crw_catalog_t *cat;
     crw_pgo_decoder_t *dec;
     crw_spool_t *spool;
+    bool snapshot_done;      /* the snapshot callback ran (once per process) */
 
     bool in_stream;          /* between Stream Start and Stream Stop */
     uint32_t stream_xid;
-    bool in_txn;             /* a Begin was dispatched, its Commit not yet */
+    bool in_txn;             /* a Begin was delivered, its Commit not yet */
     bool at_end;
     bool stop_after_commit;  /* a stop was asked: the next commit is the last */
     uint64_t received;       /* highest WAL position seen */
+    uint64_t confirmed;      /* what the driver confirmed: the flush position */
     int64_t last_status_us;  /* monotonic */
-};
+} logical_t;
+
+#define L(s) ((logical_t *)(s))
 
 static void put64(char *p, uint64_t v) {
     for (int i = 7; i >= 0; i--) {
@@ -73,321 +72,69 @@ static uint64_t get64(const char *p) {
     return v;
 }
 
-crw_repl_t *crw_repl_new(const crw_config_t *conf, const char *conninfo, crw_pipeline_t *p, uint64_t endpos,
-                         crw_repl_msg_fn fn, void *opaque) {
-    crw_repl_t *r = crw_calloc(1, sizeof *r);
-    r->conf = conf;
-    r->conninfo = crw_strdup(conninfo ? conninfo : "");
-    r->pipeline = p;
-    r->endpos = endpos;
-    r->fn = fn;
-    r->opaque = opaque;
-    r->dec = crw_pgo_decoder_new();
-    r->spool = crw_spool_new(conf->spool_dir);
-    return r;
-}
-
-void crw_repl_close(crw_repl_t *r) {
-    if (r->conn)
-        PQfinish(r->conn);
-    if (r->sql)
-        PQfinish(r->sql);
-    r->conn = r->sql = NULL;
+static void logical_close(crw_source_t *base) {
+    logical_t *r = L(base);
+    crw_session_close(&r->ses);
+    crw_catalog_set_conn(r->cat, NULL);
     crw_spool_reset(r->spool);
     r->in_stream = false;
     r->in_txn = false;
 }
 
-void crw_repl_destroy(crw_repl_t *r) {
-    if (!r)
-        return;
-    crw_repl_close(r);
+static void logical_destroy(crw_source_t *base) {
+    logical_t *r = L(base);
+    logical_close(base);
+    crw_session_free(&r->ses);
+    crw_catalog_destroy(r->cat);
+    crw_relcache_destroy(r->rels);
     crw_pgo_decoder_destroy(r->dec);
     crw_spool_destroy(r->spool);
-    free(r->conninfo);
-    free(r->dbname);
-    free(r->snapshot);
     free(r);
 }
 
-PGconn *crw_repl_sql(crw_repl_t *r) { return r->sql; }
+static const char *logical_dbname(const crw_source_t *base) {
+    const logical_t *r = (const logical_t *)base;
+    return r->ses.dbname ? r->ses.dbname : "";
+}
+static crw_catalog_t *logical_catalog(crw_source_t *base) { return L(base)->cat; }
+static bool logical_at_end(const crw_source_t *base) { return ((const logical_t *)base)->at_end; }
+static bool logical_in_txn(const crw_source_t *base) { return ((const logical_t *)base)->in_txn; }
+static void logical_stop_after_commit(crw_source_t *base) { L(base)->stop_after_commit = true; }
 
-void crw_repl_set_seed(crw_repl_t *r, crw_repl_seed_fn fn, void *opaque) {
-    r->seed = fn;
-    r->seed_opaque = opaque;
+static void logical_confirm(crw_source_t *base, uint64_t position) {
+    logical_t *r = L(base);
+    if (position > r->confirmed)
+        r->confirmed = position;
 }
 
-/* Runs the seed hook, inside the slot's snapshot when there is one. */
-static int run_seed(crw_repl_t *r, char *errstr, size_t n) {
-    if (!r->seed || r->seeded)
+/* Runs the snapshot callback once, inside the slot's exported snapshot when there is one. */
+static int run_snapshot(logical_t *r, char *errstr, size_t n) {
+    if (!r->ev.snapshot || r->snapshot_done)
         return 0;
+    PGconn *sql = r->ses.sql;
     bool in_snap = false;
-    if (r->snapshot) {
-        char *lit = PQescapeLiteral(r->sql, r->snapshot, strlen(r->snapshot));
-        crw_buf_t sql = CRW_BUF_INIT;
-        crw_buf_printf(&sql, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT %s", lit);
+    if (r->ses.snapshot) {
+        char *lit = PQescapeLiteral(sql, r->ses.snapshot, strlen(r->ses.snapshot));
+        crw_buf_t q = CRW_BUF_INIT;
+        crw_buf_printf(&q, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT %s", lit);
         PQfreemem(lit);
-        PGresult *res = PQexec(r->sql, sql.data);
-        crw_buf_free(&sql);
+        PGresult *res = PQexec(sql, q.data);
+        crw_buf_free(&q);
         in_snap = PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!in_snap)
-            crw_warn("could not use the slot's snapshot (%s); reading the current state",
-                     PQresultErrorMessage(res));
+            crw_warn("could not use the slot's snapshot (%s); reading the current state", PQresultErrorMessage(res));
         PQclear(res);
         if (!in_snap)
-            PQclear(PQexec(r->sql, "ROLLBACK"));
+            PQclear(PQexec(sql, "ROLLBACK"));
     }
-    int rc = r->seed(r->seed_opaque, r->sql, in_snap);
+    int rc = r->ev.snapshot(r->ev.opaque, r->cat, in_snap);
     if (in_snap)
-        PQclear(PQexec(r->sql, "COMMIT"));
+        PQclear(PQexec(sql, "COMMIT"));
     if (rc < 0) {
         snprintf(errstr, n, "initial listing of the watched tables failed");
         return rc;
     }
-    r->seeded = true;
-    return 0;
-}
-const char *crw_repl_dbname(const crw_repl_t *r) { return r->dbname ? r->dbname : ""; }
-bool crw_repl_at_endpos(const crw_repl_t *r) { return r->at_end; }
-bool crw_repl_in_txn(const crw_repl_t *r) { return r->in_txn; }
-void crw_repl_stop_after_commit(crw_repl_t *r) { r->stop_after_commit = true; }
-
-/* Connects one session; replication: open a walsender. */
-static PGconn *connect_one(crw_repl_t *r, bool replication, char *errstr, size_t n, int *err) {
-    const char *keys[] = {"dbname", "replication", "options", "application_name", NULL};
-    const char *vals[] = {r->conninfo, replication ? "database" : NULL, SESSION_OPTIONS, "crwatch", NULL};
-    if (!replication) {
-        keys[1] = "options";
-        vals[1] = SESSION_OPTIONS;
-        keys[2] = "application_name";
-        vals[2] = "crwatch";
-        keys[3] = NULL;
-    }
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(c) != CONNECTION_OK) {
-        const char *m = PQerrorMessage(c);
-        snprintf(errstr, n, "connection failed: %.*s", (int)strcspn(m, "\n"), m);
-        /* A missing REPLICATION privilege is a prerequisite, not a transient failure. */
-        *err = strstr(m, "replication") && (strstr(m, "permission") || strstr(m, "must be")) ? CRW_ERR_PREREQ
-                                                                                          : CRW_ERR_CONN;
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
-}
-
-/* Runs sql with params; keeps the result in *res; returns 0 or sets errstr. */
-static int query(PGconn *c, PGresult **res, char *errstr, size_t n, const char *sql, int nparams,
-                 const char *const *params) {
-    *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(*res);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-        return 0;
-    const char *m = PQresultErrorMessage(*res);
-    snprintf(errstr, n, "%.*s", (int)strcspn(m, "\n"), m);
-    int rc = PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
-    PQclear(*res);
-    *res = NULL;
-    return rc;
-}
-
-static char *quote_ident(PGconn *c, const char *s) {
-    char *q = PQescapeIdentifier(c, s, strlen(s));
-    char *out = crw_strdup(q ? q : "\"\"");
-    PQfreemem(q);
-    return out;
-}
-
-/* wal_level, privileges, watched tables. */
-static int check_prereqs(crw_repl_t *r, char *errstr, size_t n) {
-    PGresult *res;
-    int rc = query(r->sql, &res, errstr, n,
-                   "SELECT current_setting('wal_level'), "
-                   "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
-                   0, NULL);
-    if (rc < 0)
-        return rc;
-    if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0) {
-        snprintf(errstr, n,
-                 "wal_level is '%s', logical replication needs wal_level=logical (set it in postgresql.conf and "
-                 "restart the server)",
-                 PQgetvalue(res, 0, 0));
-        PQclear(res);
-        return CRW_ERR_PREREQ;
-    }
-    if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
-        snprintf(errstr, n, "role %s lacks the REPLICATION attribute (ALTER ROLE ... REPLICATION)",
-                 PQuser(r->sql));
-        PQclear(res);
-        return CRW_ERR_PREREQ;
-    }
-    PQclear(res);
-    for (int i = 0; i < r->conf->nresources; i++) {
-        const crw_resource_conf_t *rs = &r->conf->resources[i];
-        const char *p[2] = {rs->schema, rs->table};
-        rc = query(r->sql, &res, errstr, n,
-                   "SELECT has_table_privilege(c.oid, 'SELECT') FROM pg_class c JOIN pg_namespace ns ON "
-                   "ns.oid = c.relnamespace WHERE ns.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r','p')",
-                   2, p);
-        if (rc < 0)
-            return rc;
-        if (PQntuples(res) == 0) {
-            snprintf(errstr, n, "watched table %s.%s does not exist", rs->schema, rs->table);
-            rc = CRW_ERR_PREREQ;
-        } else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
-            snprintf(errstr, n, "role %s may not SELECT from watched table %s.%s", PQuser(r->sql), rs->schema,
-                     rs->table);
-            rc = CRW_ERR_PREREQ;
-        }
-        PQclear(res);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
-/* Creates the publication, or adds watched tables it lacks, when allowed. */
-static int ensure_publication(crw_repl_t *r, char *errstr, size_t n) {
-    const crw_config_t *cf = r->conf;
-    PGresult *res;
-    const char *p[1] = {cf->publication_name};
-    int rc = query(r->sql, &res, errstr, n, "SELECT puballtables FROM pg_publication WHERE pubname = $1", 1, p);
-    if (rc < 0)
-        return rc;
-    bool exists = PQntuples(res) == 1, all = exists && !strcmp(PQgetvalue(res, 0, 0), "t");
-    PQclear(res);
-    char *pubq = quote_ident(r->sql, cf->publication_name);
-    crw_buf_t sql = CRW_BUF_INIT;
-    if (!exists) {
-        if (!cf->publication_create) {
-            snprintf(errstr, n, "publication %s does not exist and publication.create=false", cf->publication_name);
-            rc = CRW_ERR_PREREQ;
-            goto out;
-        }
-        if (cf->nresources == 0) {
-            snprintf(errstr, n,
-                     "publication %s does not exist and no table is configured (set tables= or "
-                     "resource.<id>.table)",
-                     cf->publication_name);
-            rc = CRW_ERR_CONFIG;
-            goto out;
-        }
-        crw_buf_printf(&sql, "CREATE PUBLICATION %s FOR TABLE ", pubq);
-    } else if (!all) {
-        crw_buf_printf(&sql, "ALTER PUBLICATION %s ADD TABLE ", pubq);
-    }
-    int added = 0;
-    for (int i = 0; !all && i < cf->nresources; i++) {
-        const crw_resource_conf_t *rs = &cf->resources[i];
-        if (exists) {
-            const char *pp[3] = {cf->publication_name, rs->schema, rs->table};
-            rc = query(r->sql, &res, errstr, n,
-                       "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND "
-                       "tablename = $3",
-                       3, pp);
-            if (rc < 0)
-                goto out;
-            int have = PQntuples(res);
-            PQclear(res);
-            if (have)
-                continue;
-            if (!cf->publication_create) {
-                snprintf(errstr, n, "publication %s does not include %s.%s and publication.create=false",
-                         cf->publication_name, rs->schema, rs->table);
-                rc = CRW_ERR_PREREQ;
-                goto out;
-            }
-        }
-        char *s = quote_ident(r->sql, rs->schema), *t = quote_ident(r->sql, rs->table);
-        crw_buf_printf(&sql, "%s%s.%s", added++ ? ", " : "", s, t);
-        free(s);
-        free(t);
-    }
-    if (added) {
-        rc = query(r->sql, &res, errstr, n, sql.data, 0, NULL);
-        if (rc < 0)
-            goto out;
-        PQclear(res);
-        crw_info("publication %s: %s %d table(s)", cf->publication_name, exists ? "added" : "created with", added);
-    }
-    rc = 0;
-out:
-    free(pubq);
-    crw_buf_free(&sql);
-    return rc;
-}
-
-/*
- * Looks the slot up; *start_lsn: its confirmed position.  *missing: it does
- * not exist and may be created (create_slot does that, after the
- * publication, so a refused start leaves nothing behind).
- */
-static int check_slot(crw_repl_t *r, uint64_t *start_lsn, bool *missing, char *errstr, size_t n) {
-    const crw_config_t *cf = r->conf;
-    PGresult *res;
-    const char *p[1] = {cf->slot_name};
-    int rc = query(r->sql, &res, errstr, n,
-                   "SELECT plugin, database, active_pid, confirmed_flush_lsn, slot_type FROM pg_replication_slots "
-                   "WHERE slot_name = $1",
-                   1, p);
-    if (rc < 0)
-        return rc;
-    if (PQntuples(res) == 1) {
-        rc = 0;
-        if (strcmp(PQgetvalue(res, 0, 4), "logical") || strcmp(PQgetvalue(res, 0, 0), "pgoutput")) {
-            snprintf(errstr, n, "slot %s exists but is not a logical pgoutput slot (plugin %s)", cf->slot_name,
-                     PQgetvalue(res, 0, 0));
-            rc = CRW_ERR_PREREQ;
-        } else if (strcmp(PQgetvalue(res, 0, 1), r->dbname)) {
-            snprintf(errstr, n, "slot %s belongs to database %s, not %s", cf->slot_name, PQgetvalue(res, 0, 1),
-                     r->dbname);
-            rc = CRW_ERR_PREREQ;
-        } else if (!PQgetisnull(res, 0, 2)) {
-            snprintf(errstr, n, "slot %s is active for PID %s", cf->slot_name, PQgetvalue(res, 0, 2));
-            rc = CRW_ERR_SLOT_BUSY;
-        } else if (!PQgetisnull(res, 0, 3))
-            crw_lsn_parse(PQgetvalue(res, 0, 3), start_lsn);
-        PQclear(res);
-        r->slot_seen = r->slot_seen || rc == 0;
-        return rc;
-    }
-    PQclear(res);
-    if (r->slot_seen) {
-        snprintf(errstr, n, "slot %s vanished while crwatch was using it: changes may have been lost; run a "
-                 "resync", cf->slot_name);
-        return CRW_ERR_SLOT_LOST;
-    }
-    if (!cf->slot_create) {
-        snprintf(errstr, n, "slot %s does not exist and slot.create=false", cf->slot_name);
-        return CRW_ERR_PREREQ;
-    }
-    *missing = true;
-    return 0;
-}
-
-static int create_slot(crw_repl_t *r, uint64_t *start_lsn, char *errstr, size_t n) {
-    const crw_config_t *cf = r->conf;
-    PGresult *res;
-    char *slotq = quote_ident(r->conn, cf->slot_name);
-    crw_buf_t sql = CRW_BUF_INIT;
-    /* Export the slot's snapshot when something wants to read the tables as of it. */
-    crw_buf_printf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", slotq,
-                   r->seed && !r->seeded ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
-    free(slotq);
-    res = PQexec(r->conn, sql.data);
-    crw_buf_free(&sql);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        const char *m = PQresultErrorMessage(res);
-        snprintf(errstr, n, "creating slot %s: %.*s", cf->slot_name, (int)strcspn(m, "\n"), m);
-        PQclear(res);
-        return PQstatus(r->conn) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
-    }
-    crw_lsn_parse(PQgetvalue(res, 0, 1), start_lsn);
-    free(r->snapshot);
-    r->snapshot = PQgetisnull(res, 0, 2) ? NULL : crw_strdup(PQgetvalue(res, 0, 2));
-    crw_info("created replication slot %s at %s", cf->slot_name, PQgetvalue(res, 0, 1));
-    PQclear(res);
-    r->slot_seen = true;
+    r->snapshot_done = true;
     return 0;
 }
 
@@ -401,58 +148,64 @@ static void append_literal(crw_buf_t *b, const char *s, char quote) {
     crw_buf_putc(b, quote);
 }
 
-/* Connects both sessions and asks IDENTIFY_SYSTEM (no publication or slot is touched). */
-static int connect_identify(crw_repl_t *r, char *errstr, size_t n) {
-    int err = CRW_ERR_CONN;
-    crw_repl_close(r);
-    if (!(r->sql = connect_one(r, false, errstr, n, &err)))
-        return err;
-    if (!(r->conn = connect_one(r, true, errstr, n, &err))) {
-        crw_repl_close(r);
-        return err;
+static int send_status(logical_t *r, bool reply_requested) {
+    PGconn *conn = r->ses.repl;
+    if (!conn)
+        return CRW_ERR_CONN;
+    uint64_t flush = r->confirmed;
+    uint64_t write = r->received > flush ? r->received : flush;
+    char msg[34];
+    msg[0] = 'r';
+    put64(msg + 1, write);                   /* write: received and handed to the driver */
+    put64(msg + 9, flush);                   /* flush: every sink acknowledged up to here */
+    put64(msg + 17, flush);                  /* apply: same as flush; nothing is applied later */
+    put64(msg + 25, (uint64_t)crw_clock_pg_us()); /* sendTime */
+    msg[33] = reply_requested ? 1 : 0;
+    if (PQputCopyData(conn, msg, sizeof msg) <= 0 || PQflush(conn) < 0) {
+        crw_warn("could not send status update: %s", PQerrorMessage(conn));
+        return CRW_ERR_CONN;
     }
-    r->server_version = PQserverVersion(r->conn);
-    PGresult *res = PQexec(r->conn, "IDENTIFY_SYSTEM");
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) < 4 || PQgetisnull(res, 0, 3)) {
-        const char *m = PQresultErrorMessage(res);
-        snprintf(errstr, n, "IDENTIFY_SYSTEM failed: %.*s", (int)strcspn(m, "\n"), m);
-        PQclear(res);
-        err = PQstatus(r->conn) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
-        crw_repl_close(r);
-        return err;
-    }
-    free(r->dbname);
-    r->dbname = crw_strdup(PQgetvalue(res, 0, 3));
-    PQclear(res);
+    r->last_status_us = crw_clock_mono_us();
+    crw_debug("status: write " CRW_LSN_FMT " flush " CRW_LSN_FMT, CRW_LSN_ARGS(write), CRW_LSN_ARGS(flush));
     return 0;
 }
 
-int crw_repl_start(crw_repl_t *r, char *errstr, size_t n) {
-    int rc = connect_identify(r, errstr, n);
+static int logical_start(crw_source_t *base, char *errstr, size_t n) {
+    logical_t *r = L(base);
+    crw_spool_reset(r->spool);
+    r->in_stream = r->in_txn = false;
+    int rc = crw_session_open(&r->ses, errstr, n);
     if (rc < 0)
         return rc;
+    crw_catalog_set_conn(r->cat, r->ses.sql);
     PGresult *res;
 
     uint64_t start = 0;
     bool missing = false;
-    if ((rc = check_prereqs(r, errstr, n)) < 0 || (rc = check_slot(r, &start, &missing, errstr, n)) < 0 ||
-        (rc = ensure_publication(r, errstr, n)) < 0 || (missing && (rc = create_slot(r, &start, errstr, n)) < 0))
+    if ((rc = crw_session_check_prereqs(&r->ses, errstr, n)) < 0 ||
+        (rc = crw_session_check_slot(&r->ses, &start, &missing, errstr, n)) < 0 ||
+        (rc = crw_session_ensure_publication(&r->ses, errstr, n)) < 0 ||
+        (missing &&
+         (rc = crw_session_create_slot(&r->ses, r->ev.snapshot && !r->snapshot_done, &start, errstr, n)) < 0))
         goto fail;
-    crw_pipeline_follow(r->pipeline, start);
-    rc = run_seed(r, errstr, n);
-    free(r->snapshot);
-    r->snapshot = NULL;
+    /* What the slot has confirmed is confirmed: nothing before it comes again. */
+    logical_confirm(base, start);
+    if (r->ev.tick)
+        r->ev.tick(r->ev.opaque, start);
+    rc = run_snapshot(r, errstr, n);
+    free(r->ses.snapshot);
+    r->ses.snapshot = NULL;
     if (rc < 0)
         goto fail;
 
     crw_buf_t cmd = CRW_BUF_INIT;
-    char *slotq = quote_ident(r->conn, r->conf->slot_name);
+    char *slotq = crw_session_quote_ident(r->ses.repl, r->conf->slot_name);
     crw_buf_t pubs = CRW_BUF_INIT;
     append_literal(&pubs, r->conf->publication_name, '"');
     crw_buf_printf(&cmd, "START_REPLICATION SLOT %s LOGICAL 0/0 (", slotq);
     free(slotq);
     /* Protocol 2 with streaming where the server has it (PostgreSQL 14+). */
-    if (r->server_version >= 140000)
+    if (r->ses.server_version >= 140000)
         crw_buf_puts(&cmd, "proto_version '2', streaming 'on', messages 'true', ");
     else
         crw_buf_puts(&cmd, "proto_version '1', ");
@@ -461,7 +214,7 @@ int crw_repl_start(crw_repl_t *r, char *errstr, size_t n) {
     crw_buf_putc(&cmd, ')');
     crw_buf_free(&pubs);
     crw_debug("%s", cmd.data);
-    res = PQexec(r->conn, cmd.data);
+    res = PQexec(r->ses.repl, cmd.data);
     crw_buf_free(&cmd);
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
         const char *m = PQresultErrorMessage(res);
@@ -469,8 +222,8 @@ int crw_repl_start(crw_repl_t *r, char *errstr, size_t n) {
         snprintf(errstr, n, "START_REPLICATION failed: %.*s", (int)strcspn(m, "\n"), m);
         /* 55006 object_in_use: the slot is still held by a dying predecessor. */
         rc = state && !strcmp(state, "55006") ? CRW_ERR_SLOT_BUSY
-             : PQstatus(r->conn) == CONNECTION_BAD ? CRW_ERR_CONN
-                                                   : CRW_ERR_PREREQ;
+             : PQstatus(r->ses.repl) == CONNECTION_BAD ? CRW_ERR_CONN
+                                                       : CRW_ERR_PREREQ;
         PQclear(res);
         goto fail;
     }
@@ -478,55 +231,80 @@ int crw_repl_start(crw_repl_t *r, char *errstr, size_t n) {
     r->at_end = false;
     r->last_status_us = 0;
     crw_info("streaming from slot %s (database %s, protocol %d, confirmed " CRW_LSN_FMT ")", r->conf->slot_name,
-             r->dbname, r->server_version >= 140000 ? 2 : 1, CRW_LSN_ARGS(start));
+             r->ses.dbname, r->ses.server_version >= 140000 ? 2 : 1, CRW_LSN_ARGS(start));
     return 0;
 fail:
-    crw_repl_close(r);
+    logical_close(base);
     return rc;
 }
 
-int crw_repl_send_status(crw_repl_t *r, bool reply_requested) {
-    if (!r->conn)
-        return CRW_ERR_CONN;
-    uint64_t flush = crw_pipeline_confirmed(r->pipeline);
-    uint64_t write = r->received > flush ? r->received : flush;
-    char msg[34];
-    msg[0] = 'r';
-    put64(msg + 1, write);         /* write: received and handed to the pipeline */
-    put64(msg + 9, flush);         /* flush: every sink acknowledged up to here */
-    put64(msg + 17, flush);        /* apply: same as flush; nothing is applied later */
-    put64(msg + 25, (uint64_t)crw_clock_pg_us()); /* sendTime */
-    msg[33] = reply_requested ? 1 : 0;
-    if (PQputCopyData(r->conn, msg, sizeof msg) <= 0 || PQflush(r->conn) < 0) {
-        crw_warn("could not send status update: %s", PQerrorMessage(r->conn));
-        return CRW_ERR_CONN;
-    }
-    r->last_status_us = crw_clock_mono_us();
-    crw_debug("status: write " CRW_LSN_FMT " flush " CRW_LSN_FMT, CRW_LSN_ARGS(write), CRW_LSN_ARGS(flush));
-    return 0;
+/* The relation a change names: it must have been described first. */
+static const crw_relation_t *relation(logical_t *r, uint32_t relid, char *errstr, size_t n) {
+    const crw_relation_t *rel = crw_relcache_get(r->rels, relid);
+    if (!rel)
+        snprintf(errstr, n, "change for relation %u before its Relation message", relid);
+    return rel;
 }
 
-/* Dispatches to the handler, tracking transaction boundaries and endpos. */
-static int dispatch(crw_repl_t *r, const crw_pgo_msg_t *m) {
-    if (m->type == CRW_PGO_BEGIN) {
+/* Hands one decoded message to the driver, tracking transaction boundaries and endpos. */
+static int deliver(logical_t *r, const crw_pgo_msg_t *m, char *errstr, size_t n) {
+    const crw_source_events_t *ev = &r->ev;
+    int rc = 0;
+    switch (m->type) {
+    case CRW_PGO_BEGIN: {
         if (r->endpos && m->u.begin.final_lsn > r->endpos) {
             r->at_end = true;
             return 0;
         }
         r->in_txn = true;
+        crw_src_txn_t t = {m->u.begin.final_lsn, m->u.begin.xid, m->u.begin.commit_time};
+        return ev->begin(ev->opaque, &t);
     }
-    int rc = r->fn(r->opaque, m);
-    if (m->type == CRW_PGO_COMMIT) {
+    case CRW_PGO_COMMIT:
+        if (r->in_txn)
+            rc = ev->commit(ev->opaque, m->u.commit.end_lsn);
         r->in_txn = false;
         /* Like pg_recvlogical: the commit that reaches endpos is the last. */
         if ((r->endpos && m->u.commit.end_lsn >= r->endpos) || r->stop_after_commit)
             r->at_end = true;
+        return rc;
+    case CRW_PGO_RELATION:
+        crw_relcache_update(r->rels, &m->u.relation);
+        return 0;
+    case CRW_PGO_TYPE:
+        if (ev->invalidate)
+            ev->invalidate(ev->opaque, m->u.type.typoid);
+        return 0;
+    case CRW_PGO_INSERT:
+    case CRW_PGO_UPDATE:
+    case CRW_PGO_DELETE: {
+        uint32_t relid = m->type == CRW_PGO_INSERT   ? m->u.insert.relid
+                         : m->type == CRW_PGO_UPDATE ? m->u.update.relid
+                                                     : m->u.del.relid;
+        const crw_relation_t *rel = relation(r, relid, errstr, n);
+        if (!rel)
+            return CRW_ERR_PROTOCOL;
+        crw_change_t ch;
+        crw_change_from_msg(&ch, rel, m);
+        return ev->change(ev->opaque, &ch);
     }
-    return rc;
+    case CRW_PGO_TRUNCATE:
+        for (uint32_t i = 0; i < m->u.truncate.nrels; i++) {
+            const crw_relation_t *rel = relation(r, m->u.truncate.relids[i], errstr, n);
+            if (!rel)
+                return CRW_ERR_PROTOCOL;
+            crw_change_t ch = {.op = CRW_OP_TRUNCATE, .rel = rel, .lsn = m->lsn};
+            if ((rc = ev->change(ev->opaque, &ch)) < 0)
+                return rc;
+        }
+        return 0;
+    default:
+        return 0; /* Origin, Message: nothing to hand on */
+    }
 }
 
 typedef struct {
-    crw_repl_t *r;
+    logical_t *r;
     char *errstr;
     size_t n;
 } replay_ctx_t;
@@ -541,11 +319,11 @@ static int replay_one(void *opaque, const char *buf, size_t len) {
     if (rc < 0)
         return rc;
     m.lsn = get64(buf);
-    return dispatch(ctx->r, &m);
+    return deliver(ctx->r, &m, ctx->errstr, ctx->n);
 }
 
 /* One pgoutput message from an XLogData frame. */
-static int handle_message(crw_repl_t *r, const char *buf, size_t len, uint64_t lsn, char *errstr, size_t n) {
+static int handle_message(logical_t *r, const char *buf, size_t len, uint64_t lsn, char *errstr, size_t n) {
     if (r->at_end)
         return 0; /* past endpos: read (and keep answering) but hand nothing on */
     crw_pgo_msg_t m;
@@ -577,12 +355,12 @@ static int handle_message(crw_repl_t *r, const char *buf, size_t len, uint64_t l
         c.u.commit.end_lsn = m.u.stream_commit.end_lsn;
         c.u.commit.commit_time = m.u.stream_commit.commit_time;
         uint32_t xid = m.u.stream_commit.xid;
-        if ((rc = dispatch(r, &b)) < 0)
+        if ((rc = deliver(r, &b, errstr, n)) < 0)
             return rc;
         replay_ctx_t ctx = {r, errstr, n};
         if ((rc = crw_spool_replay(r->spool, xid, replay_one, &ctx)) < 0)
             return rc;
-        return dispatch(r, &c);
+        return deliver(r, &c, errstr, n);
     }
     default:
         break;
@@ -593,26 +371,28 @@ static int handle_message(crw_repl_t *r, const char *buf, size_t len, uint64_t l
         put64((char *)buf - 8, lsn);
         return crw_spool_append(r->spool, r->stream_xid, m.xid ? m.xid : r->stream_xid, buf - 8, len + 8);
     }
-    return dispatch(r, &m);
+    return deliver(r, &m, errstr, n);
 }
 
-void crw_repl_keepalive(crw_repl_t *r) {
-    if (r->conn && crw_clock_mono_us() - r->last_status_us >= (int64_t)r->conf->status_interval_ms * 1000)
-        crw_repl_send_status(r, false);
+static void logical_keepalive(crw_source_t *base) {
+    logical_t *r = L(base);
+    if (r->ses.repl && crw_clock_mono_us() - r->last_status_us >= (int64_t)r->conf->status_interval_ms * 1000)
+        send_status(r, false);
 }
 
-int crw_repl_finish(crw_repl_t *r, int timeout_ms) {
-    if (!r->conn)
+static int logical_finish(crw_source_t *base, int timeout_ms) {
+    logical_t *r = L(base);
+    if (!r->ses.repl)
         return CRW_ERR_CONN;
-    int rc = crw_repl_send_status(r, false);
-    if (rc == 0 && (PQputCopyEnd(r->conn, NULL) <= 0 || PQflush(r->conn) < 0))
+    int rc = send_status(r, false);
+    if (rc == 0 && (PQputCopyEnd(r->ses.repl, NULL) <= 0 || PQflush(r->ses.repl) < 0))
         rc = CRW_ERR_CONN;
     /* The server answers CopyDone after every message before it, our status
      * update included, was processed; data still in flight is dropped. */
     int64_t deadline = crw_clock_mono_us() + (int64_t)timeout_ms * 1000;
     while (rc == 0) {
         char *buf = NULL;
-        int len = PQgetCopyData(r->conn, &buf, 1);
+        int len = PQgetCopyData(r->ses.repl, &buf, 1);
         if (buf)
             PQfreemem(buf);
         if (len == -1)
@@ -629,44 +409,45 @@ int crw_repl_finish(crw_repl_t *r, int timeout_ms) {
             rc = CRW_ERR_CONN;
             break;
         }
-        int fd = PQsocket(r->conn);
+        int fd = PQsocket(r->ses.repl);
         fd_set rfds;
         FD_ZERO(&rfds);
         FD_SET(fd, &rfds);
         struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
-        if (select(fd + 1, &rfds, NULL, NULL, &tv) > 0 && !PQconsumeInput(r->conn))
+        if (select(fd + 1, &rfds, NULL, NULL, &tv) > 0 && !PQconsumeInput(r->ses.repl))
             rc = CRW_ERR_CONN;
     }
     if (rc == 0) {
         PGresult *res;
-        while (!PQisBusy(r->conn) && (res = PQgetResult(r->conn)))
+        while (!PQisBusy(r->ses.repl) && (res = PQgetResult(r->ses.repl)))
             PQclear(res);
     }
-    crw_repl_close(r);
+    logical_close(base);
     return rc;
 }
 
-int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
-    if (!r->conn)
+static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t n) {
+    logical_t *r = L(base);
+    if (!r->ses.repl)
         return CRW_ERR_CONN;
     int64_t interval = (int64_t)r->conf->status_interval_ms * 1000;
     for (int batch = 0;; batch++) {
         /* Return now and then while data keeps coming, so the caller sees
          * signals and sinks, and feedback goes out on time. */
         if (batch == 4096) {
-            if (crw_clock_mono_us() - r->last_status_us >= interval && crw_repl_send_status(r, false) < 0)
+            if (crw_clock_mono_us() - r->last_status_us >= interval && send_status(r, false) < 0)
                 return CRW_ERR_CONN;
             return 0;
         }
         char *buf = NULL;
-        int len = PQgetCopyData(r->conn, &buf, 1);
+        int len = PQgetCopyData(r->ses.repl, &buf, 1);
         if (len == 0) {
             /* Nothing buffered: send feedback if due, then wait for the socket. */
-            if (crw_clock_mono_us() - r->last_status_us >= interval && crw_repl_send_status(r, false) < 0)
+            if (crw_clock_mono_us() - r->last_status_us >= interval && send_status(r, false) < 0)
                 return CRW_ERR_CONN;
             if (timeout_ms <= 0)
                 return 0;
-            int fd = PQsocket(r->conn);
+            int fd = PQsocket(r->ses.repl);
             fd_set rfds;
             FD_ZERO(&rfds);
             FD_SET(fd, &rfds);
@@ -680,15 +461,15 @@ int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
                 snprintf(errstr, n, "select: %s", strerror(errno));
                 return CRW_ERR_CONN;
             }
-            if (s > 0 && !PQconsumeInput(r->conn)) {
-                snprintf(errstr, n, "connection lost: %.*s", (int)strcspn(PQerrorMessage(r->conn), "\n"),
-                         PQerrorMessage(r->conn));
+            if (s > 0 && !PQconsumeInput(r->ses.repl)) {
+                snprintf(errstr, n, "connection lost: %.*s", (int)strcspn(PQerrorMessage(r->ses.repl), "\n"),
+                         PQerrorMessage(r->ses.repl));
                 return CRW_ERR_CONN;
             }
             return 0; /* let the caller look at signals, sinks and endpos */
         }
         if (len == -1) {
-            PGresult *res = PQgetResult(r->conn);
+            PGresult *res = PQgetResult(r->ses.repl);
             const char *m = res ? PQresultErrorMessage(res) : "";
             const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
             snprintf(errstr, n, "replication stream ended: %.*s", (int)strcspn(m, "\n"), m);
@@ -703,8 +484,8 @@ int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
             return rc;
         }
         if (len < 0) {
-            snprintf(errstr, n, "connection lost: %.*s", (int)strcspn(PQerrorMessage(r->conn), "\n"),
-                     PQerrorMessage(r->conn));
+            snprintf(errstr, n, "connection lost: %.*s", (int)strcspn(PQerrorMessage(r->ses.repl), "\n"),
+                     PQerrorMessage(r->ses.repl));
             return CRW_ERR_CONN;
         }
         int rc = 0;
@@ -713,15 +494,17 @@ int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
             bool reply = buf[17] != 0;
             if (wal_end > r->received)
                 r->received = wal_end;
-            /* Everything up to wal_end was sent before this keepalive: when
-             * nothing is open or unacknowledged, the slot may follow. */
-            if (!r->in_txn && !r->in_stream && crw_pipeline_idle(r->pipeline)) {
-                crw_pipeline_follow(r->pipeline, r->endpos && wal_end > r->endpos ? r->endpos : wal_end);
+            /* Everything up to wal_end was sent before this keepalive: with
+             * nothing open, the driver may let the slot follow it (when
+             * nothing is unacknowledged either: the pipeline decides). */
+            if (!r->in_txn && !r->in_stream) {
+                if (r->ev.tick)
+                    r->ev.tick(r->ev.opaque, r->endpos && wal_end > r->endpos ? r->endpos : wal_end);
                 if (r->endpos && wal_end >= r->endpos)
                     r->at_end = true;
             }
             if (reply)
-                rc = crw_repl_send_status(r, false);
+                rc = send_status(r, false);
         } else if (buf[0] == 'w' && len >= 25) {
             uint64_t start = get64(buf + 1);
             if (start > r->received)
@@ -739,153 +522,35 @@ int crw_repl_poll(crw_repl_t *r, int timeout_ms, char *errstr, size_t n) {
     }
 }
 
-/* ---- crwatch check / crwatch slot ------------------------------------ */
+static const crw_source_ops_t logical_ops = {
+    .name = "logical",
+    .start = logical_start,
+    .poll = logical_poll,
+    .confirm = logical_confirm,
+    .keepalive = logical_keepalive,
+    .stop_after_commit = logical_stop_after_commit,
+    .at_end = logical_at_end,
+    .in_txn = logical_in_txn,
+    .finish = logical_finish,
+    .close = logical_close,
+    .dbname = logical_dbname,
+    .catalog = logical_catalog,
+    .destroy = logical_destroy,
+};
 
-static void report(FILE *out, const char *status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void report(FILE *out, const char *status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(out, "%-5s ", status);
-    vfprintf(out, fmt, ap);
-    fputc('\n', out);
-    va_end(ap);
-}
-
-int crw_repl_check(crw_repl_t *r, FILE *out, char *errstr, size_t n) {
-    const crw_config_t *cf = r->conf;
-    int rc = connect_identify(r, errstr, n);
-    if (rc < 0) {
-        report(out, "FAIL", "connection: %s", errstr);
-        return rc;
-    }
-    int failed = 0;
-    report(out, "ok", "connection: database %s as %s, server %s (replication session accepted)", r->dbname,
-           PQuser(r->sql), PQparameterStatus(r->sql, "server_version"));
-    char why[1024];
-    if ((rc = check_prereqs(r, why, sizeof why)) < 0) {
-        report(out, "FAIL", "%s", why);
-        failed = rc;
-    } else
-        report(out, "ok", "wal_level=logical, REPLICATION attribute, watched tables readable");
-    for (int i = 0; i < cf->nresources && !failed; i++) {
-        const crw_resource_conf_t *rs = &cf->resources[i];
-        const char *p[2] = {rs->schema, rs->table};
-        PGresult *res;
-        if (query(r->sql, &res, why, sizeof why,
-                  "SELECT c.relreplident, (SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey::int2[], "
-                  "a.attnum)) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = "
-                  "ANY(i.indkey) WHERE i.indrelid = c.oid AND i.indisprimary) FROM pg_class c JOIN pg_namespace "
-                  "ns ON ns.oid = c.relnamespace WHERE ns.nspname = $1 AND c.relname = $2",
-                  2, p) < 0)
-            continue;
-        char ident = PQgetvalue(res, 0, 0)[0];
-        const char *ids = ident == 'f' ? "FULL (oldObject on every update)"
-                          : ident == 'n' ? "NOTHING (updates and deletes cannot be published)"
-                          : ident == 'i' ? "USING INDEX (old key only)"
-                                         : "DEFAULT (old key only: oldObject needs cache.max.entries)";
-        report(out, ident == 'n' ? "FAIL" : "ok", "table %s.%s: kind %s, primary key (%s), replica identity %s",
-               rs->schema, rs->table, rs->kind, PQgetisnull(res, 0, 1) ? "none" : PQgetvalue(res, 0, 1), ids);
-        if (ident == 'n')
-            failed = CRW_ERR_PREREQ;
-        PQclear(res);
-    }
-    PGresult *res;
-    const char *pp[1] = {cf->publication_name};
-    if (query(r->sql, &res, why, sizeof why,
-              "SELECT p.puballtables, (SELECT count(*) FROM pg_publication_tables t WHERE t.pubname = p.pubname) "
-              "FROM pg_publication p WHERE p.pubname = $1",
-              1, pp) == 0) {
-        if (PQntuples(res) == 0)
-            report(out, cf->publication_create ? "warn" : "FAIL", "publication %s: missing (%s)", cf->publication_name,
-                   cf->publication_create ? "stream creates it" : "publication.create=false");
-        else
-            report(out, "ok", "publication %s: %s table(s)%s", cf->publication_name, PQgetvalue(res, 0, 1),
-                   !strcmp(PQgetvalue(res, 0, 0), "t") ? ", FOR ALL TABLES" : "");
-        if (PQntuples(res) == 0 && !cf->publication_create)
-            failed = CRW_ERR_PREREQ;
-        PQclear(res);
-    }
-    uint64_t start = 0;
-    bool missing = false;
-    bool seen = r->slot_seen;
-    rc = check_slot(r, &start, &missing, why, sizeof why);
-    r->slot_seen = seen;
-    if (rc < 0 && rc != CRW_ERR_SLOT_BUSY) {
-        report(out, "FAIL", "%s", why);
-        failed = failed ? failed : rc;
-    } else if (missing)
-        report(out, "warn", "slot %s: missing (stream creates it)", cf->slot_name);
-    else {
-        const char *sp[1] = {cf->slot_name};
-        if (query(r->sql, &res, why, sizeof why,
-                  "SELECT confirmed_flush_lsn, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
-                  "active_pid FROM pg_replication_slots WHERE slot_name = $1",
-                  1, sp) == 0 &&
-            PQntuples(res) == 1) {
-            report(out, rc == CRW_ERR_SLOT_BUSY ? "warn" : "ok", "slot %s: pgoutput, confirmed %s, %s bytes behind%s%s",
-                   cf->slot_name, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
-                   PQgetisnull(res, 0, 2) ? "" : ", in use by PID ", PQgetvalue(res, 0, 2));
-        }
-        PQclear(res);
-    }
-    crw_repl_close(r);
-    if (failed)
-        snprintf(errstr, n, "a prerequisite is missing (see the report)");
-    return failed;
-}
-
-int crw_repl_slot(crw_repl_t *r, const char *verb, FILE *out, char *errstr, size_t n) {
-    const crw_config_t *cf = r->conf;
-    int rc = connect_identify(r, errstr, n);
-    if (rc < 0)
-        return rc;
-    uint64_t lsn = 0;
-    bool missing = false;
-    rc = check_slot(r, &lsn, &missing, errstr, n);
-    if (!strcmp(verb, "status")) {
-        if (rc == 0 && missing) {
-            snprintf(errstr, n, "slot %s does not exist", cf->slot_name);
-            rc = CRW_ERR_PREREQ;
-        } else if (rc == 0 || rc == CRW_ERR_SLOT_BUSY) {
-            const char *sp[1] = {cf->slot_name};
-            PGresult *res;
-            rc = query(r->sql, &res, errstr, n,
-                       "SELECT json_build_object('slot', slot_name, 'plugin', plugin, 'database', database, "
-                       "'active', active, 'active_pid', active_pid, 'restart_lsn', restart_lsn, "
-                       "'confirmed_flush_lsn', confirmed_flush_lsn, 'lag_bytes', "
-                       "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 'wal_status', wal_status) "
-                       "FROM pg_replication_slots WHERE slot_name = $1",
-                       1, sp);
-            if (rc == 0) {
-                fprintf(out, "%s\n", PQgetvalue(res, 0, 0));
-                PQclear(res);
-            }
-        }
-    } else if (!strcmp(verb, "create")) {
-        if (rc == 0 && !missing) {
-            snprintf(errstr, n, "slot %s exists already", cf->slot_name);
-            rc = CRW_ERR_PREREQ;
-        } else if (rc == 0 && (rc = ensure_publication(r, errstr, n)) == 0 && (rc = create_slot(r, &lsn, errstr, n)) == 0)
-            /* the publication first: a slot older than its publication cannot stream */
-            fprintf(out, "{\"slot\":\"%s\",\"created_at_lsn\":\"" CRW_LSN_FMT "\"}\n", cf->slot_name,
-                    CRW_LSN_ARGS(lsn));
-    } else if (!strcmp(verb, "drop")) {
-        if (rc == 0 && missing) {
-            snprintf(errstr, n, "slot %s does not exist", cf->slot_name);
-            rc = CRW_ERR_PREREQ;
-        } else if (rc == 0) {
-            const char *sp[1] = {cf->slot_name};
-            PGresult *res;
-            rc = query(r->sql, &res, errstr, n, "SELECT pg_drop_replication_slot($1)", 1, sp);
-            if (rc == 0) {
-                PQclear(res);
-                fprintf(out, "{\"slot\":\"%s\",\"dropped\":true}\n", cf->slot_name);
-            }
-        }
-    } else {
-        snprintf(errstr, n, "slot: unknown action '%s' (status, create, drop)", verb);
-        rc = CRW_ERR_CONFIG;
-    }
-    crw_repl_close(r);
-    return rc;
+CRW_SOURCE_CONSTRUCTOR(crw_source_logical_new) {
+    (void)err;
+    (void)errstr;
+    (void)errstr_size;
+    logical_t *r = crw_calloc(1, sizeof *r);
+    r->base.ops = &logical_ops;
+    r->conf = conf;
+    crw_session_init(&r->ses, conf, opts->conninfo);
+    r->ev = *ev;
+    r->endpos = opts->endpos;
+    r->rels = crw_relcache_new();
+    r->cat = crw_catalog_new(r->rels);
+    r->dec = crw_pgo_decoder_new();
+    r->spool = crw_spool_new(conf->spool_dir);
+    return &r->base;
 }

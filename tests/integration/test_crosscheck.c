@@ -2,7 +2,7 @@
  * test_crosscheck.c — crwatch's typed values against an independent
  * rendering of the same WAL: wal2json (format-version 2) reading a second
  * slot created at the same point.  Each column of each change must agree
- * once wal2json's text forms are normalised the way design.md §4 says
+ * once wal2json's text forms are normalised the way docs/events.md ("Values") says
  * (timestamps to ISO 8601 UTC, bytea to base64, BC years to astronomical).
  */
 #include <criterion/criterion.h>

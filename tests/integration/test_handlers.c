@@ -100,28 +100,8 @@ static bool file_exists(const char *dir, const char *name) {
 
 /* Starts crwatch on db (slot named after it) with tables=public.t and extra -X settings. */
 static it_proc_t *start_crwatch(const char *db, const char *const *settings) {
-    const char *args[64];
-    int n = 0;
-    static char slot[128];
-    snprintf(slot, sizeof slot, "slot.name=%s", db);
-    args[n++] = "stream";
-    args[n++] = "-X";
-    args[n++] = "tables=public.t";
-    args[n++] = "-X";
-    args[n++] = slot;
-    args[n++] = "-X";
-    args[n++] = "status.interval.ms=100";
-    for (int i = 0; settings && settings[i]; i++) {
-        args[n++] = "-X";
-        args[n++] = settings[i];
-    }
-    args[n] = NULL;
-    it_proc_t *p = it_crwatch_start(db, args);
-    if (!it_proc_stderr_wait(p, "streaming from slot", EV_TIMEOUT)) {
-        it_proc_dump_stderr(p);
-        cr_assert_fail("crwatch did not start streaming");
-    }
-    return p;
+    static const char *const base[] = {"tables=public.t", "status.interval.ms=100", NULL};
+    return it_crwatch_stream(db, base, settings);
 }
 
 /* Field idx (0-based, split on spaces and tabs) of the first line of dir/name containing needle; malloc'd. */

@@ -439,27 +439,11 @@ static char *deadletter_subjects(const char *path, const char *reason_has) {
 
 /* Starts crwatch streaming table t of db into the broker at bs; extra: NULL-terminated -X values. */
 static it_proc_t *start_kafka(const char *db, const char *bs, const char *const *extra) {
-    const char *args[64];
-    int n = 0;
-    static char slot[128], boot[256], dl[300];
-    snprintf(slot, sizeof slot, "slot.name=%s", db);
+    char boot[256], dl[300];
     snprintf(boot, sizeof boot, "kafka.bootstrap.servers=%s", bs);
     snprintf(dl, sizeof dl, "deadletter.file=%s", deadletter_path(db));
-    const char *base[] = {"stream", "-X", "tables=public.t", "-X", slot, "-X", "sink=kafka", "-X", boot,
-                          "-X",     dl,   "-X",              "status.interval.ms=200"};
-    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
-        args[n++] = base[i];
-    for (int i = 0; extra && extra[i]; i++) {
-        args[n++] = "-X";
-        args[n++] = extra[i];
-    }
-    args[n] = NULL;
-    it_proc_t *p = it_crwatch_start(db, args);
-    if (!it_proc_stderr_wait(p, "streaming from slot", EV_TIMEOUT)) {
-        it_proc_dump_stderr(p);
-        cr_assert_fail("crwatch did not start streaming");
-    }
-    return p;
+    const char *const base[] = {"tables=public.t", "sink=kafka", boot, dl, "status.interval.ms=200", NULL};
+    return it_crwatch_stream(db, base, extra);
 }
 
 /* SIGTERM, exit 0 required; returns how many events crwatch says it sent of a

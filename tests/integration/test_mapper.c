@@ -15,32 +15,7 @@
 
 #define EV_TIMEOUT 15000
 
-static it_proc_t *start(const char *db, const char *const *xs) {
-    const char *args[40];
-    int n = 0;
-    char slot[128];
-    snprintf(slot, sizeof slot, "slot.name=%s", db);
-    args[n++] = "stream";
-    args[n++] = "-X";
-    args[n++] = slot;
-    for (; *xs && n < 36; xs++) {
-        args[n++] = "-X";
-        args[n++] = *xs;
-    }
-    args[n] = NULL;
-    it_proc_t *p = it_crwatch_start(db, args);
-    if (!it_proc_stderr_wait(p, "streaming from slot", EV_TIMEOUT)) {
-        it_proc_dump_stderr(p);
-        cr_assert_fail("crwatch did not start streaming");
-    }
-    return p;
-}
-
-static void expect_str(json_object *ev, const char *path, const char *want) {
-    const char *got = it_json_str(ev, path);
-    cr_assert(got && !strcmp(got, want), "%s: want '%s', got '%s' in %s", path, want, got ? got : "(missing)",
-              json_object_to_json_string(ev));
-}
+static it_proc_t *start(const char *db, const char *const *xs) { return it_crwatch_stream(db, xs, NULL); }
 
 /* True when the JSON array at path holds the string s. */
 static bool has(json_object *ev, const char *path, const char *s) {
@@ -88,15 +63,15 @@ Test(mapper, crd_lifecycle_event_by_event) {
     static const char *const types[] = {"ADDED", "MODIFIED", "MODIFIED", "MODIFIED", "MODIFIED", "DELETED"};
     long long last_rv = 0;
     for (int i = 0; i < 6; i++) {
-        expect_str(ev[i], "data.type", types[i]);
-        expect_str(ev[i], "data.kind", "VideoTranscodingJob");
-        expect_str(ev[i], "subject", "default/job-42");
-        expect_str(ev[i], "data.key", "default/job-42");
-        expect_str(ev[i], "data.object.apiVersion", "media.example.com/v1");
-        expect_str(ev[i], "data.object.kind", "VideoTranscodingJob");
-        expect_str(ev[i], "data.object.metadata.name", "job-42");
-        expect_str(ev[i], "data.object.metadata.namespace", "default");
-        expect_str(ev[i], "data.object.metadata.labels.team", "media");
+        it_expect_str(ev[i], "data.type", types[i]);
+        it_expect_str(ev[i], "data.kind", "VideoTranscodingJob");
+        it_expect_str(ev[i], "subject", "default/job-42");
+        it_expect_str(ev[i], "data.key", "default/job-42");
+        it_expect_str(ev[i], "data.object.apiVersion", "media.example.com/v1");
+        it_expect_str(ev[i], "data.object.kind", "VideoTranscodingJob");
+        it_expect_str(ev[i], "data.object.metadata.name", "job-42");
+        it_expect_str(ev[i], "data.object.metadata.namespace", "default");
+        it_expect_str(ev[i], "data.object.metadata.labels.team", "media");
         json_object *rv = it_json_get(ev[i], "data.object.metadata.resourceVersion");
         cr_assert(rv && json_object_is_type(rv, json_type_string), "resourceVersion must be a string");
         long long v = atoll(json_object_get_string(rv));
@@ -106,26 +81,26 @@ Test(mapper, crd_lifecycle_event_by_event) {
         cr_assert(it_json_exists(ev[i], "data.object.metadata.uid"));
         cr_assert(it_json_exists(ev[i], "data.object.metadata.creationTimestamp"));
     }
-    expect_str(ev[0], "type", "crwatch.VideoTranscodingJob.added");
-    expect_str(ev[0], "data.object.metadata.generation", "1");
-    expect_str(ev[0], "data.object.spec.preset", "1080p");
+    it_expect_str(ev[0], "type", "crwatch.VideoTranscodingJob.added");
+    it_expect_str(ev[0], "data.object.metadata.generation", "1");
+    it_expect_str(ev[0], "data.object.spec.preset", "1080p");
     cr_assert_not(it_json_exists(ev[0], "data.object.metadata.deletionTimestamp"));
 
-    expect_str(ev[1], "data.object.status.phase", "Pending");
-    expect_str(ev[1], "data.object.metadata.generation", "1");
+    it_expect_str(ev[1], "data.object.status.phase", "Pending");
+    it_expect_str(ev[1], "data.object.metadata.generation", "1");
     cr_assert(has(ev[1], "data.changed", "/status/phase"), "%s", json_object_to_json_string(ev[1]));
     cr_assert(has(ev[1], "data.changed", "/metadata/resourceVersion"));
     cr_assert_not(has(ev[1], "data.changed", "/spec"));
     cr_assert_not(it_json_exists(ev[1], "data.oldObject.status.phase"));
 
-    expect_str(ev[2], "data.object.status.phase", "Running");
-    expect_str(ev[2], "data.oldObject.status.phase", "Pending");
+    it_expect_str(ev[2], "data.object.status.phase", "Running");
+    it_expect_str(ev[2], "data.oldObject.status.phase", "Pending");
     cr_assert(has(ev[2], "data.changed", "/status/phase"));
     cr_assert_not(has(ev[2], "data.changed", "/status"));
 
-    expect_str(ev[3], "data.object.spec.preset", "4k");
-    expect_str(ev[3], "data.oldObject.spec.preset", "1080p");
-    expect_str(ev[3], "data.object.metadata.generation", "2");
+    it_expect_str(ev[3], "data.object.spec.preset", "4k");
+    it_expect_str(ev[3], "data.oldObject.spec.preset", "1080p");
+    it_expect_str(ev[3], "data.object.metadata.generation", "2");
     cr_assert(has(ev[3], "data.changed", "/spec/preset"));
     cr_assert(has(ev[3], "data.changed", "/metadata/generation"));
 
@@ -134,8 +109,8 @@ Test(mapper, crd_lifecycle_event_by_event) {
     cr_assert(has(ev[4], "data.changed", "/metadata/deletionTimestamp"));
     cr_assert_not(it_json_exists(ev[4], "data.oldObject.metadata.deletionTimestamp"));
 
-    expect_str(ev[5], "type", "crwatch.VideoTranscodingJob.deleted");
-    expect_str(ev[5], "data.object.spec.preset", "4k");
+    it_expect_str(ev[5], "type", "crwatch.VideoTranscodingJob.deleted");
+    it_expect_str(ev[5], "data.object.spec.preset", "4k");
     cr_assert(it_json_exists(ev[5], "data.object.metadata.deletionTimestamp"));
     for (int i = 0; i < 6; i++)
         json_object_put(ev[i]);
@@ -159,8 +134,8 @@ static void expect_whole_spec(json_object *ev) {
     const char *blob = it_json_str(ev, "data.object.spec.blob");
     cr_assert(blob && strlen(blob) == 320 * 32, "spec not delivered whole: %s", json_object_to_json_string(ev));
     cr_assert_not(it_json_exists(ev, "data.unknown"));
-    expect_str(ev, "data.oldObject.status.phase", "a");
-    expect_str(ev, "data.object.status.phase", "b");
+    it_expect_str(ev, "data.oldObject.status.phase", "a");
+    it_expect_str(ev, "data.object.status.phase", "b");
     cr_assert(has(ev, "data.changed", "/status/phase"));
     cr_assert_not(has(ev, "data.changed", "/spec"));
     cr_assert_not(has(ev, "data.changed", "/spec/blob"));
@@ -196,17 +171,17 @@ Test(mapper, big_spec_status_update_delivered_whole_with_the_cache) {
     it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}' WHERE name = 'after'");
     it_exec(c, "DELETE FROM r WHERE name = 'after'");
     json_object *a = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(a, "data.type", "ADDED");
+    it_expect_str(a, "data.type", "ADDED");
     json_object *m1 = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(m1, "subject", "ns/before");
+    it_expect_str(m1, "subject", "ns/before");
     expect_whole_spec(m1);
     json_object *m2 = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(m2, "subject", "ns/after");
+    it_expect_str(m2, "subject", "ns/after");
     expect_whole_spec(m2);
     /* A key-only delete carries the last state from the cache. */
     json_object *d = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(d, "data.type", "DELETED");
-    expect_str(d, "data.object.status.phase", "b");
+    it_expect_str(d, "data.type", "DELETED");
+    it_expect_str(d, "data.object.status.phase", "b");
     cr_assert_not(it_json_exists(d, "data.unknown"));
     json_object_put(a);
     json_object_put(m1);
@@ -253,12 +228,12 @@ Test(mapper, shared_table_kinds_and_dead_letters) {
     it_exec(c, "INSERT INTO res VALUES ('Beta', 'n', 'two', '{\"x\":1}', null)");
     char *after = it_query_value(c, "SELECT pg_current_wal_lsn()");
     json_object *a = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(a, "data.kind", "Alpha");
-    expect_str(a, "data.object.kind", "Alpha");
-    expect_str(a, "type", "crwatch.Alpha.added");
+    it_expect_str(a, "data.kind", "Alpha");
+    it_expect_str(a, "data.object.kind", "Alpha");
+    it_expect_str(a, "type", "crwatch.Alpha.added");
     json_object *b = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(b, "data.kind", "Beta");
-    expect_str(b, "data.object.metadata.name", "two");
+    it_expect_str(b, "data.kind", "Beta");
+    it_expect_str(b, "data.object.metadata.name", "two");
     json_object_put(a);
     json_object_put(b);
     cr_assert(it_proc_no_line_within(p, 300));
@@ -311,9 +286,9 @@ Test(mapper, patch_option_and_column_filters) {
     cr_assert(has(m, "data.changed", "/doc/l/1"));
     cr_assert(has(m, "data.changed", "/doc/n"));
     cr_assert_null(it_json_get(m, "data.changed.3"), "%s", json_object_to_json_string(m));
-    expect_str(m, "data.patch.0.op", "replace");
-    expect_str(m, "data.patch.0.path", "/doc/a/b");
-    expect_str(m, "data.patch.0.value", "2");
+    it_expect_str(m, "data.patch.0.op", "replace");
+    it_expect_str(m, "data.patch.0.path", "/doc/a/b");
+    it_expect_str(m, "data.patch.0.value", "2");
     json_object_put(a);
     json_object_put(m);
     stop(p);
@@ -335,19 +310,19 @@ Test(mapper, debezium_envelope_with_tombstones_and_key_changes) {
     it_exec(c, "TRUNCATE customers");
 
     json_object *c1 = it_proc_expect_event(p, EV_TIMEOUT), *c2 = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(c1, "op", "c");
+    it_expect_str(c1, "op", "c");
     cr_assert_null(it_json_get(c1, "before"));
     cr_assert(it_json_exists(c1, "before"), "before must be present as null");
-    expect_str(c1, "after.id", "1");
-    expect_str(c1, "after.email", "a@x");
-    expect_str(c1, "after.joined", "1");      /* days since 1970 */
-    expect_str(c1, "after.doc", "{\"k\": 1}"); /* jsonb text as PostgreSQL prints it, in a string (io.debezium.data.Json) */
-    expect_str(c1, "source.connector", "postgresql");
-    expect_str(c1, "source.name", "inventory");
-    expect_str(c1, "source.db", db);
-    expect_str(c1, "source.schema", "public");
-    expect_str(c1, "source.table", "customers");
-    expect_str(c1, "source.snapshot", "false");
+    it_expect_str(c1, "after.id", "1");
+    it_expect_str(c1, "after.email", "a@x");
+    it_expect_str(c1, "after.joined", "1");      /* days since 1970 */
+    it_expect_str(c1, "after.doc", "{\"k\": 1}"); /* jsonb text as PostgreSQL prints it, in a string (io.debezium.data.Json) */
+    it_expect_str(c1, "source.connector", "postgresql");
+    it_expect_str(c1, "source.name", "inventory");
+    it_expect_str(c1, "source.db", db);
+    it_expect_str(c1, "source.schema", "public");
+    it_expect_str(c1, "source.table", "customers");
+    it_expect_str(c1, "source.snapshot", "false");
     cr_assert(json_object_is_type(it_json_get(c1, "source.txId"), json_type_int));
     cr_assert(json_object_is_type(it_json_get(c1, "source.lsn"), json_type_int));
     cr_assert(json_object_is_type(it_json_get(c1, "ts_ms"), json_type_int));
@@ -360,29 +335,29 @@ Test(mapper, debezium_envelope_with_tombstones_and_key_changes) {
     json_object_put(sq);
 
     json_object *u = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(u, "op", "u");
-    expect_str(u, "before.email", "a@x");
-    expect_str(u, "after.email", "a2@x");
+    it_expect_str(u, "op", "u");
+    it_expect_str(u, "before.email", "a@x");
+    it_expect_str(u, "after.email", "a2@x");
 
     json_object *kd = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(kd, "op", "d");
-    expect_str(kd, "before.id", "2");
+    it_expect_str(kd, "op", "d");
+    it_expect_str(kd, "before.id", "2");
     char *tomb = it_proc_read_line(p, EV_TIMEOUT);
     cr_assert(tomb && !strcmp(tomb, "null"), "tombstone after a delete: %s", tomb);
     free(tomb);
     json_object *kc = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(kc, "op", "c");
-    expect_str(kc, "after.id", "3");
+    it_expect_str(kc, "op", "c");
+    it_expect_str(kc, "after.id", "3");
 
     json_object *d = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(d, "op", "d");
-    expect_str(d, "before.email", "a2@x");
+    it_expect_str(d, "op", "d");
+    it_expect_str(d, "before.email", "a2@x");
     cr_assert_null(it_json_get(d, "after"));
     tomb = it_proc_read_line(p, EV_TIMEOUT);
     cr_assert(tomb && !strcmp(tomb, "null"));
     free(tomb);
     json_object *t = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(t, "op", "t");
+    it_expect_str(t, "op", "t");
     json_object *all[] = {c1, c2, u, kd, kc, d, t};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         json_object_put(all[i]);

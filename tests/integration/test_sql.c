@@ -165,12 +165,6 @@ static void drop_role(const char *role) {
     PQfinish(admin);
 }
 
-static void expect_str(json_object *ev, const char *path, const char *want) {
-    const char *got = it_json_str(ev, path);
-    cr_assert(got && !strcmp(got, want), "%s: want '%s', got '%s' in %s", path, want, got ? got : "(missing)",
-              json_object_to_json_string(ev));
-}
-
 /* ---------------------------------------------------------------------- */
 
 Test(sql, applying_crwatch_sql_twice_changes_nothing) {
@@ -674,21 +668,21 @@ Test(sql, least_privilege_role_streams_without_superuser) {
                                       "WHERE name = 'job-1'");
 
     json_object *a = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(a, "data.type", "ADDED");
-    expect_str(a, "subject", "default/job-1");
-    expect_str(a, "data.object.generation", "1");
-    expect_str(a, "data.object.spec.preset", "720p");
+    it_expect_str(a, "data.type", "ADDED");
+    it_expect_str(a, "subject", "default/job-1");
+    it_expect_str(a, "data.object.generation", "1");
+    it_expect_str(a, "data.object.spec.preset", "720p");
     json_object *m = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(m, "data.type", "MODIFIED");
-    expect_str(m, "data.object.status.phase", "Running");
-    expect_str(m, "data.object.generation", "1");
+    it_expect_str(m, "data.type", "MODIFIED");
+    it_expect_str(m, "data.object.status.phase", "Running");
+    it_expect_str(m, "data.object.generation", "1");
     char rv[32];
     snprintf(rv, sizeof rv, "%lld", rv_update);
-    expect_str(m, "data.object.resource_version", rv);
+    it_expect_str(m, "data.object.resource_version", rv);
     cr_assert_gt(rv_update, atoll(it_json_str(a, "data.object.resource_version")));
     json_object *d = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(d, "data.type", "DELETED");
-    expect_str(d, "subject", "default/job-1");
+    it_expect_str(d, "data.type", "DELETED");
+    it_expect_str(d, "subject", "default/job-1");
     json_object_put(a);
     json_object_put(m);
     json_object_put(d);
@@ -732,17 +726,17 @@ Test(sql, video_example_gives_the_demo_lifecycle) {
     it_exec(c, "DELETE FROM video_transcoding_jobs WHERE name = 'job-42'");
 
     json_object *ev = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(ev, "type", "crwatch.VideoTranscodingJob.added");
-    expect_str(ev, "subject", "default/job-42");
-    expect_str(ev, "data.object.generation", "1");
+    it_expect_str(ev, "type", "crwatch.VideoTranscodingJob.added");
+    it_expect_str(ev, "subject", "default/job-42");
+    it_expect_str(ev, "data.object.generation", "1");
     long long rv_prev = atoll(it_json_str(ev, "data.object.resource_version"));
     cr_assert(it_json_str(ev, "data.object.uid"), "uid not set");
     json_object_put(ev);
     for (int i = 0; i < 3; i++) {
         ev = it_proc_expect_event(p, EV_TIMEOUT);
-        expect_str(ev, "type", "crwatch.VideoTranscodingJob.modified");
-        expect_str(ev, "data.object.status.phase", phases[i]);
-        expect_str(ev, "data.object.generation", "1"); /* status only */
+        it_expect_str(ev, "type", "crwatch.VideoTranscodingJob.modified");
+        it_expect_str(ev, "data.object.status.phase", phases[i]);
+        it_expect_str(ev, "data.object.generation", "1"); /* status only */
         long long rv = atoll(it_json_str(ev, "data.object.resource_version"));
         /* The sequence, not the hand bump: a value was taken in between. */
         cr_assert_eq(rv, rv_prev + 2, "resource_version %lld after %lld", rv, rv_prev);
@@ -750,7 +744,7 @@ Test(sql, video_example_gives_the_demo_lifecycle) {
         long long old_rv = atoll(it_json_str(ev, "data.oldObject.resource_version"));
         cr_assert_eq(old_rv, rv_prev);
         if (i > 0)
-            expect_str(ev, "data.oldObject.status.phase", phases[i - 1]);
+            it_expect_str(ev, "data.oldObject.status.phase", phases[i - 1]);
         json_object *changed = it_json_get(ev, "data.changed");
         cr_assert(changed && json_object_is_type(changed, json_type_array), "no changed list");
         bool saw_status = false;
@@ -766,8 +760,8 @@ Test(sql, video_example_gives_the_demo_lifecycle) {
     }
     cr_assert_eq(rv_prev, rv_final);
     ev = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(ev, "type", "crwatch.VideoTranscodingJob.deleted");
-    expect_str(ev, "data.object.status.phase", "Succeeded");
+    it_expect_str(ev, "type", "crwatch.VideoTranscodingJob.deleted");
+    it_expect_str(ev, "data.object.status.phase", "Succeeded");
     json_object_put(ev);
     cr_assert(it_proc_no_line_within(p, 500), "unexpected extra event");
     cr_assert_eq(it_proc_signal_wait(p, SIGTERM, 10000), 0);

@@ -15,22 +15,10 @@
 
 /* Starts crwatch watching `tables` in db; waits until it streams. */
 static it_proc_t *start_stream(const char *db, const char *tables, const char *extra) {
-    char t[256], slot[128];
+    char t[256];
     snprintf(t, sizeof t, "tables=%s", tables);
-    snprintf(slot, sizeof slot, "slot.name=%s", db); /* slots are cluster-wide: one per test database */
-    const char *args[] = {"stream", "-X", t, "-X", slot, "-X", extra ? extra : "log.level=info", NULL};
-    it_proc_t *p = it_crwatch_start(db, args);
-    if (!it_proc_stderr_wait(p, "streaming from slot", EV_TIMEOUT)) {
-        it_proc_dump_stderr(p);
-        cr_assert_fail("crwatch did not start streaming");
-    }
-    return p;
-}
-
-static void expect_str(json_object *ev, const char *path, const char *want) {
-    const char *got = it_json_str(ev, path);
-    cr_assert(got && !strcmp(got, want), "%s: want '%s', got '%s' in %s", path, want, got ? got : "(missing)",
-              json_object_to_json_string(ev));
+    const char *const base[] = {t, extra, NULL};
+    return it_crwatch_stream(db, base, NULL);
 }
 
 /* The JSON text of the value at path (numbers, objects, arrays exactly as emitted). */
@@ -66,20 +54,20 @@ Test(stream, typed_values_and_change_types_in_commit_order) {
     cr_assert(strstr(line, "\"big\":123456789012345678901234567890"), "jsonb lost digits: %s", line);
     json_object *ev = json_tokener_parse(line);
     free(line);
-    expect_str(ev, "specversion", "1.0");
-    expect_str(ev, "type", "crwatch.t.added");
-    expect_str(ev, "subject", "1");
-    expect_str(ev, "datacontenttype", "application/json");
-    expect_str(ev, "data.type", "ADDED");
-    expect_str(ev, "data.kind", "t");
-    expect_str(ev, "data.key", "1");
+    it_expect_str(ev, "specversion", "1.0");
+    it_expect_str(ev, "type", "crwatch.t.added");
+    it_expect_str(ev, "subject", "1");
+    it_expect_str(ev, "datacontenttype", "application/json");
+    it_expect_str(ev, "data.type", "ADDED");
+    it_expect_str(ev, "data.kind", "t");
+    it_expect_str(ev, "data.key", "1");
     char src[128];
     snprintf(src, sizeof src, "/crwatch/%s/public/t", db);
-    expect_str(ev, "source", src);
+    it_expect_str(ev, "source", src);
     char *lsn = strdup(it_json_str(ev, "pglsn")); /* outlives ev */
     char want_id[64];
     snprintf(want_id, sizeof want_id, "%s/1", lsn);
-    expect_str(ev, "id", want_id);
+    it_expect_str(ev, "id", want_id);
     cr_assert(json_object_is_type(it_json_get(ev, "pgxid"), json_type_int));
     const char *time = it_json_str(ev, "time");
     cr_assert(time && strlen(time) == 27 && time[10] == 'T' && time[26] == 'Z', "time %s", time);
@@ -127,31 +115,31 @@ Test(stream, typed_values_and_change_types_in_commit_order) {
     json_object *a = it_proc_expect_event(p, EV_TIMEOUT);
     json_object *m = it_proc_expect_event(p, EV_TIMEOUT);
     json_object *d = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(a, "data.type", "ADDED");
-    expect_str(a, "subject", "2");
-    expect_str(m, "data.type", "MODIFIED");
-    expect_str(m, "subject", "1");
-    expect_str(m, "data.object.tx", "changed");
-    expect_str(m, "data.object.i8", "9223372036854775807");
-    expect_str(d, "data.type", "DELETED");
-    expect_str(d, "type", "crwatch.t.deleted");
-    expect_str(d, "data.object.id", "2");
+    it_expect_str(a, "data.type", "ADDED");
+    it_expect_str(a, "subject", "2");
+    it_expect_str(m, "data.type", "MODIFIED");
+    it_expect_str(m, "subject", "1");
+    it_expect_str(m, "data.object.tx", "changed");
+    it_expect_str(m, "data.object.i8", "9223372036854775807");
+    it_expect_str(d, "data.type", "DELETED");
+    it_expect_str(d, "type", "crwatch.t.deleted");
+    it_expect_str(d, "data.object.id", "2");
     /* Default replica identity: the delete carries only the key; the rest is named unknown. */
     cr_assert(it_json_exists(d, "data.unknown"), "%s", json_object_to_json_string(d));
-    expect_str(d, "data.unknown.0", "/i2");
+    it_expect_str(d, "data.unknown.0", "/i2");
     cr_assert_str_eq(it_json_str(a, "pglsn"), it_json_str(d, "pglsn"));
     cr_assert_str_neq(it_json_str(a, "pglsn"), lsn);
     char id3[64];
     snprintf(id3, sizeof id3, "%s/3", it_json_str(d, "pglsn"));
-    expect_str(d, "id", id3);
+    it_expect_str(d, "id", id3);
     json_object_put(a);
     json_object_put(m);
     json_object_put(d);
     free(lsn);
 
     json_object *tr = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(tr, "data.type", "TRUNCATED");
-    expect_str(tr, "type", "crwatch.t.truncated");
+    it_expect_str(tr, "data.type", "TRUNCATED");
+    it_expect_str(tr, "type", "crwatch.t.truncated");
     cr_assert_not(it_json_exists(tr, "subject"));
     json_object_put(tr);
 
@@ -174,17 +162,17 @@ Test(stream, replica_identity_full_gives_old_object_and_changed) {
     it_exec(c, "UPDATE f SET phase = 'Running'");
     it_exec(c, "DELETE FROM f");
     json_object *m = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(m, "subject", "default/job-1");
-    expect_str(m, "data.object.phase", "Running");
-    expect_str(m, "data.oldObject.phase", "Pending");
-    expect_str(m, "data.changed.0", "/phase");
+    it_expect_str(m, "subject", "default/job-1");
+    it_expect_str(m, "data.object.phase", "Running");
+    it_expect_str(m, "data.oldObject.phase", "Pending");
+    it_expect_str(m, "data.changed.0", "/phase");
     cr_assert_null(it_json_get(m, "data.changed.1"));
     const char *big = it_json_str(m, "data.object.big");
     cr_assert(big && strlen(big) == 320 * 32, "unchanged TOAST value not filled from the old row");
     cr_assert_not(it_json_exists(m, "data.unknown"));
     json_object *d = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(d, "data.type", "DELETED");
-    expect_str(d, "data.object.phase", "Running");
+    it_expect_str(d, "data.type", "DELETED");
+    it_expect_str(d, "data.object.phase", "Running");
     cr_assert_not(it_json_exists(d, "data.unknown"));
     json_object_put(m);
     json_object_put(d);
@@ -205,9 +193,9 @@ Test(stream, unchanged_toast_without_old_row_is_named_unknown_not_a_placeholder)
     cr_assert(line, "no event");
     cr_assert_null(strstr(line, "unchanged-toast"), "placeholder leaked: %s", line);
     json_object *m = json_tokener_parse(line);
-    expect_str(m, "data.object.phase", "b");
+    it_expect_str(m, "data.object.phase", "b");
     cr_assert_not(it_json_exists(m, "data.object.big"));
-    expect_str(m, "data.unknown.0", "/big");
+    it_expect_str(m, "data.unknown.0", "/big");
     json_object_put(m);
     free(line);
     cr_assert_eq(it_proc_signal_wait(p, SIGTERM, 10000), 0);
@@ -224,7 +212,7 @@ Test(stream, rolled_back_transactions_give_nothing) {
     it_exec(c, "BEGIN; INSERT INTO t VALUES (1); ROLLBACK");
     it_exec(c, "BEGIN; INSERT INTO t VALUES (2); SAVEPOINT s; INSERT INTO t VALUES (3); ROLLBACK TO s; COMMIT");
     json_object *ev = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(ev, "subject", "2");
+    it_expect_str(ev, "subject", "2");
     json_object_put(ev);
     cr_assert(it_proc_no_line_within(p, 700));
     cr_assert_eq(it_proc_signal_wait(p, SIGTERM, 10000), 0);
@@ -352,7 +340,7 @@ Test(stream, column_added_mid_stream_just_works) {
     json_object *a = it_proc_expect_event(p, EV_TIMEOUT);
     cr_assert_not(it_json_exists(a, "data.object.phase"));
     json_object *b = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(b, "data.object.phase", "two");
+    it_expect_str(b, "data.object.phase", "two");
     json_object_put(a);
     json_object_put(b);
     cr_assert_eq(it_proc_signal_wait(p, SIGTERM, 10000), 0);
@@ -451,7 +439,7 @@ Test(stream, slot_held_by_another_process_is_waited_for) {
     cr_assert(it_proc_stderr_wait(p, "streaming from slot", 40000), "crwatch never took the slot over");
     it_exec(c, "INSERT INTO t VALUES (7)");
     json_object *ev = it_proc_expect_event(p, EV_TIMEOUT);
-    expect_str(ev, "subject", "7");
+    it_expect_str(ev, "subject", "7");
     json_object_put(ev);
     cr_assert_eq(it_proc_signal_wait(p, SIGTERM, 10000), 0);
     it_proc_free(p);
@@ -485,8 +473,8 @@ Test(stream, check_and_slot_commands) {
     cr_assert_eq(it_run_crwatch(db, status, 20000, &out, NULL), 0);
     json_object *st = json_tokener_parse(out);
     cr_assert(st, "status is not JSON: %s", out);
-    expect_str(st, "plugin", "pgoutput");
-    expect_str(st, "slot", db);
+    it_expect_str(st, "plugin", "pgoutput");
+    it_expect_str(st, "slot", db);
     json_object_put(st);
     free(out);
     /* The slot created this way streams: its publication came first. */

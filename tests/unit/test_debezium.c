@@ -23,26 +23,16 @@
 #include "core/conf.h"
 #include "decode/relcache.h"
 #include "decode/types.h"
+#include "core/err.h"
 #include "map/debezium.h"
-#include "map/event.h"
+#include "map/mapper.h"
+#include "map/relmap.h"
+#include "json_assert.h"
 
 #define ERRSZ 256
 #define UNCH ((const char *)1) /* marks an unchanged TOAST column in a tuple spec */
 
 /* ------------------------------------------------------------- helpers */
-
-/* Asserts that s[0..n) is exactly one valid JSON value (strict, UTF-8 checked). */
-static void assert_json(const char *s, size_t n) {
-    json_tokener *tok = json_tokener_new();
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    json_object *obj = json_tokener_parse_ex(tok, s, (int)n + 1);
-    enum json_tokener_error err = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    json_object_put(obj);
-    cr_assert_eq(err, json_tokener_success, "json-c rejects <%s>: %s", s, json_tokener_error_desc(err));
-    cr_assert_eq(end, n, "json-c stopped at %zu of %zu in <%s>", end, n, s);
-}
 
 /* tmpl with every "@V@" replaced by crw_debezium_version(); caller frees. */
 static char *expand(const char *tmpl) {
@@ -66,9 +56,14 @@ static void assert_out(const crw_buf_t *b, const char *tmpl) {
 }
 
 static crw_relcache_t *rc;
+static crw_relinfo_t infos[16];
+static int ninfos;
 
 static void setup(void) { rc = crw_relcache_new(); }
 static void teardown(void) {
+    for (int i = 0; i < ninfos; i++)
+        crw_relinfo_clear(&infos[i]);
+    ninfos = 0;
     crw_relcache_destroy(rc);
     crw_debezium_thread_cleanup();
 }
@@ -88,23 +83,59 @@ static crw_typeinfo_t typeinfo(uint32_t oid) {
     return (crw_typeinfo_t){CRW_TC_TEXT, oid == 1017 /* _point */, ','};
 }
 
-/* A resolved relation in rc with columns cols and key columns keys (indexes, -1 ends). */
-static crw_relation_t *relation(uint32_t relid, const char *nsp, const char *name, const colspec_t *cols, int ncols,
-                                const int *keys) {
+/* A relation in rc prepared for mapping, with columns cols and key columns keys (indexes, -1 ends). */
+static crw_relinfo_t *relation(uint32_t relid, const char *nsp, const char *name, const colspec_t *cols, int ncols,
+                               const int *keys) {
     crw_pgo_attr_t attrs[16];
     cr_assert_leq(ncols, 16);
     for (int i = 0; i < ncols; i++)
         attrs[i] = (crw_pgo_attr_t){cols[i].flags, cols[i].name, cols[i].oid, cols[i].typmod};
     crw_pgo_relation_t msg = {relid, nsp, name, 'd', (uint16_t)ncols, attrs};
     crw_relation_t *rel = crw_relcache_update(rc, &msg);
-    for (int i = 0; i < ncols; i++)
-        rel->atts[i].ti = typeinfo(cols[i].oid);
-    rel->key_idx = calloc((size_t)ncols, sizeof(int));
-    rel->nkey = 0;
+    const char *pk[16];
+    int npk = 0;
     for (int k = 0; keys[k] >= 0; k++)
-        rel->key_idx[rel->nkey++] = keys[k];
-    rel->resolved = rel->watched = true;
-    return rel;
+        pk[npk++] = cols[keys[k]].name;
+    cr_assert_lt(ninfos, 16);
+    crw_relinfo_t *ri = &infos[ninfos++];
+    char err[ERRSZ];
+    cr_assert_eq(crw_relinfo_prepare(ri, rel, NULL, 0, pk, npk, "db", NULL, err, sizeof err), 0, "%s", err);
+    for (int i = 0; i < ncols; i++)
+        ri->cols[i].ti = typeinfo(cols[i].oid);
+    ri->watched = true;
+    return ri;
+}
+
+/* Prepares ri again as resource res (columns.include/exclude). */
+static void reprepare(crw_relinfo_t *ri, const crw_resource_conf_t *res) {
+    const crw_relation_t *rel = ri->rel;
+    const char *pk[1] = {rel->atts[0].name};
+    crw_relinfo_clear(ri);
+    char err[ERRSZ];
+    cr_assert_eq(crw_relinfo_prepare(ri, rel, res ? &res : NULL, res ? 1 : 0, pk, 1, "db", NULL, err, sizeof err), 0,
+                 "%s", err);
+}
+
+/* The encoders' calls, from pgoutput messages as the logical source makes changes of them. */
+static int encode(crw_buf_t *v, crw_buf_t *k, const crw_relinfo_t *ri, const crw_pgo_msg_t *m, const crw_txn_ctx_t *tx,
+                  const crw_dbz_source_t *src, char *err, size_t n) {
+    crw_change_t ch;
+    crw_change_from_msg(&ch, ri->rel, m);
+    return crw_debezium_encode(v, k, NULL, ri, &ch, tx, src, err, n);
+}
+
+static bool key_changed(const crw_relinfo_t *ri, const crw_pgo_msg_t *m) {
+    crw_change_t ch;
+    crw_change_from_msg(&ch, ri->rel, m);
+    return crw_debezium_key_changed(ri, &ch);
+}
+
+static int encode_key_change(crw_buf_t *dv, crw_buf_t *ok, crw_buf_t *cv, crw_buf_t *nk, const crw_relinfo_t *ri,
+                             const crw_pgo_msg_t *m, const crw_txn_ctx_t *tx, const crw_dbz_source_t *src, char *err,
+                             size_t n) {
+    crw_change_t ch;
+    crw_change_from_msg(&ch, ri->rel, m);
+    return crw_debezium_encode_key_change(dv, ok, NULL, cv, nk, NULL, ri, &ch, tx, src, err, n);
 }
 
 /* A tuple over cols[] from vals: NULL is SQL NULL, UNCH an unchanged TOAST value. */
@@ -120,19 +151,12 @@ static crw_pgo_tuple_t tuple(crw_pgo_col_t *cols, int n, const char *const *vals
     return (crw_pgo_tuple_t){(uint16_t)n, cols};
 }
 
-/* One att of the given type, for value tests. */
-static crw_rel_att_t att_of(uint32_t oid, int32_t typmod) {
-    crw_rel_att_t a = {0};
-    a.name = "v";
-    a.typoid = oid;
-    a.typmod = typmod;
-    a.ti = typeinfo(oid);
-    return a;
-}
+/* One column of the given type, for value tests. */
+static crw_dbz_col_t att_of(uint32_t oid, int32_t typmod) { return (crw_dbz_col_t){oid, typmod, typeinfo(oid)}; }
 
 /* Renders in (type oid, typmod) after a prefix; checks the exact JSON. */
 static void check_v(uint32_t oid, int32_t typmod, const char *in, const char *want) {
-    crw_rel_att_t a = att_of(oid, typmod);
+    crw_dbz_col_t a = att_of(oid, typmod);
     crw_buf_t b = CRW_BUF_INIT;
     crw_buf_puts(&b, "pre:");
     int rc2 = crw_debezium_render_value(&b, &a, in, strlen(in));
@@ -145,7 +169,7 @@ static void check_v(uint32_t oid, int32_t typmod, const char *in, const char *wa
 
 /* Text a conversion rejects: -1 and the buffer untouched. */
 static void check_bad(uint32_t oid, int32_t typmod, const char *in) {
-    crw_rel_att_t a = att_of(oid, typmod);
+    crw_dbz_col_t a = att_of(oid, typmod);
     crw_buf_t b = CRW_BUF_INIT;
     crw_buf_puts(&b, "pre:");
     int rc2 = crw_debezium_render_value(&b, &a, in, strlen(in));
@@ -167,7 +191,7 @@ enum {
 /* The table of Debezium's documented examples:
  * CREATE TABLE customers (id SERIAL, first_name VARCHAR(255) NOT NULL, last_name VARCHAR(255) NOT NULL,
  *                         email VARCHAR(255) NOT NULL, PRIMARY KEY(id)); */
-static crw_relation_t *customers(void) {
+static crw_relinfo_t *customers(void) {
     static const colspec_t cols[] = {{"id", INT4, -1, 1},
                                      {"first_name", VARCHAR, 259, 0},
                                      {"last_name", VARCHAR, 259, 0},
@@ -180,7 +204,7 @@ static crw_relation_t *customers(void) {
  * µs = Unix µs - 946684800000000), lsn 24023128, last committed LSN 24023119. */
 static crw_txn_ctx_t doc_tx(void) {
     crw_txn_ctx_t tx;
-    crw_event_txn_init(&tx, 24023128, 555, INT64_C(1559033904863123) - CRW_PG_EPOCH_OFFSET_US);
+    crw_txn_init(&tx, 24023128, 555, INT64_C(1559033904863123) - CRW_PG_EPOCH_OFFSET_US);
     tx.ordinal = 1;
     return tx;
 }
@@ -190,7 +214,7 @@ static crw_dbz_source_t doc_src(void) {
 }
 
 /* A table with a TOASTable column: id int4 PK, spec text, n int4. */
-static crw_relation_t *jobs(void) {
+static crw_relinfo_t *jobs(void) {
     static const colspec_t cols[] = {{"id", INT4, -1, 1}, {"spec", TEXT, -1, 0}, {"n", INT4, -1, 0}};
     static const int keys[] = {0, -1};
     return relation(16385, "public", "jobs", cols, 3, keys);
@@ -200,7 +224,7 @@ static crw_relation_t *jobs(void) {
  * commit LSN 0/1A2B3C4 = 27440068, no per-change LSN, no previous commit. */
 static crw_txn_ctx_t jobs_tx(void) {
     crw_txn_ctx_t tx;
-    crw_event_txn_init(&tx, 0x1A2B3C4, 7412, INT64_C(1704067200123456) - CRW_PG_EPOCH_OFFSET_US);
+    crw_txn_init(&tx, 0x1A2B3C4, 7412, INT64_C(1704067200123456) - CRW_PG_EPOCH_OFFSET_US);
     return tx;
 }
 
@@ -231,7 +255,7 @@ TestSuite(debezium, .init = setup, .fini = teardown);
  * field against the documented payload below.
  */
 Test(debezium, doc_create_event) {
-    crw_relation_t *rel = customers();
+    crw_relinfo_t *rel = customers();
     crw_pgo_col_t c[4];
     crw_pgo_msg_t m = {.type = CRW_PGO_INSERT};
     m.u.insert.relid = 16384;
@@ -240,7 +264,7 @@ Test(debezium, doc_create_event) {
     crw_dbz_source_t src = doc_src();
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&v, "{\"before\":null,\"after\":{\"id\":1,\"first_name\":\"Anne\",\"last_name\":\"Kretchmar\","
                    "\"email\":\"annek@noanswer.org\"},\"source\":{\"version\":\"@V@\",\"connector\":\"postgresql\","
                    "\"name\":\"PostgreSQL_server\",\"ts_ms\":1559033904863,\"snapshot\":\"false\",\"db\":\"postgres\","
@@ -301,7 +325,7 @@ Test(debezium, doc_create_event) {
 /* postgresql.adoc, "update events": before holds the key only under REPLICA IDENTITY DEFAULT when
  * pgoutput sends it; with no old row at all (key unchanged) Debezium's before is null. */
 Test(debezium, doc_update_event_default_identity) {
-    crw_relation_t *rel = customers();
+    crw_relinfo_t *rel = customers();
     crw_pgo_col_t c[4];
     crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
     m.u.update.relid = 16384;
@@ -310,21 +334,21 @@ Test(debezium, doc_update_event_default_identity) {
     crw_dbz_source_t src = doc_src();
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     static const char head[] = "{\"before\":null,\"after\":{\"id\":1,\"first_name\":\"Anne Marie\",";
     cr_assert_eq(strncmp(v.data, head, strlen(head)), 0, "%s", v.data);
     cr_assert(strstr(v.data, ",\"op\":\"u\","));
     cr_assert(strstr(v.data, "\"snapshot\":\"false\""));
     assert_json(v.data, v.len);
     assert_out(&k, "{\"id\":1}");
-    cr_assert_not(crw_debezium_key_changed(rel, &m));
+    cr_assert_not(key_changed(rel, &m));
     crw_buf_free(&v);
     crw_buf_free(&k);
 }
 
 /* postgresql.adoc, "delete events": before = the key under REPLICA IDENTITY DEFAULT, after null. */
 Test(debezium, doc_delete_event_key_only) {
-    crw_relation_t *rel = customers();
+    crw_relinfo_t *rel = customers();
     crw_pgo_col_t c[4];
     crw_pgo_msg_t m = {.type = CRW_PGO_DELETE};
     m.u.del.relid = 16384;
@@ -335,7 +359,7 @@ Test(debezium, doc_delete_event_key_only) {
     src.lsn = 46523128;
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&v, "{\"before\":{\"id\":1},\"after\":null,\"source\":{\"version\":\"@V@\",\"connector\":\"postgresql\","
                    "\"name\":\"PostgreSQL_server\",\"ts_ms\":1559033904863,\"snapshot\":\"false\",\"db\":\"postgres\","
                    "\"sequence\":\"[\\\"24023119\\\",\\\"46523128\\\"]\",\"ts_us\":1559033904863123,"
@@ -349,12 +373,12 @@ Test(debezium, doc_delete_event_key_only) {
 
 /* postgresql.adoc, "truncate events": op "t", no row (JsonConverter writes before/after as null). */
 Test(debezium, doc_truncate_event) {
-    crw_relation_t *rel = customers();
+    crw_relinfo_t *rel = customers();
     crw_txn_ctx_t tx = doc_tx();
     crw_dbz_source_t src = doc_src();
     src.lsn = 0; /* falls back to the commit LSN */
     crw_buf_t v = CRW_BUF_INIT;
-    crw_debezium_encode_truncate(&v, rel, &tx, &src);
+    crw_debezium_encode_truncate(&v, NULL, rel, &tx, &src);
     assert_out(&v, "{\"before\":null,\"after\":null,\"source\":{\"version\":\"@V@\",\"connector\":\"postgresql\","
                    "\"name\":\"PostgreSQL_server\",\"ts_ms\":1559033904863,\"snapshot\":\"false\",\"db\":\"postgres\","
                    "\"sequence\":\"[\\\"24023119\\\",\\\"24023128\\\"]\",\"ts_us\":1559033904863123,"
@@ -367,7 +391,7 @@ Test(debezium, doc_truncate_event) {
 /* ------------------------------------------------------- row changes */
 
 Test(debezium, update_full_identity_fills_toast_from_old_row) {
-    crw_relation_t *rel = jobs();
+    crw_relinfo_t *rel = jobs();
     crw_pgo_col_t o[3], n[3];
     crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
     m.u.update.oldkind = 'O';
@@ -377,11 +401,11 @@ Test(debezium, update_full_identity_fills_toast_from_old_row) {
     crw_dbz_source_t src = jobs_src();
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&v, "{\"before\":{\"id\":7,\"spec\":\"big \\\"spec\\\"\",\"n\":1},"
                    "\"after\":{\"id\":7,\"spec\":\"big \\\"spec\\\"\",\"n\":2}," JOBS_SOURCE JOBS_TAIL("u"));
     assert_out(&k, "{\"id\":7}");
-    cr_assert_not(crw_debezium_key_changed(rel, &m));
+    cr_assert_not(key_changed(rel, &m));
     cr_assert_null(strstr(v.data, "__debezium_unavailable_value"));
     crw_buf_free(&v);
     crw_buf_free(&k);
@@ -389,7 +413,7 @@ Test(debezium, update_full_identity_fills_toast_from_old_row) {
 
 /* No old row: an unchanged TOAST value is left out of "after", never a placeholder. */
 Test(debezium, update_without_old_row_omits_unknown_toast) {
-    crw_relation_t *rel = jobs();
+    crw_relinfo_t *rel = jobs();
     crw_pgo_col_t n[3];
     crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
     m.u.update.newtup = tuple(n, 3, (const char *[]){"7", UNCH, NULL});
@@ -397,14 +421,14 @@ Test(debezium, update_without_old_row_omits_unknown_toast) {
     crw_dbz_source_t src = jobs_src();
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&v, "{\"before\":null,\"after\":{\"id\":7,\"n\":null}," JOBS_SOURCE JOBS_TAIL("u"));
     crw_buf_free(&v);
     crw_buf_free(&k);
 }
 
 Test(debezium, insert_and_delete_full_identity) {
-    crw_relation_t *rel = jobs();
+    crw_relinfo_t *rel = jobs();
     crw_pgo_col_t n[3], o[3];
     crw_pgo_msg_t ins = {.type = CRW_PGO_INSERT};
     ins.u.insert.newtup = tuple(n, 3, (const char *[]){"-3", "", "0"});
@@ -415,10 +439,10 @@ Test(debezium, insert_and_delete_full_identity) {
     crw_dbz_source_t src = jobs_src();
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &ins, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &ins, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&v, "{\"before\":null,\"after\":{\"id\":-3,\"spec\":\"\",\"n\":0}," JOBS_SOURCE JOBS_TAIL("c"));
     assert_out(&k, "{\"id\":-3}");
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &del, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &del, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&v, "{\"before\":{\"id\":-3,\"spec\":\"\",\"n\":null},\"after\":null," JOBS_SOURCE JOBS_TAIL("d"));
     assert_out(&k, "{\"id\":-3}");
     crw_buf_free(&v);
@@ -427,18 +451,18 @@ Test(debezium, insert_and_delete_full_identity) {
 
 /* A key change under REPLICA IDENTITY DEFAULT: d (old key), tombstone, c (new key), as Debezium. */
 Test(debezium, key_change_becomes_delete_and_create) {
-    crw_relation_t *rel = jobs();
+    crw_relinfo_t *rel = jobs();
     crw_pgo_col_t o[3], n[3];
     crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
     m.u.update.oldkind = 'K';
     m.u.update.oldtup = tuple(o, 3, (const char *[]){"7", NULL, NULL});
     m.u.update.newtup = tuple(n, 3, (const char *[]){"8", "x", "3"});
-    cr_assert(crw_debezium_key_changed(rel, &m));
+    cr_assert(key_changed(rel, &m));
     crw_txn_ctx_t tx = jobs_tx();
     crw_dbz_source_t src = jobs_src();
     crw_buf_t dv = CRW_BUF_INIT, ok = CRW_BUF_INIT, cv = CRW_BUF_INIT, nk = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode_key_change(&dv, &ok, &cv, &nk, rel, &m, &tx, &src, err, sizeof err), 0, "%s",
+    cr_assert_eq(encode_key_change(&dv, &ok, &cv, &nk, rel, &m, &tx, &src, err, sizeof err), 0, "%s",
                  err);
     assert_out(&dv, "{\"before\":{\"id\":7},\"after\":null," JOBS_SOURCE JOBS_TAIL("d"));
     assert_out(&ok, "{\"id\":7}");
@@ -447,25 +471,25 @@ Test(debezium, key_change_becomes_delete_and_create) {
 
     /* The same key in the old row (a TOASTed key is logged too): a plain update. */
     m.u.update.oldtup = tuple(o, 3, (const char *[]){"8", NULL, NULL});
-    cr_assert_not(crw_debezium_key_changed(rel, &m));
+    cr_assert_not(key_changed(rel, &m));
     /* FULL identity with another key value: a change. */
     m.u.update.oldkind = 'O';
     m.u.update.oldtup = tuple(o, 3, (const char *[]){"9", "x", "3"});
-    cr_assert(crw_debezium_key_changed(rel, &m));
+    cr_assert(key_changed(rel, &m));
     /* Unchanged-TOAST key in the new row: not a change; the key comes from the old row. */
     m.u.update.newtup = tuple(n, 3, (const char *[]){UNCH, "y", "4"});
-    cr_assert_not(crw_debezium_key_changed(rel, &m));
+    cr_assert_not(key_changed(rel, &m));
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&k, "{\"id\":9}");
     cr_assert(strstr(v.data, "\"after\":{\"id\":9,\"spec\":\"y\",\"n\":4}"), "%s", v.data);
     /* No old row, inserts and deletes: never a key change. */
     m.u.update.oldkind = 0;
-    cr_assert_not(crw_debezium_key_changed(rel, &m));
+    cr_assert_not(key_changed(rel, &m));
     crw_pgo_msg_t ins = {.type = CRW_PGO_INSERT};
     ins.u.insert.newtup = tuple(n, 3, (const char *[]){"1", "a", "2"});
-    cr_assert_not(crw_debezium_key_changed(rel, &ins));
-    cr_assert_neq(crw_debezium_encode_key_change(&dv, &ok, &cv, &nk, rel, &ins, &tx, &src, err, sizeof err), 0);
+    cr_assert_not(key_changed(rel, &ins));
+    cr_assert_neq(encode_key_change(&dv, &ok, &cv, &nk, rel, &ins, &tx, &src, err, sizeof err), 0);
     crw_buf_free(&v);
     crw_buf_free(&k);
     crw_buf_free(&dv);
@@ -478,7 +502,7 @@ Test(debezium, key_change_becomes_delete_and_create) {
 Test(debezium, composite_key_in_key_order) {
     static const colspec_t cols[] = {{"day", DATE, -1, 1}, {"name", TEXT, -1, 1}, {"at", TSTZ, -1, 0}};
     static const int keys[] = {1, 0, -1};
-    crw_relation_t *rel = relation(16386, "my schema", "t\"1", cols, 3, keys);
+    crw_relinfo_t *rel = relation(16386, "my schema", "t\"1", cols, 3, keys);
     crw_pgo_col_t n[3];
     crw_pgo_msg_t m = {.type = CRW_PGO_INSERT};
     m.u.insert.newtup = tuple(n, 3, (const char *[]){"1970-01-02", "a/b", "2024-01-01 00:00:00+00"});
@@ -486,7 +510,7 @@ Test(debezium, composite_key_in_key_order) {
     crw_dbz_source_t src = jobs_src();
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&k, "{\"name\":\"a/b\",\"day\":1}");
     cr_assert(strstr(v.data, "\"after\":{\"day\":1,\"name\":\"a/b\",\"at\":\"2024-01-01T00:00:00.000000Z\"}"), "%s",
               v.data);
@@ -498,11 +522,13 @@ Test(debezium, composite_key_in_key_order) {
 
 /* columns.include/exclude leave columns out of before/after; the key keeps its columns. */
 Test(debezium, excluded_columns_left_out) {
-    crw_relation_t *rel = jobs();
+    crw_relinfo_t *rel = jobs();
     char *ex[] = {"spec", "id"}, *inc[] = {"id", "n"};
     crw_resource_conf_t res = {0};
+    res.id = "jobs";
+    res.kind = "jobs";
     res.exclude = (crw_strlist_t){ex, 2};
-    rel->res = &res;
+    reprepare(rel, &res);
     crw_pgo_col_t o[3], n[3];
     crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
     m.u.update.oldkind = 'O';
@@ -512,20 +538,20 @@ Test(debezium, excluded_columns_left_out) {
     crw_dbz_source_t src = jobs_src();
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&v, "{\"before\":{\"n\":1},\"after\":{\"n\":2}," JOBS_SOURCE JOBS_TAIL("u"));
     assert_out(&k, "{\"id\":7}");
     res.exclude = (crw_strlist_t){NULL, 0};
     res.include = (crw_strlist_t){inc, 2};
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    reprepare(rel, &res);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_out(&v, "{\"before\":{\"id\":7,\"n\":1},\"after\":{\"id\":7,\"n\":2}," JOBS_SOURCE JOBS_TAIL("u"));
-    rel->res = NULL;
     crw_buf_free(&v);
     crw_buf_free(&k);
 }
 
 Test(debezium, unmappable_changes_fail_with_reason) {
-    crw_relation_t *rel = jobs();
+    crw_relinfo_t *rel = jobs();
     crw_pgo_col_t n[3];
     crw_txn_ctx_t tx = jobs_tx();
     crw_dbz_source_t src = jobs_src();
@@ -534,29 +560,29 @@ Test(debezium, unmappable_changes_fail_with_reason) {
 
     crw_pgo_msg_t m = {.type = CRW_PGO_INSERT};
     m.u.insert.newtup = tuple(n, 3, (const char *[]){NULL, "a", "1"});
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), -1);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), CRW_ERR_UNMAPPED);
     cr_assert(strstr(err, "key column id is NULL"), "%s", err);
 
     m.u.insert.newtup = tuple(n, 3, (const char *[]){UNCH, "a", "1"});
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), -1);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), CRW_ERR_UNMAPPED);
     cr_assert(strstr(err, "key column id is missing"), "%s", err);
 
     crw_pgo_msg_t d = {.type = CRW_PGO_DELETE};
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &d, &tx, &src, err, sizeof err), -1);
+    cr_assert_eq(encode(&v, &k, rel, &d, &tx, &src, err, sizeof err), CRW_ERR_UNMAPPED);
     cr_assert(strstr(err, "public.jobs: delete without an old row"), "%s", err);
 
     crw_pgo_msg_t b = {.type = CRW_PGO_BEGIN};
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &b, &tx, &src, err, sizeof err), -1);
-    cr_assert(strstr(err, "not a row change: Begin"), "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &b, &tx, &src, err, sizeof err), CRW_ERR_UNMAPPED);
+    cr_assert(strstr(err, "not a row change"), "%s", err);
 
     /* A key column outside the replica identity is unknown in a 'K' old row. */
     static const colspec_t cols[] = {{"id", INT4, -1, 1}, {"name", TEXT, -1, 0}};
     static const int keys[] = {1, -1};
-    crw_relation_t *r2 = relation(16390, "public", "named", cols, 2, keys);
+    crw_relinfo_t *r2 = relation(16390, "public", "named", cols, 2, keys);
     crw_pgo_col_t o[2];
     d.u.del.oldkind = 'K';
     d.u.del.oldtup = tuple(o, 2, (const char *[]){"1", NULL});
-    cr_assert_eq(crw_debezium_encode(&v, &k, r2, &d, &tx, &src, err, sizeof err), -1);
+    cr_assert_eq(encode(&v, &k, r2, &d, &tx, &src, err, sizeof err), CRW_ERR_UNMAPPED);
     cr_assert(strstr(err, "key column name is missing"), "%s", err);
     crw_buf_free(&v);
     crw_buf_free(&k);
@@ -564,14 +590,14 @@ Test(debezium, unmappable_changes_fail_with_reason) {
 
 /* A snapshot read: op "r", before null, snapshot marker, the snapshot's LSN, xid and read time. */
 Test(debezium, snapshot_read) {
-    crw_relation_t *rel = jobs();
+    crw_relinfo_t *rel = jobs();
     crw_pgo_col_t n[3];
     crw_pgo_tuple_t row = tuple(n, 3, (const char *[]){"5", "{}", "1"});
     crw_dbz_source_t src = {"inventory", "inventory", 26842648, 0, INT64_C(1713056376796000000)};
     crw_dbz_read_t rd = {741, INT64_C(1713056376651000), CRW_DBZ_SNAPSHOT_LAST};
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode_read(&v, &k, rel, &row, &src, &rd, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(crw_debezium_encode_read(&v, &k, NULL, rel, &row, &src, &rd, err, sizeof err), 0, "%s", err);
     assert_out(&v, "{\"before\":null,\"after\":{\"id\":5,\"spec\":\"{}\",\"n\":1},\"source\":{\"version\":\"@V@\","
                    "\"connector\":\"postgresql\",\"name\":\"inventory\",\"ts_ms\":1713056376651,\"snapshot\":\"last\","
                    "\"db\":\"inventory\",\"sequence\":\"[null,\\\"26842648\\\"]\",\"ts_us\":1713056376651000,"
@@ -583,7 +609,7 @@ Test(debezium, snapshot_read) {
     /* Unknown LSN and xid are null; FALSE is taken as "true". */
     src.lsn = 0;
     rd = (crw_dbz_read_t){0, INT64_C(1713056376651000), CRW_DBZ_SNAPSHOT_FALSE};
-    cr_assert_eq(crw_debezium_encode_read(&v, &k, rel, &row, &src, &rd, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(crw_debezium_encode_read(&v, &k, NULL, rel, &row, &src, &rd, err, sizeof err), 0, "%s", err);
     cr_assert(strstr(v.data, "\"snapshot\":\"true\""), "%s", v.data);
     cr_assert(strstr(v.data, "\"sequence\":\"[null,null]\""), "%s", v.data);
     cr_assert(strstr(v.data, "\"txId\":null,\"lsn\":null,\"xmin\":null"), "%s", v.data);
@@ -601,20 +627,20 @@ Test(debezium, snapshot_read) {
     for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
         char want[64];
         rd.snapshot = marks[i].s;
-        cr_assert_eq(crw_debezium_encode_read(&v, &k, rel, &row, &src, &rd, err, sizeof err), 0);
+        cr_assert_eq(crw_debezium_encode_read(&v, &k, NULL, rel, &row, &src, &rd, err, sizeof err), 0);
         snprintf(want, sizeof want, "\"snapshot\":\"%s\"", marks[i].name);
         cr_assert(strstr(v.data, want), "%s", v.data);
     }
 
     n[0] = (crw_pgo_col_t){CRW_PGO_COL_NULL, 0, NULL};
-    cr_assert_eq(crw_debezium_encode_read(&v, &k, rel, &row, &src, &rd, err, sizeof err), -1);
+    cr_assert_eq(crw_debezium_encode_read(&v, &k, NULL, rel, &row, &src, &rd, err, sizeof err), CRW_ERR_UNMAPPED);
     crw_buf_free(&v);
     crw_buf_free(&k);
 }
 
 /* Processing time defaults to the wall clock; the source time is the commit time. */
 Test(debezium, wall_clock_processing_time) {
-    crw_relation_t *rel = jobs();
+    crw_relinfo_t *rel = jobs();
     crw_pgo_col_t n[3];
     crw_pgo_msg_t m = {.type = CRW_PGO_INSERT};
     m.u.insert.newtup = tuple(n, 3, (const char *[]){"1", "a", "2"});
@@ -624,7 +650,7 @@ Test(debezium, wall_clock_processing_time) {
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
     int64_t before = (int64_t)time(NULL) * 1000;
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     int64_t after = ((int64_t)time(NULL) + 1) * 1000;
     json_object *o = json_tokener_parse(v.data), *ts, *us, *ns;
     cr_assert_not_null(o);
@@ -643,7 +669,7 @@ Test(debezium, wall_clock_processing_time) {
 Test(debezium, unconvertible_value_falls_back_to_text) {
     static const colspec_t cols[] = {{"id", INT4, -1, 1}, {"ts", TS, -1, 0}, {"iv", INTERVAL, -1, 0}};
     static const int keys[] = {0, -1};
-    crw_relation_t *rel = relation(16387, "public", "far", cols, 3, keys);
+    crw_relinfo_t *rel = relation(16387, "public", "far", cols, 3, keys);
     crw_pgo_col_t n[3];
     crw_pgo_msg_t m = {.type = CRW_PGO_INSERT};
     m.u.insert.newtup = tuple(n, 3, (const char *[]){"1", "294276-12-31 23:59:59.999999", "infinity"});
@@ -651,7 +677,7 @@ Test(debezium, unconvertible_value_falls_back_to_text) {
     crw_dbz_source_t src = jobs_src();
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     cr_assert(strstr(v.data, "\"after\":{\"id\":1,\"ts\":\"294276-12-31 23:59:59.999999\",\"iv\":\"infinity\"}"), "%s",
               v.data);
     assert_json(v.data, v.len);
@@ -885,7 +911,7 @@ Test(debezium, all_types_record_parses) {
         {"d", DATE, -1, 0},       {"tm", TIME, -1, 0},         {"tz", TIMETZ, -1, 0}, {"ts", TS, -1, 0},
         {"tt", TSTZ, -1, 0},      {"iv", INTERVAL, -1, 0},     {"a", INT4_ARR, -1, 0}, {"p", POINT, -1, 0}};
     static const int keys[] = {0, -1};
-    crw_relation_t *rel = relation(16388, "public", "every", cols, 16, keys);
+    crw_relinfo_t *rel = relation(16388, "public", "every", cols, 16, keys);
     crw_pgo_col_t n[16];
     crw_pgo_msg_t m = {.type = CRW_PGO_INSERT};
     m.u.insert.newtup =
@@ -897,7 +923,7 @@ Test(debezium, all_types_record_parses) {
     crw_dbz_source_t src = jobs_src();
     crw_buf_t v = CRW_BUF_INIT, k = CRW_BUF_INIT;
     char err[ERRSZ] = "";
-    cr_assert_eq(crw_debezium_encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(encode(&v, &k, rel, &m, &tx, &src, err, sizeof err), 0, "%s", err);
     assert_json(v.data, v.len);
     cr_assert(strstr(v.data, "\"after\":{\"id\":1,\"b\":true,\"f\":\"NaN\",\"n\":\"1E-7\",\"m\":\"5.00\",\"t\":\"x\","
                              "\"j\":\"{\\\"k\\\": [1]}\",\"by\":\"/w==\",\"d\":11016,\"tm\":86399999999,"

@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include "core/conf.h"
-#include "map/event.h"
+#include "core/err.h"
+#include "map/mapper.h"
+#include "map/relmap.h"
 
 #define UNCH ((const char *)1)
 
@@ -22,21 +24,22 @@ static const uint32_t oids[NCOL] = {25, 25, 20, 20, 3802, 3802, 1184};
 static crw_relcache_t *rc;
 static crw_resource_conf_t res;
 static crw_cache_t *cache;
+static crw_config_t *conf;
 static crw_mapper_t *mp;
-static crw_buf_t out, key;
+static crw_relinfo_t info;
+static crw_mapped_t mapped;
+static crw_buf_t out;
 static crw_txn_ctx_t tx;
 static crw_pgo_col_t c_new[NCOL], c_old[NCOL];
 static char err[512];
 
-static crw_relation_t *crd_relation(bool with_cache, int shape) {
+static const crw_relinfo_t *crd_relation(bool with_cache, int shape) {
     rc = crw_relcache_new();
     crw_pgo_attr_t attrs[NCOL];
     for (int i = 0; i < NCOL; i++)
         attrs[i] = (crw_pgo_attr_t){i <= NAME ? 1 : 0, names[i], oids[i], -1};
     crw_pgo_relation_t m = {16400, "public", "jobs", 'd', NCOL, attrs};
     crw_relation_t *rel = crw_relcache_update(rc, &m);
-    for (int i = 0; i < NCOL; i++)
-        crw_type_builtin(oids[i], &rel->atts[i].ti);
     memset(&res, 0, sizeof res);
     res.id = "jobs";
     res.schema = "public";
@@ -44,27 +47,30 @@ static crw_relation_t *crd_relation(bool with_cache, int shape) {
     res.kind = "Job";
     res.api_version = "ex.com/v1";
     res.shape = shape;
-    rel->source = strdup("/crwatch/db/public/jobs");
     const crw_resource_conf_t *rs[1] = {&res};
     const char *pk[2] = {"namespace", "name"};
-    cr_assert_eq(crw_mapper_prepare(rel, rs, 1, pk, 2, err, sizeof err), 0, "%s", err);
-    rel->resolved = rel->watched = true;
+    cr_assert_eq(crw_relinfo_prepare(&info, rel, rs, 1, pk, 2, "db", NULL, err, sizeof err), 0, "%s", err);
+    info.watched = true;
     cache = with_cache ? crw_cache_new(100) : NULL;
-    mp = crw_mapper_new(cache, true);
-    crw_event_txn_init(&tx, 0x1000, 7, 0);
+    conf = crw_config_new();
+    conf->event_patch = true;
+    mp = crw_mapper_new(conf, cache);
+    crw_txn_init(&tx, 0x1000, 7, 0);
     tx.ordinal = 1;
-    return rel;
+    return &info;
 }
 
 static void teardown_all(void) {
     crw_mapper_destroy(mp);
     crw_cache_destroy(cache);
+    crw_relinfo_clear(&info);
     crw_relcache_destroy(rc);
+    crw_config_destroy(conf);
     crw_buf_free(&out);
-    crw_buf_free(&key);
     mp = NULL;
     cache = NULL;
     rc = NULL;
+    conf = NULL;
 }
 
 static crw_pgo_tuple_t tuple(crw_pgo_col_t *cols, const char *const *vals) {
@@ -79,13 +85,22 @@ static crw_pgo_tuple_t tuple(crw_pgo_col_t *cols, const char *const *vals) {
     return (crw_pgo_tuple_t){NCOL, cols};
 }
 
-/* Maps m and returns the parsed event (caller puts it). */
-static json_object *map(const crw_relation_t *rel, const crw_pgo_msg_t *m) {
-    const char *type, *kind;
-    int rc2 = crw_mapper_change(mp, &out, &key, &type, &kind, rel, m, &tx, err, sizeof err);
-    cr_assert_eq(rc2, 0, "not mapped: %s", err);
-    json_object *ev = json_tokener_parse(out.data);
-    cr_assert(ev, "not JSON: %s", out.data);
+/* Maps pgoutput message m as the logical source hands it on; returns the mapper's result. */
+static int map_rc(const crw_relinfo_t *ri, const crw_pgo_msg_t *m) {
+    crw_change_t ch;
+    crw_change_from_msg(&ch, ri->rel, m);
+    return crw_mapper_change(mp, ri, &ch, &tx, &mapped, err, sizeof err);
+}
+
+/* Maps m and returns the parsed event (caller puts it); its text is left in out. */
+static json_object *map(const crw_relinfo_t *ri, const crw_pgo_msg_t *m) {
+    cr_assert_eq(map_rc(ri, m), 0, "not mapped: %s", err);
+    cr_assert_eq(mapped.n, 1);
+    const crw_event_t *e = &mapped.ev[0];
+    crw_buf_reset(&out); /* the bodies below look at the text too */
+    crw_buf_put(&out, e->value, e->len);
+    json_object *ev = json_tokener_parse(e->value);
+    cr_assert(ev, "not JSON: %s", e->value);
     return ev;
 }
 
@@ -118,11 +133,11 @@ static const char *const V_OLD[NCOL] = {"ns", "j", "1", "5", "{\"preset\": \"108
                                         "{\"phase\": \"Pending\"}", NULL};
 
 Test(event, crd_shape_and_nested_changed_pointers, .fini = teardown_all) {
-    crw_relation_t *rel = crd_relation(false, CRW_SHAPE_CRD);
+    const crw_relinfo_t *rel = crd_relation(false, CRW_SHAPE_CRD);
     const char *v_new[NCOL] = {"ns", "j", "2", "6", "{\"preset\": \"4k\", \"outs\": [1]}", "{\"phase\": \"Running\"}",
                                NULL};
     crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
-    m.u.update.relid = rel->relid;
+    m.u.update.relid = rel->rel->relid;
     m.u.update.oldkind = 'O';
     m.u.update.oldtup = tuple(c_old, V_OLD);
     m.u.update.newtup = tuple(c_new, v_new);
@@ -154,10 +169,10 @@ Test(event, crd_shape_and_nested_changed_pointers, .fini = teardown_all) {
 }
 
 Test(event, unchanged_toast_filled_from_the_old_row, .fini = teardown_all) {
-    crw_relation_t *rel = crd_relation(false, CRW_SHAPE_CRD);
+    const crw_relinfo_t *rel = crd_relation(false, CRW_SHAPE_CRD);
     const char *v_new[NCOL] = {"ns", "j", "1", "6", UNCH, "{\"phase\": \"Running\"}", NULL};
     crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
-    m.u.update.relid = rel->relid;
+    m.u.update.relid = rel->rel->relid;
     m.u.update.oldkind = 'O';
     m.u.update.oldtup = tuple(c_old, V_OLD);
     m.u.update.newtup = tuple(c_new, v_new);
@@ -169,10 +184,10 @@ Test(event, unchanged_toast_filled_from_the_old_row, .fini = teardown_all) {
 }
 
 Test(event, unchanged_toast_without_old_row_is_unknown_then_filled_from_the_cache, .fini = teardown_all) {
-    crw_relation_t *rel = crd_relation(false, CRW_SHAPE_CRD);
+    const crw_relinfo_t *rel = crd_relation(false, CRW_SHAPE_CRD);
     const char *v_new[NCOL] = {"ns", "j", "1", "6", UNCH, "{\"phase\": \"Running\"}", NULL};
     crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
-    m.u.update.relid = rel->relid;
+    m.u.update.relid = rel->rel->relid;
     m.u.update.newtup = tuple(c_new, v_new);
     json_object *ev = map(rel, &m);
     cr_assert_null(at(ev, "data.object.spec"));
@@ -186,7 +201,7 @@ Test(event, unchanged_toast_without_old_row_is_unknown_then_filled_from_the_cach
     rel = crd_relation(true, CRW_SHAPE_CRD);
     crw_pgo_tuple_t seed = tuple(c_old, V_OLD);
     cr_assert_eq(crw_mapper_seed(mp, rel, &seed, err, sizeof err), 0, "%s", err);
-    m.u.update.relid = rel->relid;
+    m.u.update.relid = rel->rel->relid;
     m.u.update.newtup = tuple(c_new, v_new);
     ev = map(rel, &m);
     cr_assert_str_eq(at(ev, "data.object.spec.preset"), "1080p");
@@ -199,7 +214,7 @@ Test(event, unchanged_toast_without_old_row_is_unknown_then_filled_from_the_cach
     /* A key-only delete then carries the last state. */
     const char *v_key[NCOL] = {"ns", "j", NULL, NULL, NULL, NULL, NULL};
     crw_pgo_msg_t d = {.type = CRW_PGO_DELETE};
-    d.u.del.relid = rel->relid;
+    d.u.del.relid = rel->rel->relid;
     d.u.del.oldkind = 'K';
     d.u.del.oldtup = tuple(c_old, v_key);
     ev = map(rel, &d);
@@ -211,10 +226,10 @@ Test(event, unchanged_toast_without_old_row_is_unknown_then_filled_from_the_cach
 }
 
 Test(event, soft_delete_is_modified_with_a_deletion_timestamp, .fini = teardown_all) {
-    crw_relation_t *rel = crd_relation(false, CRW_SHAPE_CRD);
+    const crw_relinfo_t *rel = crd_relation(false, CRW_SHAPE_CRD);
     const char *v_new[NCOL] = {"ns", "j", "1", "6", V_OLD[SPEC], V_OLD[STATUS], "2026-11-24 10:00:00+00"};
     crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
-    m.u.update.relid = rel->relid;
+    m.u.update.relid = rel->rel->relid;
     m.u.update.oldkind = 'O';
     m.u.update.oldtup = tuple(c_old, V_OLD);
     m.u.update.newtup = tuple(c_new, v_new);
@@ -226,10 +241,10 @@ Test(event, soft_delete_is_modified_with_a_deletion_timestamp, .fini = teardown_
 }
 
 Test(event, key_only_delete_without_cache_names_the_rest_unknown_in_row_shape, .fini = teardown_all) {
-    crw_relation_t *rel = crd_relation(false, CRW_SHAPE_ROW);
+    const crw_relinfo_t *rel = crd_relation(false, CRW_SHAPE_ROW);
     const char *v_key[NCOL] = {"ns", "j", NULL, NULL, NULL, NULL, NULL};
     crw_pgo_msg_t d = {.type = CRW_PGO_DELETE};
-    d.u.del.relid = rel->relid;
+    d.u.del.relid = rel->rel->relid;
     d.u.del.oldkind = 'K';
     d.u.del.oldtup = tuple(c_old, v_key);
     json_object *ev = map(rel, &d);
@@ -241,23 +256,144 @@ Test(event, key_only_delete_without_cache_names_the_rest_unknown_in_row_shape, .
 }
 
 Test(event, refusals_that_go_to_the_dead_letter_file, .fini = teardown_all) {
-    crw_relation_t *rel = crd_relation(false, CRW_SHAPE_CRD);
-    const char *type, *kind;
+    const crw_relinfo_t *rel = crd_relation(false, CRW_SHAPE_CRD);
     const char *v_arr[NCOL] = {"ns", "j", "1", "1", "[1, 2]", "{}", NULL};
     crw_pgo_msg_t m = {.type = CRW_PGO_INSERT};
-    m.u.insert.relid = rel->relid;
+    m.u.insert.relid = rel->rel->relid;
     m.u.insert.newtup = tuple(c_new, v_arr);
-    cr_assert_eq(crw_mapper_change(mp, &out, &key, &type, &kind, rel, &m, &tx, err, sizeof err), -1);
+    cr_assert_eq(map_rc(rel, &m), CRW_ERR_UNMAPPED);
     cr_assert(strstr(err, "spec is not a JSON object"), "%s", err);
     const char *v_null[NCOL] = {"ns", NULL, "1", "1", "{}", "{}", NULL};
     m.u.insert.newtup = tuple(c_new, v_null);
-    cr_assert_eq(crw_mapper_change(mp, &out, &key, &type, &kind, rel, &m, &tx, err, sizeof err), -1);
+    cr_assert_eq(map_rc(rel, &m), CRW_ERR_UNMAPPED);
     cr_assert(strstr(err, "key column name is NULL"), "%s", err);
     /* the raw row for the record: every value as text, nothing interpreted */
-    crw_event_encode_raw(&out, rel, &m);
+    crw_change_t ch;
+    crw_change_from_msg(&ch, rel->rel, &m);
+    crw_mapper_raw(&out, &ch);
     json_object *raw = json_tokener_parse(out.data);
     cr_assert(raw);
     cr_assert_str_eq(at(raw, "op"), "INSERT");
     cr_assert_str_eq(at(raw, "new.spec"), "{}");
     json_object_put(raw);
+}
+
+/* The bytes of span sp of ev's value, as a string (static: the next call overwrites it). */
+static const char *span_text(const crw_event_t *ev, crw_span_t sp) {
+    static char buf[4096];
+    cr_assert_leq(sp.off + sp.len, ev->len);
+    snprintf(buf, sizeof buf, "%.*s", (int)sp.len, ev->value + sp.off);
+    return buf;
+}
+
+/* The value of top-level member name of o, as JSON text (caller frees). */
+static char *member_json(json_object *o, const char *name) {
+    json_object *v;
+    cr_assert(json_object_object_get_ex(o, name, &v), "no %s", name);
+    return strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+}
+
+/* JSON text a, reparsed and printed plainly, equals b so printed. */
+static void same_json(const char *a, const char *b) {
+    json_object *x = json_tokener_parse(a), *y = json_tokener_parse(b);
+    cr_assert(x && y, "not JSON: %s / %s", a, b);
+    cr_assert(json_object_equal(x, y), "%s != %s", a, b);
+    json_object_put(x);
+    json_object_put(y);
+}
+
+/* Sinks take what they need from the event's fields, never from its bytes: those fields must say what the
+ * bytes say.  Spans of data, object and oldObject, and the CloudEvents attributes as plain text. */
+Test(event, the_event_carries_what_sinks_need, .fini = teardown_all) {
+    const crw_relinfo_t *rel = crd_relation(false, CRW_SHAPE_CRD);
+    const char *v_new[NCOL] = {"n\"s/\xc3\xa9", "j", "2", "6", "{\"preset\": \"4k\"}", "{\"phase\": \"Running\"}", NULL};
+    const char *v_old[NCOL] = {"n\"s/\xc3\xa9", "j", "1", "5", "{\"preset\": \"4k\"}", "{\"phase\": \"Pending\"}", NULL};
+    crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
+    m.u.update.oldkind = 'O';
+    m.u.update.oldtup = tuple(c_old, v_old);
+    m.u.update.newtup = tuple(c_new, v_new);
+    json_object *js = map(rel, &m);
+    const crw_event_t *ev = &mapped.ev[0];
+    cr_assert_str_eq(ev->type, "MODIFIED");
+    cr_assert_str_eq(ev->kind, "Job");
+    cr_assert_str_eq(ev->schema, "public");
+    cr_assert_str_eq(ev->table, "jobs");
+    cr_assert_str_eq(ev->source, "/crwatch/db/public/jobs");
+    cr_assert_eq(ev->position, 0x1000);
+    cr_assert_eq(ev->xid, 7);
+    cr_assert_eq(ev->ordinal, 1);
+    cr_assert_eq(ev->keylen, strlen("n\"s/\xc3\xa9/j"));
+    cr_assert(!memcmp(ev->key, "n\"s/\xc3\xa9/j", ev->keylen));
+
+    char *data = member_json(js, "data");
+    same_json(span_text(ev, ev->data), data);
+    json_object *d = json_object_object_get(js, "data");
+    char *obj = member_json(d, "object"), *old = member_json(d, "oldObject");
+    same_json(span_text(ev, ev->object), obj);
+    same_json(span_text(ev, ev->old_object), old);
+    free(data);
+    free(obj);
+    free(old);
+
+    /* Every top-level attribute but data, in order, as its unescaped text. */
+    static const char *const attr_names[] = {"specversion", "id",   "source",          "type", "subject",
+                                        "time",        "datacontenttype", "pglsn", "pgxid"};
+    cr_assert_eq(ev->nattrs, 9);
+    for (int i = 0; i < ev->nattrs; i++) {
+        cr_assert_str_eq(ev->attrs[i].name, attr_names[i]);
+        json_object *v;
+        cr_assert(json_object_object_get_ex(js, attr_names[i], &v));
+        const char *want = json_object_get_string(v);
+        cr_assert_eq(ev->attrs[i].len, strlen(want), "%s", attr_names[i]);
+        cr_assert(!memcmp(ev->attrs[i].value, want, ev->attrs[i].len), "%s: %.*s != %s", attr_names[i],
+                  (int)ev->attrs[i].len, ev->attrs[i].value, want);
+    }
+    json_object_put(js);
+
+    /* An insert has no oldObject; a truncate has no subject and no object. */
+    m = (crw_pgo_msg_t){.type = CRW_PGO_INSERT};
+    m.u.insert.newtup = tuple(c_new, v_new);
+    json_object_put(map(rel, &m));
+    cr_assert_gt(mapped.ev[0].object.len, 0);
+    cr_assert_eq(mapped.ev[0].old_object.len, 0);
+    crw_change_t t = {.op = CRW_OP_TRUNCATE, .rel = rel->rel};
+    cr_assert_eq(crw_mapper_change(mp, rel, &t, &tx, &mapped, err, sizeof err), 0, "%s", err);
+    ev = &mapped.ev[0];
+    cr_assert_str_eq(ev->type, "TRUNCATED");
+    cr_assert_eq(ev->keylen, 0);
+    cr_assert_eq(ev->object.len, 0);
+    cr_assert_eq(ev->nattrs, 8);
+    for (int i = 0; i < ev->nattrs; i++)
+        cr_assert_str_neq(ev->attrs[i].name, "subject");
+    js = json_tokener_parse(ev->value);
+    data = member_json(js, "data");
+    same_json(span_text(ev, ev->data), data);
+    free(data);
+    json_object_put(js);
+}
+
+/* Debezium: object and old object are after and before; a delete is followed by its tombstone. */
+Test(event, debezium_records_and_tombstones, .fini = teardown_all) {
+    const crw_relinfo_t *rel = crd_relation(false, CRW_SHAPE_ROW);
+    crw_mapper_destroy(mp);
+    conf->event_format = CRW_FORMAT_DEBEZIUM;
+    mp = crw_mapper_new(conf, NULL);
+    crw_pgo_msg_t d = {.type = CRW_PGO_DELETE};
+    d.u.del.oldkind = 'O';
+    d.u.del.oldtup = tuple(c_old, V_OLD);
+    cr_assert_eq(map_rc(rel, &d), 0, "%s", err);
+    cr_assert_eq(mapped.n, 2);
+    const crw_event_t *ev = &mapped.ev[0], *tomb = &mapped.ev[1];
+    cr_assert_str_eq(ev->type, "DELETED");
+    cr_assert_null(ev->attrs);
+    cr_assert_eq(ev->object.len, 0, "after is null");
+    json_object *js = json_tokener_parse(ev->value);
+    char *before = member_json(js, "before");
+    same_json(span_text(ev, ev->old_object), before);
+    free(before);
+    json_object_put(js);
+    cr_assert_null(tomb->value);
+    cr_assert_eq(tomb->keylen, ev->keylen);
+    cr_assert(!memcmp(tomb->key, ev->key, ev->keylen));
+    cr_assert(!memcmp(ev->key, "{\"namespace\":\"ns\",\"name\":\"j\"}", ev->keylen), "%.*s", (int)ev->keylen, ev->key);
 }

@@ -1,6 +1,6 @@
 /*
  * test_kafka.c — the Kafka sink's pure parts: topic templates and the
- * CloudEvents structured -> binary split (no broker needed).
+ * CloudEvents binary-mode header names (no broker needed).
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -34,80 +34,15 @@ Test(kafka_template, expansion_keeps_topic_names_valid) {
     crw_buf_free(&b);
 }
 
-typedef struct {
-    char names[16][32];
-    char values[16][128];
-    int n;
-} attrs_t;
-
-static void collect(void *opaque, const char *name, size_t namelen, const char *value, size_t len) {
-    attrs_t *a = opaque;
-    cr_assert_lt(a->n, 16);
-    snprintf(a->names[a->n], sizeof a->names[0], "%.*s", (int)namelen, name);
-    snprintf(a->values[a->n], sizeof a->values[0], "%.*s", (int)len, value);
-    a->n++;
-}
-
-static const char *attr(const attrs_t *a, const char *name) {
-    for (int i = 0; i < a->n; i++)
-        if (!strcmp(a->names[i], name))
-            return a->values[i];
-    return NULL;
-}
-
-Test(kafka_ce, splits_attributes_and_data) {
-    const char *ev = "{\"specversion\":\"1.0\",\"id\":\"0/1A2B/3\",\"source\":\"/crwatch/db/public/t\","
-                     "\"type\":\"crwatch.T.modified\",\"subject\":\"a\\\"b\\\\c\\/d\",\"time\":\"2026-11-24T10:00:00Z\","
-                     "\"datacontenttype\":\"application/json\",\"pglsn\":\"0/1A2B\",\"pgxid\":7412,"
-                     "\"data\":{\"type\":\"MODIFIED\",\"s\":\"} ] \\\" {\",\"o\":{\"a\":[1,{\"b\":null}]}}}";
-    crw_buf_t scratch = CRW_BUF_INIT;
-    attrs_t a = {0};
-    const char *data;
-    size_t len;
-    cr_assert_eq(crw_kafka_ce_split(ev, strlen(ev), &scratch, collect, &a, &data, &len), 0);
-    cr_assert_eq(a.n, 9);
-    cr_assert_str_eq(attr(&a, "specversion"), "1.0");
-    cr_assert_str_eq(attr(&a, "subject"), "a\"b\\c/d", "unescaped: %s", attr(&a, "subject"));
-    cr_assert_str_eq(attr(&a, "pgxid"), "7412");
-    cr_assert_str_eq(attr(&a, "datacontenttype"), "application/json");
-    cr_assert_null(attr(&a, "data"));
-    const char *want = "{\"type\":\"MODIFIED\",\"s\":\"} ] \\\" {\",\"o\":{\"a\":[1,{\"b\":null}]}}";
-    cr_assert_eq(len, strlen(want));
-    cr_assert(!memcmp(data, want, len), "data: %.*s", (int)len, data);
-    crw_buf_free(&scratch);
-}
-
-Test(kafka_ce, unicode_escapes_become_utf8) {
-    const char *ev = "{\"subject\":\"\\u00e9\\ud83d\\ude00\\ud800x\",\"data\":null}";
-    crw_buf_t scratch = CRW_BUF_INIT;
-    attrs_t a = {0};
-    const char *data;
-    size_t len;
-    cr_assert_eq(crw_kafka_ce_split(ev, strlen(ev), &scratch, collect, &a, &data, &len), 0);
-    /* é, U+1F600, and a lone surrogate replaced by U+FFFD */
-    cr_assert_str_eq(attr(&a, "subject"), "\xc3\xa9\xf0\x9f\x98\x80\xef\xbf\xbdx");
-    cr_assert_eq(len, 4);
-    cr_assert(!memcmp(data, "null", 4));
-    crw_buf_free(&scratch);
-}
-
-Test(kafka_ce, malformed_input_is_refused) {
-    static const char *const bad[] = {
-        "", "[]", "{\"a\":1", "{\"a\" 1}", "{\"a\":\"x}", "{\"a\":1}x", "{\"data\":{\"a\":1}", "{\"a\":\"\\q\"}",
-        "{a:1}",
-    };
-    crw_buf_t scratch = CRW_BUF_INIT;
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        attrs_t a = {0};
-        const char *data;
-        size_t len;
-        cr_assert_eq(crw_kafka_ce_split(bad[i], strlen(bad[i]), &scratch, collect, &a, &data, &len), -1,
-                     "accepted: %s", bad[i]);
-    }
-    attrs_t a = {0};
-    const char *data;
-    size_t len;
-    cr_assert_eq(crw_kafka_ce_split("{ }", 3, &scratch, collect, &a, &data, &len), 0);
-    cr_assert_null(data);
-    crw_buf_free(&scratch);
+/* CloudEvents Kafka binding, binary content mode: ce_<attribute>, and content-type for datacontenttype. */
+Test(kafka_ce, header_names) {
+    char h[64];
+    crw_kafka_ce_header_name(h, sizeof h, "subject", 7);
+    cr_assert_str_eq(h, "ce_subject");
+    crw_kafka_ce_header_name(h, sizeof h, "datacontenttype", 15);
+    cr_assert_str_eq(h, "content-type");
+    crw_kafka_ce_header_name(h, sizeof h, "pgxid", 5);
+    cr_assert_str_eq(h, "ce_pgxid");
+    crw_kafka_ce_header_name(h, sizeof h, "specversionXX", 11);
+    cr_assert_str_eq(h, "ce_specversion");
 }

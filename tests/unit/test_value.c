@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "map/value.h"
+#include "json_assert.h"
 
 static const crw_typeinfo_t T_INT = {CRW_TC_INT, false, ','};
 static const crw_typeinfo_t T_FLOAT = {CRW_TC_FLOAT, false, ','};
@@ -44,20 +45,6 @@ static const crw_typeinfo_t A_INTERVAL = {CRW_TC_INTERVAL, true, ','};
 static const crw_typeinfo_t A_UUID = {CRW_TC_UUID, true, ','};
 static const crw_typeinfo_t A_TEXT = {CRW_TC_TEXT, true, ','};
 static const crw_typeinfo_t A_BOX = {CRW_TC_TEXT, true, ';'};
-
-/* Asserts that s[0..n) is exactly one valid JSON value (strict, UTF-8 checked). */
-static void assert_json(const char *s, size_t n) {
-    json_tokener *tok = json_tokener_new();
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    /* Passing the NUL too tells json-c the input ends (a bare number could go on). */
-    json_object *obj = json_tokener_parse_ex(tok, s, (int)n + 1);
-    enum json_tokener_error err = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    json_tokener_free(tok);
-    json_object_put(obj);
-    cr_assert_eq(err, json_tokener_success, "json-c rejects <%s>: %s", s, json_tokener_error_desc(err));
-    cr_assert_eq(end, n, "json-c stopped at %zu of %zu in <%s>", end, n, s);
-}
 
 /* Renders in[0..n) after a prefix (rendering appends) and checks the result. */
 static void check_n(const crw_typeinfo_t *ti, const char *in, size_t n, const char *want) {

@@ -581,6 +581,30 @@ it_proc_t *it_crwatch_start(const char *dbname, const char *const *args) {
     return p;
 }
 
+it_proc_t *it_crwatch_stream(const char *dbname, const char *const *base, const char *const *extra) {
+    const char *args[IT_STREAM_MAX_SETTINGS * 2 + 4];
+    char slot[160];
+    int n = 0;
+    snprintf(slot, sizeof slot, "slot.name=%s", dbname); /* slots are cluster-wide: one per test database */
+    args[n++] = "stream";
+    args[n++] = "-X";
+    args[n++] = slot;
+    const char *const *lists[2] = {base, extra};
+    for (int l = 0; l < 2; l++)
+        for (int i = 0; lists[l] && lists[l][i]; i++) {
+            cr_assert_lt(n, (int)(sizeof args / sizeof args[0]) - 2, "it_crwatch_stream: too many settings");
+            args[n++] = "-X";
+            args[n++] = lists[l][i];
+        }
+    args[n] = NULL;
+    it_proc_t *p = it_crwatch_start(dbname, args);
+    if (!it_proc_stderr_wait(p, "streaming from slot", IT_STREAM_TIMEOUT_MS)) {
+        it_proc_dump_stderr(p);
+        cr_assert_fail("crwatch did not start streaming");
+    }
+    return p;
+}
+
 /*
  * Read what stdout has within wait_ms (0: only what is there now, -1:
  * until something comes). Marks EOF by closing out_fd.
@@ -948,6 +972,12 @@ json_object *it_json_get(json_object *o, const char *path) {
 const char *it_json_str(json_object *o, const char *path) {
     json_object *v = it_json_get(o, path);
     return v != NULL ? json_object_get_string(v) : NULL;
+}
+
+void it_expect_str(json_object *o, const char *path, const char *want) {
+    const char *got = it_json_str(o, path);
+    cr_assert(got && !strcmp(got, want), "%s: want '%s', got '%s' in %s", path, want, got ? got : "(missing)",
+              json_object_to_json_string(o));
 }
 
 bool it_json_exists(json_object *o, const char *path) {

@@ -83,6 +83,18 @@ const char *it_crwatch_path(void);
  * "dbname=<dbname>" (omitted when dbname is NULL). */
 it_proc_t *it_crwatch_start(const char *dbname, const char *const *args);
 
+/* At most this many -X settings in the two lists of it_crwatch_stream, and how long it waits. */
+#define IT_STREAM_MAX_SETTINGS 40
+#define IT_STREAM_TIMEOUT_MS 15000
+
+/*
+ * Starts `crwatch stream` on dbname with slot.name=<dbname> and one -X for
+ * each setting of base, then of extra (NULL-terminated; either may be NULL),
+ * and waits until it streams ("streaming from slot" in its log); aborts the
+ * test, with crwatch's stderr, if it does not within IT_STREAM_TIMEOUT_MS.
+ */
+it_proc_t *it_crwatch_stream(const char *dbname, const char *const *base, const char *const *extra);
+
 /* Next stdout line, malloc'd, without its newline; NULL on timeout or at EOF. timeout_ms < 0 waits
  * forever. */
 char *it_proc_read_line(it_proc_t *p, int timeout_ms);
@@ -147,6 +159,9 @@ json_object *it_json_get(json_object *o, const char *path);
 /* String at path; a non-string value comes back as its JSON text ("42", "true"); NULL when missing
  * or null. Borrowed from o. */
 const char *it_json_str(json_object *o, const char *path);
+
+/* Asserts that the value at path is the string want (non-strings compare by their JSON text). */
+void it_expect_str(json_object *o, const char *path, const char *want);
 
 /* True when path exists, even if its value is JSON null. */
 bool it_json_exists(json_object *o, const char *path);

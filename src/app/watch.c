@@ -1,7 +1,8 @@
 /*
  * watch.c — the embedding API (include/crwatch/crwatch.h) over the stream
- * service: crw_stream_run with one extra sink, a handler sink (sink/handler.h)
- * whose deliver() dispatches each event to the registered callbacks.
+ * service: crw_stream_run with one extra sink, a local handler sink
+ * (sink/local.h) whose deliver() dispatches each event to the registered
+ * callbacks.
  */
 #include <crwatch/crwatch.h>
 
@@ -15,9 +16,10 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
-#include "core/stream.h"
-#include "sink/handler.h"
-#include "source/replication.h"
+#include "app/stream.h"
+#include "sink/local.h"
+#include "sink/sinks.h"
+#include "source/source.h"
 
 _Static_assert((int)CRW_WATCH_ERR_CONFIG == (int)CRW_ERR_CONFIG && (int)CRW_WATCH_ERR_PREREQ == (int)CRW_ERR_PREREQ &&
                    (int)CRW_WATCH_ERR_CONN == (int)CRW_ERR_CONN && (int)CRW_WATCH_ERR_IO == (int)CRW_ERR_IO &&
@@ -139,9 +141,9 @@ static int watch_deliver(void *impl, const crw_handler_event_t *ev, char *reason
 
 static crw_sink_t *watch_sink_new(const crw_sink_env_t *env, void *arg, char *errstr, size_t n) {
     crw_watch_t *w = arg;
-    crw_handler_impl_t impl = {.name = "callbacks", .wants_objects = true, .deliver = watch_deliver, .impl = w};
+    crw_local_impl_t impl = {.name = "callbacks", .wants_objects = true, .deliver = watch_deliver, .impl = w};
     int err;
-    return crw_handler_sink_new(env, &impl, &w->stop, &err, errstr, n);
+    return crw_local_sink_new(env, &impl, &w->stop, &err, errstr, n);
 }
 
 int crw_watch_run(crw_watch_t *w, char *errstr, size_t n) {
@@ -151,11 +153,11 @@ int crw_watch_run(crw_watch_t *w, char *errstr, size_t n) {
     }
     w->ran = true;
     int rc = crw_config_finalize(w->conf, errstr, n);
-    if (rc < 0)
+    if (rc < 0 || (rc = crw_sinks_check(w->conf, errstr, n)) < 0 || (rc = crw_sources_check(w->conf, errstr, n)) < 0)
         return rc;
     if (!w->sink_set)
-        w->conf->sinks = 0;
-    if (w->nregs == 0 && w->conf->sinks == 0) {
+        crw_strlist_clear(&w->conf->sinks); /* the callbacks are the only sink */
+    if (w->nregs == 0 && w->conf->sinks.n == 0) {
         snprintf(errstr, n, "no handlers registered (crw_watch_add_handlers) and no sink set");
         return CRW_ERR_CONFIG;
     }

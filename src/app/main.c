@@ -1,5 +1,5 @@
 /*
- * main.c — the crwatch command line (design.md §2): argument parsing,
+ * main.c — the crwatch command line (README "Usage"): argument parsing,
  * signals and exit codes.  The only place that calls exit().
  *
  * Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error;
@@ -15,8 +15,10 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
-#include "core/stream.h"
-#include "source/replication.h"
+#include "app/stream.h"
+#include "sink/sinks.h"
+#include "source/admin.h"
+#include "source/source.h"
 
 static volatile sig_atomic_t stop_requested;
 
@@ -119,6 +121,10 @@ int main(int argc, char **argv) {
     }
     if (rc == 0)
         rc = crw_config_finalize(conf, err, sizeof err);
+    if (rc == 0)
+        rc = crw_sinks_check(conf, err, sizeof err);
+    if (rc == 0)
+        rc = crw_sources_check(conf, err, sizeof err);
     free(overrides);
     if (rc < 0) {
         fprintf(stderr, "crwatch: configuration error: %s\n", err);
@@ -138,9 +144,8 @@ int main(int argc, char **argv) {
         crw_stream_opts_t so = {conninfo, endpos, &stop_requested, NULL, NULL};
         rc = crw_stream_run(conf, &so, err, sizeof err);
     } else {
-        crw_repl_t *r = crw_repl_new(conf, conninfo, NULL, 0, NULL, NULL);
-        rc = verb ? crw_repl_slot(r, verb, stdout, err, sizeof err) : crw_repl_check(r, stdout, err, sizeof err);
-        crw_repl_destroy(r);
+        rc = verb ? crw_admin_slot(conf, conninfo, verb, stdout, err, sizeof err)
+                  : crw_admin_check(conf, conninfo, stdout, err, sizeof err);
         fflush(stdout);
     }
     crw_config_destroy(conf);

@@ -1,6 +1,8 @@
 /*
- * stream.h — the `crwatch stream` service: source -> decode -> map -> sinks,
- * with the pipeline deciding what is confirmed (design.md §8).
+ * stream.h — the `crwatch stream` service: a source (source/source.h)
+ * through the mapper (map/mapper.h) to the sinks (sink/sinks.h), with the
+ * pipeline (core/pipeline.h) deciding what is confirmed.  See
+ * docs/architecture.md.
  */
 #ifndef CRW_STREAM_H
 #define CRW_STREAM_H

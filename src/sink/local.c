@@ -1,10 +1,9 @@
 /*
- * handler.c — the body shared by the local handler sinks (exec, plugin,
+ * local.c — the body shared by the local handler sinks (exec, plugin,
  * embedded callbacks): event copies, the workqueue, completions, the
- * dead-letter file, backpressure.  See handler.h for the contract.
+ * dead-letter file, backpressure.  See local.h for the contract.
  */
-#include "sink/handler.h"
-#include "map/jsondiff.h"
+#include "sink/local.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -20,7 +19,6 @@
 #include "core/log.h"
 #include "core/lsn.h"
 #include "core/workqueue.h"
-#include "decode/relcache.h"
 
 /* Pipeline deliveries an item answers for: its own, plus those of the items it replaced. */
 typedef struct {
@@ -38,6 +36,8 @@ typedef struct hitem {
     uint32_t nacks, capacks;
     uint64_t commit_lsn;
     uint32_t ordinal;
+    uint32_t xid;
+    crw_span_t object, old_object; /* inside value */
     size_t size;             /* bytes counted against queue.max.bytes */
     char type[16];
     const char *source, *key, *kind, *value;
@@ -52,7 +52,7 @@ typedef struct {
 
 typedef struct hsink {
     crw_sink_t base;
-    crw_handler_impl_t impl;
+    crw_local_impl_t impl;
     crw_wq_t *wq;
     volatile sig_atomic_t *stop;
     scratch_t *scratch;      /* one per worker */
@@ -70,25 +70,17 @@ typedef struct hsink {
 
 #define ITEM(nodep) ((hitem_t *)((char *)(nodep)-offsetof(hitem_t, node)))
 
-/* data.<name> (CloudEvents), else the top-level Debezium field; NULL when absent or null. */
-static void find_object(const char *js, size_t len, const char *ce_name, const char *dbz_name, crw_buf_t *out,
-                        const char **v, size_t *vlen) {
-    const char *d, *o = NULL;
-    size_t dl, ol = 0;
-    if (crw_json_member(js, len, "data", &d, &dl)) {
-        if (!crw_json_member(d, dl, ce_name, &o, &ol))
-            o = NULL;
-    } else if (!crw_json_member(js, len, dbz_name, &o, &ol))
-        o = NULL;
-    if (!o || (ol == 4 && !memcmp(o, "null", 4))) {
+/* A NUL-terminated copy of the span of it->value into out; NULL when the event has none. */
+static void copy_span(const hitem_t *it, crw_span_t span, crw_buf_t *out, const char **v, size_t *vlen) {
+    if (!span.len) {
         *v = NULL;
         *vlen = 0;
         return;
     }
     crw_buf_reset(out);
-    crw_buf_put(out, o, ol);
+    crw_buf_put(out, it->value + span.off, span.len);
     *v = out->data;
-    *vlen = ol;
+    *vlen = span.len;
 }
 
 /* ---- items ------------------------------------------------------------------ */
@@ -101,9 +93,8 @@ static void item_free(hitem_t *it) {
 }
 
 static hitem_t *item_new(const crw_event_t *ev) {
-    const crw_relation_t *rel = ev->rel;
-    const char *source = rel && rel->source ? rel->source : "";
-    const char *kind = ev->kind ? ev->kind : rel && rel->kind ? rel->kind : "";
+    const char *source = ev->source ? ev->source : "";
+    const char *kind = ev->kind ? ev->kind : "";
     size_t sl = strlen(source), kl = strlen(kind);
     size_t need = sl + 1 + ev->keylen + 1 + kl + 1 + ev->len + 1;
     hitem_t *it = crw_malloc(sizeof *it + need);
@@ -128,8 +119,11 @@ static hitem_t *item_new(const crw_event_t *ev) {
     p[ev->len] = '\0';
     it->len = ev->len;
     snprintf(it->type, sizeof it->type, "%s", ev->type ? ev->type : "");
-    it->commit_lsn = ev->commit_lsn;
+    it->commit_lsn = ev->position;
     it->ordinal = ev->ordinal;
+    it->xid = ev->xid;
+    it->object = ev->object;
+    it->old_object = ev->old_object;
     it->ack0 = (ack_t){ev->txn, 1};
     it->acks = &it->ack0;
     it->nacks = 1;
@@ -164,9 +158,8 @@ static crw_wq_result_t hs_handle(void *opaque, int worker, crw_wq_node_t *node, 
                               .attempt = node->attempts,
                               .worker = worker};
     if (s->impl.wants_objects) {
-        find_object(it->value, it->len, "object", "after", &sc->object, &ev.object, &ev.object_len);
-        find_object(it->value, it->len, "oldObject", "before", &sc->old_object, &ev.old_object,
-                    &ev.old_object_len);
+        copy_span(it, it->object, &sc->object, &ev.object, &ev.object_len);
+        copy_span(it, it->old_object, &sc->old_object, &ev.old_object, &ev.old_object_len);
     }
     int r = s->impl.deliver(s->impl.impl, &ev, reason, n);
     if (r == CRW_HANDLER_OK)
@@ -261,14 +254,9 @@ static int apply_completions(hsink_t *s) {
             char source[512], lsn[CRW_LSN_BUFSIZE];
             item_source(it, source, sizeof source);
             crw_lsn_format(lsn, it->commit_lsn);
-            const char *xv;
-            size_t xl;
-            uint32_t xid = 0;
-            if (crw_json_member(it->value, it->len, "pgxid", &xv, &xl))
-                xid = (uint32_t)strtoul(xv, NULL, 10);
             char reason[900];
             snprintf(reason, sizeof reason, "%s: %s", s->impl.name, it->reason ? it->reason : "failed");
-            crw_deadletter_rec_t rec = {reason, source, lsn, xid, it->ordinal, it->value, it->len};
+            crw_deadletter_rec_t rec = {reason, source, lsn, it->xid, it->ordinal, it->value, it->len};
             crw_warn("%s: event %s/%u (%s %s) dead-lettered: %s", s->impl.name, lsn, it->ordinal, it->kind,
                      it->key, it->reason ? it->reason : "failed");
             if (crw_deadletter_write(env->deadletter, &rec) < 0) {
@@ -404,12 +392,12 @@ static const crw_sink_ops_t handler_ops = {
     .commit = hs_commit,
     .poll = hs_poll,
     .drain = hs_drain,
-    .resume_lsn = NULL,
+    .resume_position = NULL,
     .destroy = hs_destroy,
 };
 
-crw_sink_t *crw_handler_sink_new(const crw_sink_env_t *env, const crw_handler_impl_t *impl,
-                                 volatile sig_atomic_t *stop, int *err, char *errstr, size_t n) {
+crw_sink_t *crw_local_sink_new(const crw_sink_env_t *env, const crw_local_impl_t *impl, volatile sig_atomic_t *stop,
+                               int *err, char *errstr, size_t n) {
     const crw_config_t *c = env->conf;
     if (c->retry_backoff_max_ms < c->retry_backoff_initial_ms) {
         snprintf(errstr, n, "retry.backoff.max.ms (%d) is below retry.backoff.initial.ms (%d)",

@@ -1,6 +1,7 @@
 /*
- * handler.h — local handler sinks (design.md §6): exec, plugin and the
- * embedding API's callbacks share one sink body built on the workqueue.
+ * local.h — the local handler sinks (README "Local handlers"): exec, plugin
+ * and the embedding API's callbacks share one sink body built on the
+ * workqueue (core/workqueue.h).
  *
  * The body does what sink.h asks of an asynchronous sink:
  *   - emit() copies the event, holds 1 delivery of ev->txn in the
@@ -24,8 +25,8 @@
  * deliver() runs on the worker threads (up to `workers` at once, never two
  * of one key at once); interrupt() may run on any thread.
  */
-#ifndef CRW_SINK_HANDLER_H
-#define CRW_SINK_HANDLER_H
+#ifndef CRW_SINK_LOCAL_H
+#define CRW_SINK_LOCAL_H
 
 #include <signal.h>
 #include <stdbool.h>
@@ -35,9 +36,9 @@
 #include "sink/sink.h"
 
 /* One handler implementation plugged into the shared body. */
-typedef struct crw_handler_impl {
+typedef struct crw_local_impl {
     const char *name; /* "exec", "plugin", "callbacks": logs and dead-letter reasons */
-    /* Fill ev->object and ev->old_object (scanning the event JSON) before deliver(). */
+    /* Fill ev->object and ev->old_object (copies of the event's spans) before deliver(). */
     bool wants_objects;
     /* Delivers one event on worker thread ev->worker; returns a crw_handler_result_t
      * and, for RETRY/FAIL, a reason. */
@@ -47,7 +48,7 @@ typedef struct crw_handler_impl {
     /* Frees impl, after every worker stopped (main thread); may be NULL. */
     void (*destroy)(void *impl);
     void *impl;
-} crw_handler_impl_t;
+} crw_local_impl_t;
 
 /*
  * Creates a handler sink over impl (copied; impl->impl is owned by the sink
@@ -57,14 +58,7 @@ typedef struct crw_handler_impl {
  * @returns the sink, or NULL with errstr and *err (CRW_ERR_CONFIG for a bad
  *          setting, CRW_ERR_SINK otherwise).
  */
-crw_sink_t *crw_handler_sink_new(const crw_sink_env_t *env, const crw_handler_impl_t *impl,
-                                 volatile sig_atomic_t *stop, int *err, char *errstr, size_t errstr_size);
-
-/* sink=exec: exec.command through /bin/sh -c (exec.c). */
-crw_sink_t *crw_sink_exec_new(const crw_sink_env_t *env, int *err, char *errstr, size_t errstr_size);
-
-/* sink=plugin: plugin.path loaded against crwatch/handler.h (plugin.c).  Loads and
- * initialises the plugin at once, so a bad one is refused before any connection. */
-crw_sink_t *crw_sink_plugin_new(const crw_sink_env_t *env, int *err, char *errstr, size_t errstr_size);
+crw_sink_t *crw_local_sink_new(const crw_sink_env_t *env, const crw_local_impl_t *impl, volatile sig_atomic_t *stop,
+                               int *err, char *errstr, size_t errstr_size);
 
 #endif

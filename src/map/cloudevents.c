@@ -1,0 +1,484 @@
+/*
+ * cloudevents.c — row changes to CloudEvents (see cloudevents.h).
+ *
+ * Output, for one change:
+ *   {"specversion":"1.0","id":"<commit lsn>/<ordinal>","source":"/crwatch/<db>/<schema>/<table>",
+ *    "type":"crwatch.<Kind>.<added|modified|deleted>","subject":"<key>","time":"<commit time>",
+ *    "datacontenttype":"application/json","pglsn":"<commit lsn>","pgxid":<xid>,
+ *    "data":{"type":"ADDED","kind":"<Kind>","key":"<key>","object":{...},
+ *            "oldObject":{...},"changed":["/status/phase"],"patch":[...],"unknown":["/col"]}}
+ * The key is the key columns' text joined by '/' (Kubernetes' namespace/name).
+ * `id` is stable across redelivery: commit LSN and 1-based position in the
+ * transaction.  `changed` and `patch` come from a structural diff of the two
+ * objects (map/jsondiff.c), so they point inside JSON columns.
+ *
+ * The context attributes also go out as text (crw_event_t.attrs) and the
+ * spans of data, object and oldObject are recorded while they are written,
+ * for binary content mode and the local handlers.
+ */
+#include "map/cloudevents.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+#include "map/jsondiff.h"
+#include "map/value.h"
+
+enum { ATTR_SPECVERSION, ATTR_ID, ATTR_SOURCE, ATTR_TYPE, ATTR_SUBJECT, ATTR_TIME, ATTR_CONTENTTYPE, ATTR_PGLSN,
+       ATTR_PGXID, NATTRS };
+
+struct crw_ce {
+    crw_cache_t *cache;
+    bool patch;
+    crw_buf_t obj, old, unknown, changed, patchbuf, cachekey, cached;
+    crw_jdoc_t da, db, dc;
+    crw_event_attr_t attrs[NATTRS];
+    char id[CRW_LSN_BUFSIZE + 12], xid[12];
+};
+
+crw_ce_t *crw_ce_new(crw_cache_t *cache, bool patch) {
+    crw_ce_t *ce = crw_calloc(1, sizeof *ce);
+    ce->cache = cache;
+    ce->patch = patch;
+    return ce;
+}
+
+void crw_ce_destroy(crw_ce_t *ce) {
+    if (!ce)
+        return;
+    crw_buf_t *bufs[] = {&ce->obj, &ce->old, &ce->unknown, &ce->changed, &ce->patchbuf, &ce->cachekey, &ce->cached};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        crw_buf_free(bufs[i]);
+    crw_jdoc_free(&ce->da);
+    crw_jdoc_free(&ce->db);
+    crw_jdoc_free(&ce->dc);
+    free(ce);
+}
+
+enum { VERB_ADDED, VERB_MODIFIED, VERB_DELETED, VERB_TRUNCATED };
+
+/* ---- rendering ------------------------------------------------------- */
+
+/* How one object is rendered: its tuple and where unknown values may be found. */
+typedef struct {
+    const crw_relinfo_t *ri;
+    const crw_pgo_tuple_t *t;
+    const crw_pgo_tuple_t *fill; /* the whole old row ('O') */
+    const crw_jdoc_t *cached;    /* the cached object, parsed; NULL when none */
+    bool keyonly;                /* t is an old key tuple */
+    crw_buf_t *unknown;          /* pointers of fields not known; NULL: do not collect */
+} render_t;
+
+static void note_unknown(const render_t *r, const char *pointer) {
+    if (!r->unknown)
+        return;
+    if (r->unknown->len)
+        crw_buf_putc(r->unknown, ',');
+    crw_buf_put_json_str(r->unknown, pointer, strlen(pointer));
+}
+
+/*
+ * Appends `"name":value` (name pre-escaped with colon, or NULL for a bare
+ * value) for column i.  @returns 1 written, 0 not known (noted), -1 no such
+ * column.  as_text: the value as a JSON string of its text form.
+ */
+static int put_field(const render_t *r, crw_buf_t *out, const char *name, int i, bool as_text) {
+    if (i < 0)
+        return -1;
+    const crw_rel_att_t *a = &r->ri->rel->atts[i];
+    const crw_col_map_t *cm = &r->ri->cols[i];
+    const crw_pgo_col_t *c = crw_pgo_tuple_col(r->t, i);
+    if (c && (c->kind == CRW_PGO_COL_UNCHANGED || (r->keyonly && !(a->flags & 1)))) {
+        const crw_pgo_col_t *o = c->kind == CRW_PGO_COL_UNCHANGED ? crw_pgo_tuple_col(r->fill, i) : NULL;
+        c = o && o->kind != CRW_PGO_COL_UNCHANGED ? o : NULL;
+        if (!c && r->cached && cm->obj_pointer) {
+            int t = crw_jdoc_lookup(r->cached, cm->obj_pointer);
+            if (t >= 0) {
+                if (name)
+                    crw_buf_puts(out, name);
+                const crw_jtok_t *tok = &r->cached->toks[t];
+                crw_buf_put(out, r->cached->text + tok->start, tok->end - tok->start);
+                return 1;
+            }
+        }
+    }
+    if (!c) {
+        note_unknown(r, cm->obj_pointer ? cm->obj_pointer : cm->pointer);
+        return 0;
+    }
+    if (name)
+        crw_buf_puts(out, name);
+    if (c->kind == CRW_PGO_COL_NULL)
+        crw_buf_put(out, "null", 4);
+    else if (as_text || crw_value_render(out, &cm->ti, c->data, c->len) < 0)
+        crw_value_render_text(out, c->data, c->len);
+    return 1;
+}
+
+static int render_row(const render_t *r, crw_buf_t *out) {
+    crw_buf_putc(out, '{');
+    bool first = true;
+    for (int i = 0; i < r->ri->ncols; i++) {
+        const crw_col_map_t *cm = &r->ri->cols[i];
+        if (!cm->obj_pointer)
+            continue;
+        size_t mark = out->len;
+        if (!first)
+            crw_buf_putc(out, ',');
+        if (put_field(r, out, cm->json_name, i, false) == 1)
+            first = false;
+        else
+            out->len = mark;
+    }
+    crw_buf_putc(out, '}');
+    return 0;
+}
+
+/* crd: {apiVersion, kind, metadata{...}, spec, status} from the convention's columns. */
+static int render_crd(const render_t *r, const crw_rel_variant_t *v, crw_buf_t *out, char *errstr, size_t n) {
+    static const struct {
+        int col;
+        const char *name;
+        bool as_text;
+        bool omit_null;
+    } meta[] = {
+        {CRW_CRD_NAME, "\"name\":", false, false},
+        {CRW_CRD_NAMESPACE, "\"namespace\":", false, false},
+        {CRW_CRD_UID, "\"uid\":", false, false},
+        {CRW_CRD_RESOURCE_VERSION, "\"resourceVersion\":", true, false}, /* a string, as Kubernetes has it */
+        {CRW_CRD_GENERATION, "\"generation\":", false, false},
+        {CRW_CRD_CREATED_AT, "\"creationTimestamp\":", false, false},
+        {CRW_CRD_DELETED_AT, "\"deletionTimestamp\":", false, true},
+        {CRW_CRD_LABELS, "\"labels\":", false, false},
+        {CRW_CRD_ANNOTATIONS, "\"annotations\":", false, false},
+    };
+    const crw_relinfo_t *ri = r->ri;
+    crw_buf_putc(out, '{');
+    if (v->js_api_version) {
+        crw_buf_puts(out, "\"apiVersion\":");
+        crw_buf_puts(out, v->js_api_version);
+        crw_buf_putc(out, ',');
+    }
+    crw_buf_puts(out, "\"kind\":");
+    crw_buf_puts(out, v->js_kind);
+    crw_buf_puts(out, ",\"metadata\":{");
+    bool first = true;
+    for (size_t k = 0; k < sizeof meta / sizeof meta[0]; k++) {
+        int i = ri->crd_col[meta[k].col];
+        if (i < 0 || !ri->cols[i].obj_pointer)
+            continue;
+        const crw_pgo_col_t *c = crw_pgo_tuple_col(r->t, i);
+        if (meta[k].omit_null && c && c->kind == CRW_PGO_COL_NULL)
+            continue;
+        size_t mark = out->len;
+        if (!first)
+            crw_buf_putc(out, ',');
+        if (put_field(r, out, meta[k].name, i, meta[k].as_text) == 1)
+            first = false;
+        else
+            out->len = mark;
+    }
+    crw_buf_putc(out, '}');
+    for (int s = CRW_CRD_SPEC; s <= CRW_CRD_STATUS; s++) {
+        int i = ri->crd_col[s];
+        if (i < 0 || !ri->cols[i].obj_pointer)
+            continue;
+        size_t mark = out->len;
+        int rc = put_field(r, out, s == CRW_CRD_SPEC ? ",\"spec\":" : ",\"status\":", i, false);
+        if (rc != 1) {
+            out->len = mark;
+            continue;
+        }
+        /* The convention's spec is an object; anything else is not a resource. */
+        const char *val = out->data + mark + strlen(",\"spec\":");
+        if (s == CRW_CRD_SPEC && *val != '{') {
+            snprintf(errstr, n, "%s.%s: spec is not a JSON object", ri->rel->nspname, ri->rel->relname);
+            return CRW_ERR_UNMAPPED;
+        }
+    }
+    crw_buf_putc(out, '}');
+    return 0;
+}
+
+static int render(const render_t *r, const crw_rel_variant_t *v, crw_buf_t *out, char *errstr, size_t n) {
+    crw_buf_reset(out);
+    return r->ri->shape == CRW_SHAPE_CRD ? render_crd(r, v, out, errstr, n) : render_row(r, out);
+}
+
+/* The variant a row belongs to (shared table: by its kind column). */
+static const crw_rel_variant_t *variant_for(const crw_relinfo_t *ri, const crw_pgo_tuple_t *t, char *errstr,
+                                            size_t n) {
+    if (ri->kind_col < 0)
+        return &ri->variants[0];
+    const crw_pgo_col_t *c = crw_pgo_tuple_col(t, ri->kind_col);
+    if (c && c->kind == CRW_PGO_COL_TEXT)
+        for (int v = 0; v < ri->nvariants; v++)
+            if (strlen(ri->variants[v].kind) == c->len && !memcmp(ri->variants[v].kind, c->data, c->len))
+                return &ri->variants[v];
+    snprintf(errstr, n, "%s.%s: kind column %s holds '%.*s', which no resource.<id>.kind names", ri->rel->nspname,
+             ri->rel->relname, ri->rel->atts[ri->kind_col].name, c && c->kind == CRW_PGO_COL_TEXT ? (int)c->len : 6,
+             c && c->kind == CRW_PGO_COL_TEXT ? c->data : "(null)");
+    return NULL;
+}
+
+/* The key: key columns' text joined by '/'. */
+static int make_key(crw_buf_t *key, const crw_relinfo_t *ri, const crw_pgo_tuple_t *t, const crw_pgo_tuple_t *alt,
+                    char *errstr, size_t n) {
+    crw_buf_reset(key);
+    for (int k = 0; k < ri->nkey; k++) {
+        int i = ri->key_idx[k];
+        const crw_pgo_col_t *c = crw_pgo_tuple_col(t, i);
+        if (c && c->kind == CRW_PGO_COL_UNCHANGED)
+            c = crw_pgo_tuple_col(alt, i);
+        if (!c || c->kind == CRW_PGO_COL_NULL || c->kind == CRW_PGO_COL_UNCHANGED) {
+            snprintf(errstr, n, "%s.%s: key column %s is %s", ri->rel->nspname, ri->rel->relname,
+                     ri->rel->atts[i].name, c && c->kind == CRW_PGO_COL_NULL ? "NULL" : "missing");
+            return CRW_ERR_UNMAPPED;
+        }
+        if (k)
+            crw_buf_putc(key, '/');
+        crw_buf_put(key, c->data, c->len);
+    }
+    return 0;
+}
+
+/* The cache key: the kind too for shared tables, where names repeat across kinds. */
+static void cache_key(crw_ce_t *ce, const crw_rel_variant_t *v, const crw_relinfo_t *ri, const crw_buf_t *key) {
+    crw_buf_reset(&ce->cachekey);
+    if (ri->kind_col >= 0) {
+        crw_buf_puts(&ce->cachekey, v->kind);
+        crw_buf_putc(&ce->cachekey, '\0');
+    }
+    crw_buf_put(&ce->cachekey, key->data ? key->data : "", key->len);
+}
+
+/* Parses the cached object of the current key into ce->dc; returns it or NULL. */
+static const crw_jdoc_t *cached_doc(crw_ce_t *ce, const crw_relinfo_t *ri) {
+    if (!ce->cache)
+        return NULL;
+    size_t len;
+    const char *o = crw_cache_get(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len, &len);
+    if (!o)
+        return NULL;
+    crw_buf_reset(&ce->cached);
+    crw_buf_put(&ce->cached, o, len); /* a copy: the cache entry may change before we are done */
+    return crw_jdoc_parse(&ce->dc, ce->cached.data, ce->cached.len) == 0 ? &ce->dc : NULL;
+}
+
+/* ---- the envelope ----------------------------------------------------- */
+
+static void attr(crw_ce_t *ce, int i, const char *name, const char *value, size_t len) {
+    ce->attrs[i] = (crw_event_attr_t){name, value, len};
+}
+
+/* The context attributes as text, in the order the JSON has them; subject NULL: none (TRUNCATED). */
+static void set_attrs(crw_ce_t *ce, crw_event_t *ev, const crw_relinfo_t *ri, const crw_rel_variant_t *v,
+                      const crw_txn_ctx_t *tx, int verb, const crw_buf_t *subject) {
+    int n = snprintf(ce->id, sizeof ce->id, "%s/%u", tx->lsn_str, tx->ordinal);
+    int xn = snprintf(ce->xid, sizeof ce->xid, "%u", tx->xid);
+    int k = 0;
+    attr(ce, k++, "specversion", "1.0", 3);
+    attr(ce, k++, "id", ce->id, (size_t)n);
+    attr(ce, k++, "source", ri->source, strlen(ri->source));
+    attr(ce, k++, "type", v->type[verb], strlen(v->type[verb]));
+    if (subject)
+        attr(ce, k++, "subject", subject->data ? subject->data : "", subject->len);
+    attr(ce, k++, "time", tx->time_str, strlen(tx->time_str));
+    attr(ce, k++, "datacontenttype", "application/json", 16);
+    attr(ce, k++, "pglsn", tx->lsn_str, strlen(tx->lsn_str));
+    attr(ce, k++, "pgxid", ce->xid, (size_t)xn);
+    ev->attrs = ce->attrs;
+    ev->nattrs = k;
+}
+
+static void put_header(crw_buf_t *out, const crw_relinfo_t *ri, const crw_rel_variant_t *v, const crw_txn_ctx_t *tx,
+                       int verb) {
+    crw_buf_put(out, "{\"specversion\":\"1.0\",\"id\":\"", 27);
+    crw_buf_puts(out, tx->lsn_str);
+    crw_buf_putc(out, '/');
+    crw_buf_put_u64(out, tx->ordinal);
+    crw_buf_put(out, "\",\"source\":", 11);
+    crw_buf_puts(out, ri->js_source);
+    crw_buf_put(out, ",\"type\":", 8);
+    crw_buf_puts(out, v->js_type[verb]);
+}
+
+static void put_tail(crw_buf_t *out, const crw_txn_ctx_t *tx) {
+    crw_buf_put(out, ",\"time\":\"", 9);
+    crw_buf_puts(out, tx->time_str);
+    crw_buf_put(out, "\",\"datacontenttype\":\"application/json\",\"pglsn\":\"", 48);
+    crw_buf_puts(out, tx->lsn_str);
+    crw_buf_put(out, "\",\"pgxid\":", 10);
+    crw_buf_put_u64(out, tx->xid);
+}
+
+/* Opens "data": records where its value starts. */
+static void open_data(crw_buf_t *out, crw_event_t *ev) {
+    crw_buf_put(out, ",\"data\":", 8);
+    ev->data.off = out->len;
+}
+
+/* Closes "data" and the event; the data span ends before the final brace. */
+static void close_data(crw_buf_t *out, crw_event_t *ev) {
+    crw_buf_putc(out, '}');
+    ev->data.len = out->len - ev->data.off;
+    crw_buf_putc(out, '}');
+}
+
+/* Appends ,"<name>":<json> and records its span. */
+static void put_object(crw_buf_t *out, const char *member, size_t mlen, const crw_buf_t *json, crw_span_t *span) {
+    crw_buf_put(out, member, mlen);
+    span->off = out->len;
+    span->len = json->len;
+    crw_buf_put(out, json->data, json->len);
+}
+
+int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev, const crw_relinfo_t *ri,
+                  const crw_change_t *ch, const crw_txn_ctx_t *tx, char *errstr, size_t n) {
+    const crw_pgo_tuple_t *newt = ch->newtup, *oldt = ch->oldkind ? ch->oldtup : NULL;
+    char oldkind = ch->oldkind;
+    int verb;
+    switch (ch->op) {
+    case CRW_OP_INSERT: verb = VERB_ADDED; ev->type = "ADDED"; break;
+    case CRW_OP_UPDATE: verb = VERB_MODIFIED; ev->type = "MODIFIED"; break;
+    case CRW_OP_DELETE: verb = VERB_DELETED; ev->type = "DELETED"; break;
+    default: snprintf(errstr, n, "not a row change: '%c'", ch->op); return CRW_ERR_UNMAPPED;
+    }
+    if (!newt && !oldt) {
+        snprintf(errstr, n, "%s.%s: delete without an old key (REPLICA IDENTITY NOTHING)", ri->rel->nspname,
+                 ri->rel->relname);
+        return CRW_ERR_UNMAPPED;
+    }
+    const crw_pgo_tuple_t *cur = newt ? newt : oldt;
+    const crw_rel_variant_t *v = variant_for(ri, cur, errstr, n);
+    if (!v)
+        return CRW_ERR_UNMAPPED;
+    int rc = make_key(key, ri, cur, oldt, errstr, n);
+    if (rc < 0)
+        return rc;
+    ev->kind = v->kind;
+    /* An update that changed the key: the old object lives under the old key. */
+    crw_buf_t *oldkey = &ce->patchbuf; /* borrowed until the diff below */
+    bool rekeyed = false;
+    if (newt && oldt && oldkind == 'K') {
+        char e2[8];
+        if (make_key(oldkey, ri, oldt, NULL, e2, sizeof e2) == 0 &&
+            (oldkey->len != key->len || memcmp(oldkey->data, key->data, key->len)))
+            rekeyed = true;
+    }
+    cache_key(ce, v, ri, rekeyed ? oldkey : key);
+    const crw_jdoc_t *cached = oldkind == 'O' ? NULL : cached_doc(ce, ri);
+
+    /* object, and oldObject when the old row is known */
+    crw_buf_reset(&ce->unknown);
+    render_t r = {ri, cur, oldkind == 'O' ? oldt : NULL, cached, newt == NULL && oldkind == 'K', &ce->unknown};
+    bool have_old = false;
+    if (!newt && cached) {
+        /* a key-only delete: the cache knows the whole last state */
+        crw_buf_reset(&ce->obj);
+        crw_buf_put(&ce->obj, ce->cached.data, ce->cached.len);
+    } else if ((rc = render(&r, v, &ce->obj, errstr, n)) < 0)
+        return rc;
+    if (newt && oldkind == 'O') {
+        render_t ro = {ri, oldt, NULL, NULL, false, NULL};
+        if ((rc = render(&ro, v, &ce->old, errstr, n)) < 0)
+            return rc;
+        have_old = true;
+    } else if (newt && cached) {
+        crw_buf_reset(&ce->old);
+        crw_buf_put(&ce->old, ce->cached.data, ce->cached.len);
+        have_old = true;
+    }
+
+    /* the envelope */
+    crw_buf_reset(out);
+    put_header(out, ri, v, tx, verb);
+    crw_buf_put(out, ",\"subject\":", 11);
+    crw_buf_put_json_str(out, key->data ? key->data : "", key->len);
+    put_tail(out, tx);
+    open_data(out, ev);
+    crw_buf_put(out, "{\"type\":\"", 9);
+    crw_buf_puts(out, ev->type);
+    crw_buf_put(out, "\",\"kind\":", 9);
+    crw_buf_puts(out, v->js_kind);
+    crw_buf_put(out, ",\"key\":", 7);
+    crw_buf_put_json_str(out, key->data ? key->data : "", key->len);
+    put_object(out, ",\"object\":", 10, &ce->obj, &ev->object);
+    ev->old_object = (crw_span_t){0, 0};
+    if (have_old) {
+        put_object(out, ",\"oldObject\":", 13, &ce->old, &ev->old_object);
+        crw_buf_reset(&ce->changed);
+        crw_buf_reset(&ce->patchbuf);
+        /* The old object from the cache is parsed already (ce->dc). */
+        const crw_jdoc_t *olddoc = cached && oldkind != 'O' ? cached : NULL;
+        if (!olddoc && crw_jdoc_parse(&ce->da, ce->old.data, ce->old.len) == 0)
+            olddoc = &ce->da;
+        if (olddoc && crw_jdoc_parse(&ce->db, ce->obj.data, ce->obj.len) == 0)
+            crw_jdoc_diff(olddoc, &ce->db, &ce->changed, ce->patch ? &ce->patchbuf : NULL,
+                          ce->unknown.len ? ce->unknown.data : NULL);
+        crw_buf_put(out, ",\"changed\":[", 12);
+        crw_buf_put(out, ce->changed.data ? ce->changed.data : "", ce->changed.len);
+        crw_buf_putc(out, ']');
+        if (ce->patch) {
+            crw_buf_put(out, ",\"patch\":[", 10);
+            crw_buf_put(out, ce->patchbuf.data ? ce->patchbuf.data : "", ce->patchbuf.len);
+            crw_buf_putc(out, ']');
+        }
+    }
+    if (ce->unknown.len) {
+        crw_buf_put(out, ",\"unknown\":[", 12);
+        crw_buf_put(out, ce->unknown.data, ce->unknown.len);
+        crw_buf_putc(out, ']');
+    }
+    close_data(out, ev);
+    set_attrs(ce, ev, ri, v, tx, verb, key);
+
+    /* keep the cache current: only whole objects are worth remembering */
+    if (ce->cache) {
+        if (rekeyed)
+            crw_cache_remove(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len);
+        cache_key(ce, v, ri, key);
+        if (!newt || ce->unknown.len)
+            crw_cache_remove(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len);
+        else
+            crw_cache_put(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len, ce->obj.data, ce->obj.len);
+    }
+    return 0;
+}
+
+int crw_ce_seed(crw_ce_t *ce, const crw_relinfo_t *ri, const crw_pgo_tuple_t *row, char *errstr, size_t n) {
+    if (!ce->cache)
+        return 0;
+    const crw_rel_variant_t *v = variant_for(ri, row, errstr, n);
+    if (!v)
+        return CRW_ERR_UNMAPPED;
+    int rc = make_key(&ce->old, ri, row, NULL, errstr, n);
+    if (rc < 0)
+        return rc;
+    cache_key(ce, v, ri, &ce->old);
+    render_t r = {ri, row, NULL, NULL, false, NULL};
+    if ((rc = render(&r, v, &ce->obj, errstr, n)) < 0)
+        return rc;
+    crw_cache_put(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len, ce->obj.data, ce->obj.len);
+    return 0;
+}
+
+void crw_ce_truncate(crw_ce_t *ce, crw_buf_t *out, crw_event_t *ev, const crw_relinfo_t *ri, const crw_txn_ctx_t *tx) {
+    if (ce->cache)
+        crw_cache_clear_relation(ce->cache, ri->rel->relid);
+    const crw_rel_variant_t *v = &ri->variants[0];
+    crw_buf_reset(out);
+    put_header(out, ri, v, tx, VERB_TRUNCATED);
+    put_tail(out, tx);
+    open_data(out, ev);
+    crw_buf_put(out, "{\"type\":\"TRUNCATED\",\"kind\":", 27);
+    crw_buf_puts(out, v->js_kind);
+    close_data(out, ev);
+    ev->type = "TRUNCATED";
+    ev->kind = v->kind;
+    ev->object = ev->old_object = (crw_span_t){0, 0};
+    set_attrs(ce, ev, ri, v, tx, VERB_TRUNCATED, NULL);
+}

@@ -1,0 +1,169 @@
+/*
+ * admin.c — `crwatch check` and `crwatch slot status|create|drop`
+ * (README "Usage"): the logical source's prerequisites and slot, read and
+ * changed only as the verb says, over the same sessions the stream uses
+ * (session.h).
+ */
+#include "source/admin.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/lsn.h"
+#include "source/session.h"
+
+static void report(FILE *out, const char *status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void report(FILE *out, const char *status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(out, "%-5s ", status);
+    vfprintf(out, fmt, ap);
+    fputc('\n', out);
+    va_end(ap);
+}
+
+int crw_admin_check(const crw_config_t *cf, const char *conninfo, FILE *out, char *errstr, size_t n) {
+    crw_session_t ses, *s = &ses;
+    crw_session_init(s, cf, conninfo);
+    int rc = crw_session_open(s, errstr, n);
+    if (rc < 0) {
+        report(out, "FAIL", "connection: %s", errstr);
+        crw_session_free(s);
+        return rc;
+    }
+    int failed = 0;
+    report(out, "ok", "connection: database %s as %s, server %s (replication session accepted)", s->dbname,
+           PQuser(s->sql), PQparameterStatus(s->sql, "server_version"));
+    char why[1024];
+    if ((rc = crw_session_check_prereqs(s, why, sizeof why)) < 0) {
+        report(out, "FAIL", "%s", why);
+        failed = rc;
+    } else
+        report(out, "ok", "wal_level=logical, REPLICATION attribute, watched tables readable");
+    for (int i = 0; i < cf->nresources && !failed; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        const char *p[2] = {rs->schema, rs->table};
+        PGresult *res;
+        if (crw_session_query(s->sql, &res, why, sizeof why,
+                  "SELECT c.relreplident, (SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey::int2[], "
+                  "a.attnum)) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = "
+                  "ANY(i.indkey) WHERE i.indrelid = c.oid AND i.indisprimary) FROM pg_class c JOIN pg_namespace "
+                  "ns ON ns.oid = c.relnamespace WHERE ns.nspname = $1 AND c.relname = $2",
+                  2, p) < 0)
+            continue;
+        char ident = PQgetvalue(res, 0, 0)[0];
+        const char *ids = ident == 'f' ? "FULL (oldObject on every update)"
+                          : ident == 'n' ? "NOTHING (updates and deletes cannot be published)"
+                          : ident == 'i' ? "USING INDEX (old key only)"
+                                         : "DEFAULT (old key only: oldObject needs cache.max.entries)";
+        report(out, ident == 'n' ? "FAIL" : "ok", "table %s.%s: kind %s, primary key (%s), replica identity %s",
+               rs->schema, rs->table, rs->kind, PQgetisnull(res, 0, 1) ? "none" : PQgetvalue(res, 0, 1), ids);
+        if (ident == 'n')
+            failed = CRW_ERR_PREREQ;
+        PQclear(res);
+    }
+    PGresult *res;
+    const char *pp[1] = {cf->publication_name};
+    if (crw_session_query(s->sql, &res, why, sizeof why,
+              "SELECT p.puballtables, (SELECT count(*) FROM pg_publication_tables t WHERE t.pubname = p.pubname) "
+              "FROM pg_publication p WHERE p.pubname = $1",
+              1, pp) == 0) {
+        if (PQntuples(res) == 0)
+            report(out, cf->publication_create ? "warn" : "FAIL", "publication %s: missing (%s)", cf->publication_name,
+                   cf->publication_create ? "stream creates it" : "publication.create=false");
+        else
+            report(out, "ok", "publication %s: %s table(s)%s", cf->publication_name, PQgetvalue(res, 0, 1),
+                   !strcmp(PQgetvalue(res, 0, 0), "t") ? ", FOR ALL TABLES" : "");
+        if (PQntuples(res) == 0 && !cf->publication_create)
+            failed = CRW_ERR_PREREQ;
+        PQclear(res);
+    }
+    uint64_t start = 0;
+    bool missing = false;
+    bool seen = s->slot_seen;
+    rc = crw_session_check_slot(s, &start, &missing, why, sizeof why);
+    s->slot_seen = seen;
+    if (rc < 0 && rc != CRW_ERR_SLOT_BUSY) {
+        report(out, "FAIL", "%s", why);
+        failed = failed ? failed : rc;
+    } else if (missing)
+        report(out, "warn", "slot %s: missing (stream creates it)", cf->slot_name);
+    else {
+        const char *sp[1] = {cf->slot_name};
+        if (crw_session_query(s->sql, &res, why, sizeof why,
+                  "SELECT confirmed_flush_lsn, pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint, "
+                  "active_pid FROM pg_replication_slots WHERE slot_name = $1",
+                  1, sp) == 0 &&
+            PQntuples(res) == 1) {
+            report(out, rc == CRW_ERR_SLOT_BUSY ? "warn" : "ok", "slot %s: pgoutput, confirmed %s, %s bytes behind%s%s",
+                   cf->slot_name, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1),
+                   PQgetisnull(res, 0, 2) ? "" : ", in use by PID ", PQgetvalue(res, 0, 2));
+        }
+        PQclear(res);
+    }
+    crw_session_free(s);
+    if (failed)
+        snprintf(errstr, n, "a prerequisite is missing (see the report)");
+    return failed;
+}
+
+int crw_admin_slot(const crw_config_t *cf, const char *conninfo, const char *verb, FILE *out, char *errstr, size_t n) {
+    crw_session_t ses, *s = &ses;
+    crw_session_init(s, cf, conninfo);
+    int rc = crw_session_open(s, errstr, n);
+    if (rc < 0) {
+        crw_session_free(s);
+        return rc;
+    }
+    uint64_t lsn = 0;
+    bool missing = false;
+    rc = crw_session_check_slot(s, &lsn, &missing, errstr, n);
+    if (!strcmp(verb, "status")) {
+        if (rc == 0 && missing) {
+            snprintf(errstr, n, "slot %s does not exist", cf->slot_name);
+            rc = CRW_ERR_PREREQ;
+        } else if (rc == 0 || rc == CRW_ERR_SLOT_BUSY) {
+            const char *sp[1] = {cf->slot_name};
+            PGresult *res;
+            rc = crw_session_query(s->sql, &res, errstr, n,
+                       "SELECT json_build_object('slot', slot_name, 'plugin', plugin, 'database', database, "
+                       "'active', active, 'active_pid', active_pid, 'restart_lsn', restart_lsn, "
+                       "'confirmed_flush_lsn', confirmed_flush_lsn, 'lag_bytes', "
+                       "pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn), 'wal_status', wal_status) "
+                       "FROM pg_replication_slots WHERE slot_name = $1",
+                       1, sp);
+            if (rc == 0) {
+                fprintf(out, "%s\n", PQgetvalue(res, 0, 0));
+                PQclear(res);
+            }
+        }
+    } else if (!strcmp(verb, "create")) {
+        if (rc == 0 && !missing) {
+            snprintf(errstr, n, "slot %s exists already", cf->slot_name);
+            rc = CRW_ERR_PREREQ;
+        } else if (rc == 0 && (rc = crw_session_ensure_publication(s, errstr, n)) == 0 && (rc = crw_session_create_slot(s, false, &lsn, errstr, n)) == 0)
+            /* the publication first: a slot older than its publication cannot stream */
+            fprintf(out, "{\"slot\":\"%s\",\"created_at_lsn\":\"" CRW_LSN_FMT "\"}\n", cf->slot_name,
+                    CRW_LSN_ARGS(lsn));
+    } else if (!strcmp(verb, "drop")) {
+        if (rc == 0 && missing) {
+            snprintf(errstr, n, "slot %s does not exist", cf->slot_name);
+            rc = CRW_ERR_PREREQ;
+        } else if (rc == 0) {
+            const char *sp[1] = {cf->slot_name};
+            PGresult *res;
+            rc = crw_session_query(s->sql, &res, errstr, n, "SELECT pg_drop_replication_slot($1)", 1, sp);
+            if (rc == 0) {
+                PQclear(res);
+                fprintf(out, "{\"slot\":\"%s\",\"dropped\":true}\n", cf->slot_name);
+            }
+        }
+    } else {
+        snprintf(errstr, n, "slot: unknown action '%s' (status, create, drop)", verb);
+        rc = CRW_ERR_CONFIG;
+    }
+    crw_session_free(s);
+    return rc;
+}

@@ -1,0 +1,24 @@
+/*
+ * admin.h — the verbs that look at (or change) the database's side of the
+ * logical source without streaming: `crwatch check` and `crwatch slot`.
+ */
+#ifndef CRW_ADMIN_H
+#define CRW_ADMIN_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "core/conf.h"
+
+/*
+ * `crwatch check`: connects, checks every prerequisite without changing
+ * anything, and writes one line per item to out ("ok", "warn", "FAIL").
+ * @returns 0, or the code of the first failure (CRW_ERR_PREREQ: exit 3).
+ */
+int crw_admin_check(const crw_config_t *conf, const char *conninfo, FILE *out, char *errstr, size_t errstr_size);
+
+/* `crwatch slot status|create|drop`: one JSON line to out. */
+int crw_admin_slot(const crw_config_t *conf, const char *conninfo, const char *verb, FILE *out, char *errstr,
+                   size_t errstr_size);
+
+#endif

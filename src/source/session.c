@@ -1,0 +1,310 @@
+/*
+ * session.c — the logical source's two libpq sessions and their set-up:
+ * connect, IDENTIFY_SYSTEM, prerequisites, the publication and the slot
+ * (see session.h).  Shared by the stream (replication.c) and the `check`
+ * and `slot` verbs (admin.c).
+ */
+#include "source/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/lsn.h"
+
+/* Session settings that make text output deterministic (docs/events.md, "Values"). */
+#define SESSION_OPTIONS                                                                                                \
+    "-c datestyle=ISO -c intervalstyle=iso_8601 -c timezone=UTC -c extra_float_digits=3 -c bytea_output=hex"
+
+void crw_session_init(crw_session_t *s, const crw_config_t *conf, const char *conninfo) {
+    memset(s, 0, sizeof *s);
+    s->conf = conf;
+    s->conninfo = crw_strdup(conninfo ? conninfo : "");
+}
+
+void crw_session_close(crw_session_t *s) {
+    if (s->repl)
+        PQfinish(s->repl);
+    if (s->sql)
+        PQfinish(s->sql);
+    s->repl = s->sql = NULL;
+}
+
+void crw_session_free(crw_session_t *s) {
+    crw_session_close(s);
+    free(s->conninfo);
+    free(s->dbname);
+    free(s->snapshot);
+    s->conninfo = s->dbname = s->snapshot = NULL;
+}
+
+/* Connects one session; replication: open a walsender. */
+static PGconn *connect_one(crw_session_t *s, bool replication, char *errstr, size_t n, int *err) {
+    const char *keys[] = {"dbname", "replication", "options", "application_name", NULL};
+    const char *vals[] = {s->conninfo, replication ? "database" : NULL, SESSION_OPTIONS, "crwatch", NULL};
+    if (!replication) {
+        keys[1] = "options";
+        vals[1] = SESSION_OPTIONS;
+        keys[2] = "application_name";
+        vals[2] = "crwatch";
+        keys[3] = NULL;
+    }
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(c) != CONNECTION_OK) {
+        const char *m = PQerrorMessage(c);
+        snprintf(errstr, n, "connection failed: %.*s", (int)strcspn(m, "\n"), m);
+        /* A missing REPLICATION privilege is a prerequisite, not a transient failure. */
+        *err = strstr(m, "replication") && (strstr(m, "permission") || strstr(m, "must be")) ? CRW_ERR_PREREQ
+                                                                                          : CRW_ERR_CONN;
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Runs sql with params; keeps the result in *res; returns 0 or sets errstr. */
+int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t n, const char *sql, int nparams,
+                 const char *const *params) {
+    *res = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(*res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return 0;
+    const char *m = PQresultErrorMessage(*res);
+    snprintf(errstr, n, "%.*s", (int)strcspn(m, "\n"), m);
+    int rc = PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+    PQclear(*res);
+    *res = NULL;
+    return rc;
+}
+
+char *crw_session_quote_ident(PGconn *c, const char *s) {
+    char *q = PQescapeIdentifier(c, s, strlen(s));
+    char *out = crw_strdup(q ? q : "\"\"");
+    PQfreemem(q);
+    return out;
+}
+
+/* wal_level, privileges, watched tables. */
+int crw_session_check_prereqs(crw_session_t *s, char *errstr, size_t n) {
+    PGresult *res;
+    int rc = crw_session_query(s->sql, &res, errstr, n,
+                   "SELECT current_setting('wal_level'), "
+                   "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+                   0, NULL);
+    if (rc < 0)
+        return rc;
+    if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0) {
+        snprintf(errstr, n,
+                 "wal_level is '%s', logical replication needs wal_level=logical (set it in postgresql.conf and "
+                 "restart the server)",
+                 PQgetvalue(res, 0, 0));
+        PQclear(res);
+        return CRW_ERR_PREREQ;
+    }
+    if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+        snprintf(errstr, n, "role %s lacks the REPLICATION attribute (ALTER ROLE ... REPLICATION)",
+                 PQuser(s->sql));
+        PQclear(res);
+        return CRW_ERR_PREREQ;
+    }
+    PQclear(res);
+    for (int i = 0; i < s->conf->nresources; i++) {
+        const crw_resource_conf_t *rs = &s->conf->resources[i];
+        const char *p[2] = {rs->schema, rs->table};
+        rc = crw_session_query(s->sql, &res, errstr, n,
+                   "SELECT has_table_privilege(c.oid, 'SELECT') FROM pg_class c JOIN pg_namespace ns ON "
+                   "ns.oid = c.relnamespace WHERE ns.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r','p')",
+                   2, p);
+        if (rc < 0)
+            return rc;
+        if (PQntuples(res) == 0) {
+            snprintf(errstr, n, "watched table %s.%s does not exist", rs->schema, rs->table);
+            rc = CRW_ERR_PREREQ;
+        } else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+            snprintf(errstr, n, "role %s may not SELECT from watched table %s.%s", PQuser(s->sql), rs->schema,
+                     rs->table);
+            rc = CRW_ERR_PREREQ;
+        }
+        PQclear(res);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Creates the publication, or adds watched tables it lacks, when allowed. */
+int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t n) {
+    const crw_config_t *cf = s->conf;
+    PGresult *res;
+    const char *p[1] = {cf->publication_name};
+    int rc = crw_session_query(s->sql, &res, errstr, n, "SELECT puballtables FROM pg_publication WHERE pubname = $1", 1, p);
+    if (rc < 0)
+        return rc;
+    bool exists = PQntuples(res) == 1, all = exists && !strcmp(PQgetvalue(res, 0, 0), "t");
+    PQclear(res);
+    char *pubq = crw_session_quote_ident(s->sql, cf->publication_name);
+    crw_buf_t sql = CRW_BUF_INIT;
+    if (!exists) {
+        if (!cf->publication_create) {
+            snprintf(errstr, n, "publication %s does not exist and publication.create=false", cf->publication_name);
+            rc = CRW_ERR_PREREQ;
+            goto out;
+        }
+        if (cf->nresources == 0) {
+            snprintf(errstr, n,
+                     "publication %s does not exist and no table is configured (set tables= or "
+                     "resource.<id>.table)",
+                     cf->publication_name);
+            rc = CRW_ERR_CONFIG;
+            goto out;
+        }
+        crw_buf_printf(&sql, "CREATE PUBLICATION %s FOR TABLE ", pubq);
+    } else if (!all) {
+        crw_buf_printf(&sql, "ALTER PUBLICATION %s ADD TABLE ", pubq);
+    }
+    int added = 0;
+    for (int i = 0; !all && i < cf->nresources; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        if (crw_config_table_named_before(cf, i)) /* a shared table is named by each of its kinds */
+            continue;
+        if (exists) {
+            const char *pp[3] = {cf->publication_name, rs->schema, rs->table};
+            rc = crw_session_query(s->sql, &res, errstr, n,
+                       "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND "
+                       "tablename = $3",
+                       3, pp);
+            if (rc < 0)
+                goto out;
+            int have = PQntuples(res);
+            PQclear(res);
+            if (have)
+                continue;
+            if (!cf->publication_create) {
+                snprintf(errstr, n, "publication %s does not include %s.%s and publication.create=false",
+                         cf->publication_name, rs->schema, rs->table);
+                rc = CRW_ERR_PREREQ;
+                goto out;
+            }
+        }
+        char *sq = crw_session_quote_ident(s->sql, rs->schema), *tq = crw_session_quote_ident(s->sql, rs->table);
+        crw_buf_printf(&sql, "%s%s.%s", added++ ? ", " : "", sq, tq);
+        free(sq);
+        free(tq);
+    }
+    if (added) {
+        rc = crw_session_query(s->sql, &res, errstr, n, sql.data, 0, NULL);
+        if (rc < 0)
+            goto out;
+        PQclear(res);
+        crw_info("publication %s: %s %d table(s)", cf->publication_name, exists ? "added" : "created with", added);
+    }
+    rc = 0;
+out:
+    free(pubq);
+    crw_buf_free(&sql);
+    return rc;
+}
+
+/*
+ * Looks the slot up; *start_lsn: its confirmed position.  *missing: it does
+ * not exist and may be created (crw_session_create_slot does that, after the
+ * publication, so a refused start leaves nothing behind).
+ */
+int crw_session_check_slot(crw_session_t *s, uint64_t *start_lsn, bool *missing, char *errstr, size_t n) {
+    const crw_config_t *cf = s->conf;
+    PGresult *res;
+    const char *p[1] = {cf->slot_name};
+    int rc = crw_session_query(s->sql, &res, errstr, n,
+                   "SELECT plugin, database, active_pid, confirmed_flush_lsn, slot_type FROM pg_replication_slots "
+                   "WHERE slot_name = $1",
+                   1, p);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) == 1) {
+        rc = 0;
+        if (strcmp(PQgetvalue(res, 0, 4), "logical") || strcmp(PQgetvalue(res, 0, 0), "pgoutput")) {
+            snprintf(errstr, n, "slot %s exists but is not a logical pgoutput slot (plugin %s)", cf->slot_name,
+                     PQgetvalue(res, 0, 0));
+            rc = CRW_ERR_PREREQ;
+        } else if (strcmp(PQgetvalue(res, 0, 1), s->dbname)) {
+            snprintf(errstr, n, "slot %s belongs to database %s, not %s", cf->slot_name, PQgetvalue(res, 0, 1),
+                     s->dbname);
+            rc = CRW_ERR_PREREQ;
+        } else if (!PQgetisnull(res, 0, 2)) {
+            snprintf(errstr, n, "slot %s is active for PID %s", cf->slot_name, PQgetvalue(res, 0, 2));
+            rc = CRW_ERR_SLOT_BUSY;
+        } else if (!PQgetisnull(res, 0, 3))
+            crw_lsn_parse(PQgetvalue(res, 0, 3), start_lsn);
+        PQclear(res);
+        s->slot_seen = s->slot_seen || rc == 0;
+        return rc;
+    }
+    PQclear(res);
+    if (s->slot_seen) {
+        snprintf(errstr, n, "slot %s vanished while crwatch was using it: changes may have been lost; run a "
+                 "resync", cf->slot_name);
+        return CRW_ERR_SLOT_LOST;
+    }
+    if (!cf->slot_create) {
+        snprintf(errstr, n, "slot %s does not exist and slot.create=false", cf->slot_name);
+        return CRW_ERR_PREREQ;
+    }
+    *missing = true;
+    return 0;
+}
+
+int crw_session_create_slot(crw_session_t *s, bool export_snapshot, uint64_t *start_lsn, char *errstr, size_t n) {
+    const crw_config_t *cf = s->conf;
+    PGresult *res;
+    char *slotq = crw_session_quote_ident(s->repl, cf->slot_name);
+    crw_buf_t sql = CRW_BUF_INIT;
+    /* Export the slot's snapshot when something wants to read the tables as of it. */
+    crw_buf_printf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", slotq,
+                   export_snapshot ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
+    free(slotq);
+    res = PQexec(s->repl, sql.data);
+    crw_buf_free(&sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *m = PQresultErrorMessage(res);
+        snprintf(errstr, n, "creating slot %s: %.*s", cf->slot_name, (int)strcspn(m, "\n"), m);
+        PQclear(res);
+        return PQstatus(s->repl) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+    }
+    crw_lsn_parse(PQgetvalue(res, 0, 1), start_lsn);
+    free(s->snapshot);
+    s->snapshot = PQgetisnull(res, 0, 2) ? NULL : crw_strdup(PQgetvalue(res, 0, 2));
+    crw_info("created replication slot %s at %s", cf->slot_name, PQgetvalue(res, 0, 1));
+    PQclear(res);
+    s->slot_seen = true;
+    return 0;
+}
+
+/* Connects both sessions and asks IDENTIFY_SYSTEM (no publication or slot is touched). */
+int crw_session_open(crw_session_t *s, char *errstr, size_t n) {
+    int err = CRW_ERR_CONN;
+    crw_session_close(s);
+    if (!(s->sql = connect_one(s, false, errstr, n, &err)))
+        return err;
+    if (!(s->repl = connect_one(s, true, errstr, n, &err))) {
+        crw_session_close(s);
+        return err;
+    }
+    s->server_version = PQserverVersion(s->repl);
+    PGresult *res = PQexec(s->repl, "IDENTIFY_SYSTEM");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) < 4 || PQgetisnull(res, 0, 3)) {
+        const char *m = PQresultErrorMessage(res);
+        snprintf(errstr, n, "IDENTIFY_SYSTEM failed: %.*s", (int)strcspn(m, "\n"), m);
+        PQclear(res);
+        err = PQstatus(s->repl) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+        crw_session_close(s);
+        return err;
+    }
+    free(s->dbname);
+    s->dbname = crw_strdup(PQgetvalue(res, 0, 3));
+    PQclear(res);
+    return 0;
+}
+

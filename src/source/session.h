@@ -1,0 +1,70 @@
+/*
+ * session.h — the logical source's libpq sessions: a walsender
+ * (replication=database) for the stream, and a plain SQL session for
+ * prerequisites, the publication, the slot and the catalog (a walsender in
+ * COPY mode cannot answer queries).  Every session runs with the settings
+ * that make PostgreSQL's text output deterministic (DateStyle=ISO,
+ * IntervalStyle=iso_8601, TimeZone=UTC, extra_float_digits=3,
+ * bytea_output=hex).
+ *
+ * Errors: CRW_ERR_CONN when the server went away (retry), CRW_ERR_PREREQ
+ * when something the database must provide is missing (exit 3),
+ * CRW_ERR_SLOT_BUSY / CRW_ERR_SLOT_LOST for the slot; errstr says which.
+ */
+#ifndef CRW_SESSION_H
+#define CRW_SESSION_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/conf.h"
+
+typedef struct crw_session {
+    const crw_config_t *conf;
+    char *conninfo;     /* libpq conninfo or URI; "" for the PG* environment */
+    PGconn *sql;        /* plain SQL session */
+    PGconn *repl;       /* walsender */
+    int server_version;
+    char *dbname;       /* as IDENTIFY_SYSTEM reported it */
+    char *snapshot;     /* exported by crw_session_create_slot; valid until the next walsender command */
+    bool slot_seen;     /* the slot existed at some point while this session object lived */
+} crw_session_t;
+
+/* Initialises s (no connection yet); conf is borrowed. */
+void crw_session_init(crw_session_t *s, const crw_config_t *conf, const char *conninfo);
+/* Closes both connections and frees what s holds. */
+void crw_session_free(crw_session_t *s);
+/* Closes both connections (s may be opened again). */
+void crw_session_close(crw_session_t *s);
+
+/* Connects both sessions and asks IDENTIFY_SYSTEM; no publication or slot is touched. */
+int crw_session_open(crw_session_t *s, char *errstr, size_t errstr_size);
+
+/* Runs sql with params on c; keeps the result in *res.  @returns 0, or an error with errstr (*res NULL). */
+int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t errstr_size, const char *sql, int nparams,
+                      const char *const *params);
+
+/* s quoted as an SQL identifier (malloc'd). */
+char *crw_session_quote_ident(PGconn *c, const char *s);
+
+/* wal_level=logical, the REPLICATION attribute, every watched table readable. */
+int crw_session_check_prereqs(crw_session_t *s, char *errstr, size_t errstr_size);
+
+/* Creates the publication, or adds watched tables it lacks, when publication.create allows. */
+int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t errstr_size);
+
+/*
+ * Looks the slot up: *start_lsn is its confirmed position.  *missing: it
+ * does not exist and may be created (crw_session_create_slot, after the
+ * publication, so that a refused start leaves nothing behind).  A slot seen
+ * earlier that is gone is CRW_ERR_SLOT_LOST.
+ */
+int crw_session_check_slot(crw_session_t *s, uint64_t *start_lsn, bool *missing, char *errstr, size_t errstr_size);
+
+/* Creates the pgoutput slot; export_snapshot: keep its snapshot in s->snapshot for reading the tables as of it. */
+int crw_session_create_slot(crw_session_t *s, bool export_snapshot, uint64_t *start_lsn, char *errstr,
+                            size_t errstr_size);
+
+#endif
