@@ -1,4 +1,4 @@
--- sql/crwatch.sql — the crwatch custom-resource table convention (design.md §5).
+-- sql/crwatch.sql — the crwatch custom-resource table convention (docs/sql.md).
 --
 -- Safe to apply again and again: every statement creates what is missing and
 -- leaves what exists as it is (same OIDs, same definitions, same sequence

@@ -1,6 +1,6 @@
 /*
  * mock_kafka.c — crwatch-mock-kafka: librdkafka's mock cluster in a process
- * of its own, for integration tests and bench/kafka.sh (design.md §9), so
+ * of its own, for integration tests and bench/kafka.sh, so
  * crwatch can be killed and restarted while the broker and its data live.
  *
  *   crwatch-mock-kafka [--transactions] [BROKERS]      (default 1)

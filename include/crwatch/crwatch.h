@@ -12,15 +12,15 @@
  *     int rc = crw_watch_run(w, err, sizeof err);   // blocks until crw_watch_stop()
  *     crw_watch_destroy(w);
  *
- * Configuration is crwatch's own (`crwatch --help` lists every key; README
- * "Configuration keys" and "Local handlers"), set key by key or as
+ * Configuration is crwatch's own (`crwatch --help` lists every key;
+ * docs/configuration.md and docs/handlers.md), set key by key or as
  * properties text, plus three keys only the embedding API has:
  *   conninfo   libpq conninfo or URI (as crwatch -d); default: PG* environment
  *   endpos     an LSN: return once every change up to it was handled and confirmed
  *   sink       as for crwatch, but by default empty: the callbacks are the only
  *              sink.  Set it (e.g. "stdout") to have those sinks as well.
  *
- * Delivery follows the local handler rules (README "Local handlers"): each
+ * Delivery follows the local handler rules (docs/handlers.md): each
  * callback returns CRW_HANDLER_OK, CRW_HANDLER_RETRY (called again after an
  * exponential backoff; dead-lettered after retry.max retries) or
  * CRW_HANDLER_FAIL (dead-lettered at once).  A change is confirmed to

@@ -1,5 +1,5 @@
 -- The VideoTranscodingJob kind the demo watches: one table in the crwatch
--- custom-resource convention (design.md §5, docs/sql.md), keyed by
+-- custom-resource convention (docs/sql.md), keyed by
 -- namespace/name. Safe to apply again and again (psql only: \ir below).
 --
 --     psql -v ON_ERROR_STOP=1 -f sql/examples/video_transcoding_job.sql

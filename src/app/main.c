@@ -1,5 +1,5 @@
 /*
- * main.c — the crwatch command line (README "Usage"): argument parsing,
+ * main.c — the crwatch command line (docs/usage.md): argument parsing,
  * signals and exit codes.  The only place that calls exit().
  *
  * Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error;

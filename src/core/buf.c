@@ -138,14 +138,22 @@ void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
     b->data[b->len] = '\0';
 }
 
-void crw_buf_put_u64(crw_buf_t *b, uint64_t v) {
+size_t crw_u64_format(char *out, uint64_t v) {
     char tmp[24];
     char *e = tmp + sizeof tmp, *q = e;
     do {
         *--q = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    crw_buf_put(b, q, (size_t)(e - q));
+    size_t n = (size_t)(e - q);
+    memcpy(out, q, n);
+    out[n] = '\0';
+    return n;
+}
+
+void crw_buf_put_u64(crw_buf_t *b, uint64_t v) {
+    char tmp[24];
+    crw_buf_put(b, tmp, crw_u64_format(tmp, v));
 }
 
 void crw_buf_put_i64(crw_buf_t *b, int64_t v) {

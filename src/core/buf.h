@@ -63,6 +63,9 @@ static inline int crw_hexval(char c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
+/* Writes v in decimal with a NUL into out (21 bytes or more); returns its length. */
+size_t crw_u64_format(char *out, uint64_t v);
+
 /* Appends v in decimal. */
 void crw_buf_put_u64(crw_buf_t *b, uint64_t v);
 void crw_buf_put_i64(crw_buf_t *b, int64_t v);

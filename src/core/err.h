@@ -30,7 +30,7 @@ const char *crw_err_str(int err);
 
 static inline bool crw_err_retriable(int err) { return err == CRW_ERR_CONN || err == CRW_ERR_SLOT_BUSY; }
 
-/* Process exit code for an error (README "Exit codes"): 0, 1, 2 or 3. */
+/* Process exit code for an error (docs/usage.md): 0, 1, 2 or 3. */
 int crw_err_exit_code(int err);
 
 #endif

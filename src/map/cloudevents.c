@@ -36,7 +36,7 @@ struct crw_ce {
     crw_buf_t obj, old, unknown, changed, patchbuf, cachekey, cached;
     crw_jdoc_t da, db, dc;
     crw_event_attr_t attrs[NATTRS];
-    char id[CRW_LSN_BUFSIZE + 12], xid[12];
+    char id[CRW_LSN_BUFSIZE + 24], xid[24];
 };
 
 crw_ce_t *crw_ce_new(crw_cache_t *cache, bool patch) {
@@ -277,11 +277,15 @@ static void attr(crw_ce_t *ce, int i, const char *name, const char *value, size_
 /* The context attributes as text, in the order the JSON has them; subject NULL: none (TRUNCATED). */
 static void set_attrs(crw_ce_t *ce, crw_event_t *ev, const crw_relinfo_t *ri, const crw_rel_variant_t *v,
                       const crw_txn_ctx_t *tx, int verb, const crw_buf_t *subject) {
-    int n = snprintf(ce->id, sizeof ce->id, "%s/%u", tx->lsn_str, tx->ordinal);
-    int xn = snprintf(ce->xid, sizeof ce->xid, "%u", tx->xid);
+    /* By hand, not printf: this runs for every event. */
+    size_t n = strlen(tx->lsn_str);
+    memcpy(ce->id, tx->lsn_str, n);
+    ce->id[n++] = '/';
+    n += crw_u64_format(ce->id + n, tx->ordinal);
+    size_t xn = crw_u64_format(ce->xid, tx->xid);
     int k = 0;
     attr(ce, k++, "specversion", "1.0", 3);
-    attr(ce, k++, "id", ce->id, (size_t)n);
+    attr(ce, k++, "id", ce->id, n);
     attr(ce, k++, "source", ri->source, strlen(ri->source));
     attr(ce, k++, "type", v->type[verb], strlen(v->type[verb]));
     if (subject)
@@ -289,7 +293,7 @@ static void set_attrs(crw_ce_t *ce, crw_event_t *ev, const crw_relinfo_t *ri, co
     attr(ce, k++, "time", tx->time_str, strlen(tx->time_str));
     attr(ce, k++, "datacontenttype", "application/json", 16);
     attr(ce, k++, "pglsn", tx->lsn_str, strlen(tx->lsn_str));
-    attr(ce, k++, "pgxid", ce->xid, (size_t)xn);
+    attr(ce, k++, "pgxid", ce->xid, xn);
     ev->attrs = ce->attrs;
     ev->nattrs = k;
 }

@@ -59,17 +59,4 @@ int crw_json_unescape(crw_buf_t *b, const char *body, size_t n);
 /* Appends "/" and seg[0..n) escaped as an RFC 6901 pointer segment ('~' -> "~0", '/' -> "~1"). */
 void crw_json_pointer_append(crw_buf_t *b, const char *seg, size_t n);
 
-/*
- * Scanning without a token array, for one member of a document: positions
- * only, nothing copied or unescaped.  Each returns NULL when malformed.
- */
-/* Skips JSON white space. */
-const char *crw_json_skip_ws(const char *p, const char *end);
-/* p at an opening quote: just past the closing one. */
-const char *crw_json_skip_string(const char *p, const char *end);
-/* Just past the value at p (object, array, string or literal). */
-const char *crw_json_skip_value(const char *p, const char *end);
-/* The value of top-level member name of the object js[0..len) (raw text, quotes included). */
-bool crw_json_member(const char *js, size_t len, const char *name, const char **v, size_t *vlen);
-
 #endif

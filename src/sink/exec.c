@@ -1,6 +1,6 @@
 /*
  * exec.c — sink=exec: events handed to a local command run through
- * /bin/sh -c exec.command (README "Local handlers").
+ * /bin/sh -c exec.command (docs/handlers.md).
  *
  * exec.mode=stream (default): one long-lived child per worker thread (so one
  * child with the default workers=1).  crwatch writes one event JSON per line

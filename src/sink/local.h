@@ -1,5 +1,5 @@
 /*
- * local.h — the local handler sinks (README "Local handlers"): exec, plugin
+ * local.h — the local handler sinks (docs/handlers.md): exec, plugin
  * and the embedding API's callbacks share one sink body built on the
  * workqueue (core/workqueue.h).
  *

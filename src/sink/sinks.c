@@ -3,6 +3,7 @@
  */
 #include "sink/sinks.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,9 +60,15 @@ int crw_sinks_open(crw_sinks_t *ss, const crw_sink_env_t *env, char *errstr, siz
     int rc = crw_sinks_check(env->conf, errstr, n);
     if (rc < 0)
         return rc;
-    for (int i = 0; i < env->conf->sinks.n; i++) {
+    const crw_strlist_t *names = &env->conf->sinks;
+    for (int i = 0; i < names->n; i++) {
+        bool again = false; /* `sink=stdout,stdout` is one stdout sink */
+        for (int j = 0; j < i && !again; j++)
+            again = !strcmp(names->v[j], names->v[i]);
+        if (again)
+            continue;
         int err = CRW_ERR_SINK;
-        crw_sink_t *s = lookup(env->conf->sinks.v[i])(env, &err, errstr, n);
+        crw_sink_t *s = lookup(names->v[i])(env, &err, errstr, n);
         if (!s)
             return err;
         crw_sinks_add(ss, s);

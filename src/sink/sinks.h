@@ -21,7 +21,7 @@ typedef struct crw_sinks {
 int crw_sinks_check(const crw_config_t *conf, char *errstr, size_t errstr_size);
 
 /*
- * Opens the sinks env->conf->sinks names, in that order (none: an embedding
+ * Opens the sinks env->conf->sinks names, in that order, each once (none: an embedding
  * adds its own with crw_sinks_add).  @returns 0 or a negative crw_err_t with
  * errstr; on failure the sinks opened so far stay in ss for crw_sinks_close.
  */

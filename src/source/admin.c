@@ -1,6 +1,6 @@
 /*
  * admin.c — `crwatch check` and `crwatch slot status|create|drop`
- * (README "Usage"): the logical source's prerequisites and slot, read and
+ * (docs/usage.md): the logical source's prerequisites and slot, read and
  * changed only as the verb says, over the same sessions the stream uses
  * (session.h).
  */
