@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/crd.sh — `crwatch stream` on crd-shaped tables (issue 3, "Benchmark"):
+# bench/crd.sh — `crwatch stream` on crd-shaped tables:
 # status-only updates of resources with a large jsonb spec, with and without
 # the resource cache, under REPLICA IDENTITY DEFAULT and FULL, against
 # pg_recvlogical on the same WAL; and the WAL each identity costs per update.
@@ -53,9 +53,9 @@
 # 1 a contender failed, timed out or crwatch's output did not validate.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-PG_BIN="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
-[[ -x "$PG_BIN/pg_recvlogical" ]] || PG_BIN="$(dirname "$(command -v pg_recvlogical)")"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init crd
 
 N="${BENCH_RESOURCES:-20000}"
 SIZES="${BENCH_SPEC_BYTES:-2048 4096}"
@@ -69,8 +69,6 @@ SAMPLE_EVERY="${BENCH_SAMPLE_EVERY:-50}"
 FENCE="${BENCH_FENCE:-1}"
 TIMEOUT="${BENCH_TIMEOUT:-900}"
 PROFILE="${BENCH_PROFILE:-}"
-RESULTS_DIR="${BENCH_RESULTS:-$ROOT/bench/results}"
-BUILD_DIR="${BENCH_BUILD_DIR:-${TMPDIR:-/tmp}/crwatch-bench-build}"
 
 for v in N ROUNDS BATCH REPEATS SAMPLE_EVERY CACHE_ENTRIES; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "bench/crd.sh: $v must be a positive integer" >&2; exit 2; }
@@ -83,75 +81,22 @@ done
 ((CACHE_ENTRIES >= N)) || { echo "bench/crd.sh: BENCH_CACHE_ENTRIES ($CACHE_ENTRIES) < BENCH_RESOURCES ($N)" >&2; exit 2; }
 [[ -z "$PROFILE" || "$PROFILE" == callgrind ]] || { echo "bench/crd.sh: BENCH_PROFILE must be callgrind" >&2; exit 2; }
 
-STAMP="$(date +%Y%m%d-%H%M%S)"
 PUB=crd_pub
 API_VERSION=bench.example.com/v1
 
-log() { printf '[crd %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-
 # ---------------------------------------------------------------- prerequisites
-if [[ ! -x /usr/bin/time ]]; then
-  log "installing GNU time (/usr/bin/time is missing)"
-  if ((EUID == 0)); then
-    (apt-get install -y -qq time >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq time; }) ||
-      die "could not install the 'time' package"
-  else
-    die "/usr/bin/time is missing: apt-get install time"
-  fi
-fi
-for b in psql pg_recvlogical; do
-  [[ -x "$PG_BIN/$b" ]] || die "$PG_BIN/$b not found (set PG_BINDIR)"
-done
-command -v python3 >/dev/null || die "python3 is needed for the validation pass"
-command -v bc >/dev/null || die "bc is needed"
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/crwatch-crdbench.XXXXXX")"
-chmod 755 "$WORK" # scripts/pg may run the server as another OS user
-PGDIR="$WORK/pg"
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local rc=$?
-  "$ROOT/scripts/pg" stop "$PGDIR" >/dev/null 2>&1 || true
-  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
-    log "kept $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---------------------------------------------------------------- crwatch binary
-if [[ -n "${CRWATCH:-}" ]]; then
-  [[ -x "$CRWATCH" ]] || die "CRWATCH=$CRWATCH is not executable"
-  CRW="$(cd "$(dirname "$CRWATCH")" && pwd -P)/$(basename "$CRWATCH")"
-else
-  log "building crwatch (Release) in $BUILD_DIR"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCRW_TESTS=OFF >"$WORK/cmake.log" 2>&1 ||
-    { cat "$WORK/cmake.log" >&2; die "cmake configure failed"; }
-  cmake --build "$BUILD_DIR" -j"$(nproc)" --target crwatch >>"$WORK/cmake.log" 2>&1 ||
-    { tail -n 40 "$WORK/cmake.log" >&2; die "build failed"; }
-  CRW="$BUILD_DIR/crwatch"
-fi
-CRW_VERSION="$("$CRW" --version 2>/dev/null || echo unknown)"
-CRW_SHA="$(sha256sum "$CRW" | cut -c1-16)"
+bench_need_time
+bench_need "$PG_BIN/psql" "$PG_BIN/pg_recvlogical" python3 bc
+bench_workdir crwatch-crdbench
+bench_build crwatch
 
 # ---------------------------------------------------------------- server
 # No checkpoint during a measured update phase: the script checkpoints right
 # before each one, so both identities pay the same full-page images.
 # full_page_writes is on (scripts/pg turns it off) so the WAL figures are a
 # production server's; the FPI share is reported on its own.
-pg_opts=(-c max_wal_size=64GB -c checkpoint_timeout=1h -c full_page_writes=on)
-for kv in ${BENCH_PG_OPTS:-}; do pg_opts+=(-c "$kv"); done
-log "starting a throwaway PostgreSQL in $PGDIR"
-"$ROOT/scripts/pg" start "$PGDIR" "${pg_opts[@]}" >/dev/null
-# shellcheck disable=SC1091
-source "$PGDIR/env"
+bench_start_pg max_wal_size=64GB checkpoint_timeout=1h full_page_writes=on
 
-psqlx() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
-q() { psqlx -d postgres -Atc "$1"; }
 qd() { psqlx -d "$1" -Atc "$2"; } # DB SQL
 
 PG_VERSION="$(q "SHOW server_version")"
@@ -363,7 +308,6 @@ run_one() {
   log "$(printf '%-14s %-17s run %d: %7.2f s  client CPU %6.2f s  peak RSS %7.1f MiB  exit %d' \
     "$key" "$c" "$i" "$secs" "$cpu" "$(echo "$rss / 1024" | bc -l)" "$rc")"
 }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # ---------------------------------------------------------------- validation
 # Reads crwatch's CloudEvents on stdin. Counts events, verbs and distinct ids;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/handlers.sh — local handler throughput and added latency (issue 5).
+# bench/handlers.sh — local handler throughput and added latency.
 #
 #   bench/handlers.sh                         # defaults below, ~2 minutes
 #   BENCH_ROWS=20000 BENCH_LAT_SECONDS=5 bench/handlers.sh
@@ -29,9 +29,10 @@
 # Exit status: 0 ran and every contender handled every event; 1 otherwise.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-PG_BIN="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
-[[ -x "$PG_BIN/psql" ]] || PG_BIN="$(dirname "$(command -v psql)")"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench
+BUILD_DIR="${BENCH_BUILD_DIR:-${TMPDIR:-/tmp}/crwatch-bench-handlers-build}"
 ROWS="${BENCH_ROWS:-100000}"
 TXN_ROWS="${BENCH_TXN_ROWS:-1000}"
 PE_ROWS="${BENCH_PE_ROWS:-2000}"
@@ -39,34 +40,12 @@ REPEATS="${BENCH_REPEATS:-3}"
 LAT_RATE="${BENCH_LAT_RATE:-500}"
 LAT_SECONDS="${BENCH_LAT_SECONDS:-10}"
 WORKERS="${BENCH_WORKERS:-1}"
-BUILD_DIR="${BENCH_BUILD_DIR:-${TMPDIR:-/tmp}/crwatch-bench-handlers-build}"
-RESULTS_DIR="${BENCH_RESULTS:-$ROOT/bench/results}"
-STAMP="$(date +%Y%m%d-%H%M%S)"
 DB=bench
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/crwatch-bench-h.XXXXXX")"
-chmod 755 "$WORK"
-PGDIR="$WORK/pg"
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local rc=$?
-  "$ROOT/scripts/pg" stop "$PGDIR" >/dev/null 2>&1 || true
-  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_workdir crwatch-bench-h
 
 # ---------------------------------------------------------------- build
-log "building crwatch and the example plugin (Release) in $BUILD_DIR"
-cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCRW_TESTS=OFF >"$WORK/cmake.log" 2>&1 ||
-  { cat "$WORK/cmake.log" >&2; die "cmake configure failed"; }
-cmake --build "$BUILD_DIR" -j"$(nproc)" --target crwatch crwatch_example_plugin >>"$WORK/cmake.log" 2>&1 ||
-  { tail -n 40 "$WORK/cmake.log" >&2; die "build failed"; }
-CRW="$BUILD_DIR/crwatch"
+bench_build crwatch crwatch_example_plugin
 PLUGIN="$BUILD_DIR/example_plugin.so"
 
 # Bench-only helpers: a latency recorder (exec handler or stdout reader) and a latency plugin.
@@ -151,13 +130,8 @@ cc -O2 -shared -fPIC -I "$ROOT/include" -o "$WORK/latplug.so" "$WORK/latplug.c" 
   die "cannot build the latency plugin"
 
 # ---------------------------------------------------------------- server + workload
-log "starting a throwaway PostgreSQL in $PGDIR"
-"$ROOT/scripts/pg" start "$PGDIR" >/dev/null
-# shellcheck disable=SC1091
-source "$PGDIR/env"
+bench_start_pg
 export PGDATABASE=$DB
-q() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres -Atc "$1"; }
-qb() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$DB" -Atc "$1"; }
 q "CREATE DATABASE $DB"
 qb "CREATE TABLE bench_t (id bigint PRIMARY KEY, name text, qty int, payload jsonb);
     CREATE TABLE pe_t (id bigint PRIMARY KEY, name text);
@@ -184,7 +158,6 @@ declare -A SECS EVENTS
 FAILED=0
 RAW="$WORK/raw.tsv"
 : >"$RAW"
-median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # The last change's commit LSN of each publication: a validation pass with --endpos
 # through the stdout sink (synchronous, so it exits at endpos at once).

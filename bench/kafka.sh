@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/kafka.sh — crwatch's Kafka sink end to end (issue 4, design.md §9):
+# bench/kafka.sh — crwatch's Kafka sink end to end:
 # throughput into librdkafka's mock cluster against pg_recvlogical on the same
 # WAL, commit-to-delivery latency at a fixed rate, and peak RSS.
 #
@@ -42,9 +42,9 @@
 # Exit status: 0 the benchmark ran and validated (whatever the figures); 1 otherwise.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-PG_BIN="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
-[[ -x "$PG_BIN/pg_recvlogical" ]] || PG_BIN="$(dirname "$(command -v pg_recvlogical)")"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench
 
 TXNS="${BENCH_TXNS:-100}"
 TXN_ROWS="${BENCH_TXN_ROWS:-1000}"
@@ -56,56 +56,33 @@ LAT_RATE="${BENCH_LAT_RATE:-2000}"
 LAT_SECS="${BENCH_LAT_SECS:-20}"
 LAT_EOS="${BENCH_LAT_EOS:-1}"
 TIMEOUT="${BENCH_TIMEOUT:-900}"
-RESULTS_DIR="${BENCH_RESULTS:-$ROOT/bench/results}"
-BUILD_DIR="${BENCH_BUILD_DIR:-${TMPDIR:-/tmp}/crwatch-bench-build}"
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_REPEATS must be >= 1" >&2; exit 2; }
 
-STAMP="$(date +%Y%m%d-%H%M%S)"
 DB=bench
 TABLE=bench_t
 PUB=bench_pub
 SRC_SLOT=bench_src
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-
-for b in /usr/bin/time kcat perl bc "$PG_BIN/psql" "$PG_BIN/pg_recvlogical" "$PG_BIN/pgbench"; do
-  command -v "$b" >/dev/null || die "$b is missing (scripts/deps; apt-get install time for /usr/bin/time)"
-done
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/crwatch-kbench.XXXXXX")"
-chmod 755 "$WORK" # scripts/pg may run the server as another OS user
-PGDIR="$WORK/pg"
+bench_need /usr/bin/time kcat perl bc "$PG_BIN/psql" "$PG_BIN/pg_recvlogical" "$PG_BIN/pgbench"
+bench_workdir crwatch-kbench
 MOCK_PID=""
 CRW_PID=""
 CONS_PID=""
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local rc=$?
+# shellcheck disable=SC2317  # invoked by bench_cleanup
+bench_on_exit() {
   [[ -n "$CRW_PID" ]] && kill "$CRW_PID" 2>/dev/null
   [[ -n "$CONS_PID" ]] && kill "$CONS_PID" 2>/dev/null
   mock_stop 2>/dev/null || true
-  "$ROOT/scripts/pg" stop "$PGDIR" >/dev/null 2>&1 || true
-  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- binaries
-if [[ -n "${CRWATCH:-}" && -n "${MOCK_KAFKA:-}" ]]; then
-  CRW="$CRWATCH"
+if [[ -n "${MOCK_KAFKA:-}" ]]; then
   MOCK="$MOCK_KAFKA"
+  bench_build crwatch
 else
-  log "building crwatch and crwatch-mock-kafka (Release) in $BUILD_DIR"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCRW_TESTS=OFF >"$WORK/cmake.log" 2>&1 ||
-    { cat "$WORK/cmake.log" >&2; die "cmake configure failed"; }
-  cmake --build "$BUILD_DIR" -j"$(nproc)" --target crwatch crwatch-mock-kafka >>"$WORK/cmake.log" 2>&1 ||
-    { tail -n 40 "$WORK/cmake.log" >&2; die "build failed"; }
-  CRW="$BUILD_DIR/crwatch"
+  bench_build crwatch crwatch-mock-kafka
   MOCK="$BUILD_DIR/crwatch-mock-kafka"
 fi
-CRW_VERSION="$("$CRW" --version 2>/dev/null || echo unknown)"
 
 # mock_start [--transactions]: a fresh mock cluster process; sets BS.  Its
 # stdin is a FIFO held open on fd 9, so it lives until mock_stop closes it.
@@ -142,47 +119,16 @@ topic_count() {
 }
 
 # ---------------------------------------------------------------- server and workload
-log "starting a throwaway PostgreSQL in $PGDIR"
-"$ROOT/scripts/pg" start "$PGDIR" >/dev/null
-# shellcheck disable=SC1091
-source "$PGDIR/env"
+bench_start_pg
 export PGDATABASE=$DB
 CONNINFO="dbname=$DB"
-q() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres -Atc "$1"; }
-qb() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$DB" -Atc "$1"; }
 
-q "CREATE DATABASE $DB"
-qb "
-CREATE TABLE public.$TABLE (
-  id bigint PRIMARY KEY, name text NOT NULL, qty int, price numeric(12,2),
-  created_at timestamptz, payload jsonb, active boolean);
-CREATE PUBLICATION $PUB FOR TABLE public.$TABLE;
-CREATE TABLE public.lat_t (id bigserial PRIMARY KEY, v int, note text);
+bench_mixed_table
+qb "CREATE TABLE public.lat_t (id bigserial PRIMARY KEY, v int, note text);
 CREATE PUBLICATION lat_pub FOR TABLE public.lat_t;"
-qb "SELECT pg_create_logical_replication_slot('$SRC_SLOT', 'pgoutput')" >/dev/null
 PG_VERSION="$(qb "SHOW server_version")"
 
-(( UPDATE_ROWS > TXNS * TXN_ROWS + BIG_ROWS )) && UPDATE_ROWS=$((TXNS * TXN_ROWS + BIG_ROWS))
-INSERT_ROWS=$((TXNS * TXN_ROWS + BIG_ROWS))
-TOTAL_ROWS=$((INSERT_ROWS + UPDATE_ROWS))
-ROW_SQL="i, 'item-' || i || '-' || md5(i::text), (i % 100000)::int, round((i * 1.37)::numeric % 100000, 2),
-  timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second',
-  jsonb_build_object('sku', 'SKU-' || lpad(i::text, 10, '0'), 'tags', jsonb_build_array('alpha', 'beta', 'gamma'),
-    'dims', jsonb_build_object('w', i % 100, 'h', i % 37, 'd', 12.5), 'seq', i,
-    'note', 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor'),
-  i % 2 = 0"
-{
-  echo "\\set ON_ERROR_STOP 1"
-  for ((t = 0; t < TXNS; t++)); do
-    echo "INSERT INTO public.$TABLE SELECT $ROW_SQL FROM generate_series($((t * TXN_ROWS + 1)), $(((t + 1) * TXN_ROWS))) AS i;"
-  done
-  ((BIG_ROWS > 0)) && echo "INSERT INTO public.$TABLE SELECT $ROW_SQL FROM generate_series($((TXNS * TXN_ROWS + 1)), $INSERT_ROWS) AS i;"
-  for ((lo = 1; lo <= UPDATE_ROWS; lo += UPDATE_BATCH)); do
-    hi=$((lo + UPDATE_BATCH - 1)); ((hi > UPDATE_ROWS)) && hi=$UPDATE_ROWS
-    echo "UPDATE public.$TABLE SET qty = qty + 1, price = price + 0.01, active = NOT active,
-      payload = jsonb_set(payload, '{seq}', to_jsonb(id + 1)) WHERE id BETWEEN $lo AND $hi;"
-  done
-} >"$WORK/workload.sql"
+bench_mixed_workload "$WORK/workload.sql"
 log "workload: $TXNS x $TXN_ROWS-row inserts, 1 x $BIG_ROWS-row insert, $UPDATE_ROWS rows updated ($TOTAL_ROWS row changes)"
 "$PG_BIN/psql" -X -q -d "$DB" -f "$WORK/workload.sql" >/dev/null
 ENDPOS="$(qb "SELECT pg_current_wal_lsn()")"
@@ -191,11 +137,6 @@ WAL_MIB=$(( $(qb "SELECT pg_wal_lsn_diff('$ENDPOS', '$START_LSN')::bigint") / 10
 log "WAL $START_LSN..$ENDPOS ($WAL_MIB MiB)"
 
 # ---------------------------------------------------------------- throughput
-copy_slot() { # NAME [PLUGIN]
-  if [[ -n "${2:-}" ]]; then qb "SELECT pg_copy_logical_replication_slot('$SRC_SLOT', '$1', false, '$2')" >/dev/null
-  else qb "SELECT pg_copy_logical_replication_slot('$SRC_SLOT', '$1')" >/dev/null; fi
-}
-drop_slot() { qb "SELECT pg_drop_replication_slot('$1')" >/dev/null; }
 
 FAILED=0
 RAW="$WORK/raw.tsv"
@@ -245,7 +186,6 @@ run_one() { # CONTENDER ITER
   log "$(printf '%-14s run %d: %7.2f s  %9.0f rows/s  peak RSS %6.1f MiB  messages %s' "$c" "$i" "$secs" \
     "$(echo "$TOTAL_ROWS / $secs" | bc -l)" "$(echo "$rss / 1024" | bc -l)" "$n")"
 }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 CONTENDERS=(recvlogical crwatch wal2json-kcat)
 log "timed runs: ${CONTENDERS[*]}, $REPEATS each, interleaved, each on a fresh slot copy and a fresh mock broker"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/stream.sh — throughput of `crwatch stream` against pg_recvlogical on
-# the same WAL (design.md §9).  See bench/README.md for how to read the output.
+# the same WAL.  See bench/README.md for how to read the output.
 #
 #   bench/stream.sh                      # defaults: ~400k row changes, 3 repeats
 #   BENCH_TXNS=50 BENCH_BIG_ROWS=20000 BENCH_UPDATE_ROWS=20000 bench/stream.sh   # smaller
@@ -41,9 +41,9 @@
 # 1 a contender failed, timed out or crwatch's output did not validate.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
-PG_BIN="${PG_BINDIR:-/usr/lib/postgresql/15/bin}"
-[[ -x "$PG_BIN/pg_recvlogical" ]] || PG_BIN="$(dirname "$(command -v pg_recvlogical)")"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init bench
 
 TXNS="${BENCH_TXNS:-200}"
 TXN_ROWS="${BENCH_TXN_ROWS:-1000}"
@@ -54,125 +54,31 @@ REPEATS="${BENCH_REPEATS:-3}"
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_REPEATS must be >= 1" >&2; exit 2; }
 EXTRA="${BENCH_EXTRA:-0}"
 TIMEOUT="${BENCH_TIMEOUT:-900}"
-RESULTS_DIR="${BENCH_RESULTS:-$ROOT/bench/results}"
-BUILD_DIR="${BENCH_BUILD_DIR:-${TMPDIR:-/tmp}/crwatch-bench-build}"
 
-STAMP="$(date +%Y%m%d-%H%M%S)"
 PROFILE="${BENCH_PROFILE:-}"
 DB=bench
 TABLE=bench_t
 PUB=bench_pub
 SRC_SLOT=bench_src
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "FATAL: $*"; exit 1; }
-
 # ---------------------------------------------------------------- prerequisites
-if [[ ! -x /usr/bin/time ]]; then
-  log "installing GNU time (/usr/bin/time is missing)"
-  if ((EUID == 0)); then
-    (apt-get install -y -qq time >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq time; }) ||
-      die "could not install the 'time' package"
-  else
-    die "/usr/bin/time is missing: apt-get install time"
-  fi
-fi
-for b in psql pg_recvlogical; do
-  [[ -x "$PG_BIN/$b" ]] || die "$PG_BIN/$b not found (set PG_BINDIR)"
-done
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/crwatch-bench.XXXXXX")"
-chmod 755 "$WORK" # scripts/pg may run the server as another OS user
-PGDIR="$WORK/pg"
-# shellcheck disable=SC2317  # invoked by the trap
-cleanup() {
-  local rc=$?
-  "$ROOT/scripts/pg" stop "$PGDIR" >/dev/null 2>&1 || true
-  if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
-    log "kept $WORK"
-  else
-    rm -rf "$WORK"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---------------------------------------------------------------- crwatch binary
-if [[ -n "${CRWATCH:-}" ]]; then
-  [[ -x "$CRWATCH" ]] || die "CRWATCH=$CRWATCH is not executable"
-  CRW="$CRWATCH"
-else
-  log "building crwatch (Release) in $BUILD_DIR"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DCRW_TESTS=OFF >"$WORK/cmake.log" 2>&1 ||
-    { cat "$WORK/cmake.log" >&2; die "cmake configure failed"; }
-  cmake --build "$BUILD_DIR" -j"$(nproc)" --target crwatch >>"$WORK/cmake.log" 2>&1 ||
-    { tail -n 40 "$WORK/cmake.log" >&2; die "build failed"; }
-  CRW="$BUILD_DIR/crwatch"
-fi
-CRW_VERSION="$("$CRW" --version 2>/dev/null || echo unknown)"
-CRW_SHA="$(sha256sum "$CRW" | cut -c1-16)"
+bench_need_time
+bench_need "$PG_BIN/psql" "$PG_BIN/pg_recvlogical"
+bench_workdir crwatch-bench
+bench_build crwatch
 
 # ---------------------------------------------------------------- server
-pg_opts=()
-if [[ -n "${BENCH_DECODING_WORK_MEM:-}" ]]; then
-  pg_opts+=(-c "logical_decoding_work_mem=$BENCH_DECODING_WORK_MEM")
-fi
-for kv in ${BENCH_PG_OPTS:-}; do pg_opts+=(-c "$kv"); done
-log "starting a throwaway PostgreSQL in $PGDIR"
-"$ROOT/scripts/pg" start "$PGDIR" "${pg_opts[@]}" >/dev/null
-# shellcheck disable=SC1091
-source "$PGDIR/env"
+bench_start_pg
 export PGDATABASE=$DB
 CONNINFO="dbname=$DB"
 
-q() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d postgres -Atc "$1"; }
-qb() { "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -d "$DB" -Atc "$1"; }
-
-q "CREATE DATABASE $DB"
-qb "
-CREATE TABLE public.$TABLE (
-  id         bigint PRIMARY KEY,
-  name       text NOT NULL,
-  qty        int,
-  price      numeric(12,2),
-  created_at timestamptz,
-  payload    jsonb,
-  active     boolean
-);
-CREATE PUBLICATION $PUB FOR TABLE public.$TABLE;"
-qb "SELECT pg_create_logical_replication_slot('$SRC_SLOT', 'pgoutput')" >/dev/null
+bench_mixed_table
 
 PG_VERSION="$(qb "SHOW server_version")"
 LDWM="$(qb "SHOW logical_decoding_work_mem")"
 
 # ---------------------------------------------------------------- workload
-(( UPDATE_ROWS > TXNS * TXN_ROWS + BIG_ROWS )) && UPDATE_ROWS=$((TXNS * TXN_ROWS + BIG_ROWS))
-INSERT_ROWS=$((TXNS * TXN_ROWS + BIG_ROWS))
-TOTAL_ROWS=$((INSERT_ROWS + UPDATE_ROWS))
-
-# One row, i being the id: ~200-byte jsonb, every column set.
-ROW_SQL="i, 'item-' || i || '-' || md5(i::text), (i % 100000)::int, round((i * 1.37)::numeric % 100000, 2),
-  timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second',
-  jsonb_build_object('sku', 'SKU-' || lpad(i::text, 10, '0'), 'tags', jsonb_build_array('alpha', 'beta', 'gamma'),
-    'dims', jsonb_build_object('w', i % 100, 'h', i % 37, 'd', 12.5), 'seq', i,
-    'note', 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor'),
-  i % 2 = 0"
-
-{
-  echo "\\set ON_ERROR_STOP 1"
-  for ((t = 0; t < TXNS; t++)); do
-    echo "INSERT INTO public.$TABLE SELECT $ROW_SQL FROM generate_series($((t * TXN_ROWS + 1)), $(((t + 1) * TXN_ROWS))) AS i;"
-  done
-  if ((BIG_ROWS > 0)); then
-    echo "INSERT INTO public.$TABLE SELECT $ROW_SQL FROM generate_series($((TXNS * TXN_ROWS + 1)), $INSERT_ROWS) AS i;"
-  fi
-  for ((lo = 1; lo <= UPDATE_ROWS; lo += UPDATE_BATCH)); do
-    hi=$((lo + UPDATE_BATCH - 1)); ((hi > UPDATE_ROWS)) && hi=$UPDATE_ROWS
-    echo "UPDATE public.$TABLE SET qty = qty + 1, price = price + 0.01, active = NOT active,
-      payload = jsonb_set(payload, '{seq}', to_jsonb(id + 1)) WHERE id BETWEEN $lo AND $hi;"
-  done
-} >"$WORK/workload.sql"
+bench_mixed_workload "$WORK/workload.sql"
 
 log "workload: $TXNS x $TXN_ROWS-row inserts, 1 x $BIG_ROWS-row insert, $UPDATE_ROWS rows updated in $UPDATE_BATCH-row txns ($TOTAL_ROWS row changes)"
 w0=$(date +%s.%N)
@@ -186,14 +92,6 @@ PAYLOAD_BYTES="$(qb "SELECT round(avg(length(payload::text))) FROM public.$TABLE
 log "workload took $(printf '%.1f' "$(echo "$w1 - $w0" | bc -l)") s; WAL $START_LSN..$ENDPOS ($((WAL_BYTES / 1048576)) MiB), payload ~$PAYLOAD_BYTES bytes"
 
 # ---------------------------------------------------------------- helpers
-copy_slot() { # NAME [PLUGIN]
-  if [[ -n "${2:-}" ]]; then
-    qb "SELECT pg_copy_logical_replication_slot('$SRC_SLOT', '$1', false, '$2')" >/dev/null
-  else
-    qb "SELECT pg_copy_logical_replication_slot('$SRC_SLOT', '$1')" >/dev/null
-  fi
-}
-drop_slot() { qb "SELECT pg_drop_replication_slot('$1')" >/dev/null; }
 # Decoding statistics of a slot: spill_txns spill_bytes stream_txns stream_bytes total_txns total_bytes
 slot_stats() {
   qb "SELECT spill_txns, spill_bytes, stream_txns, stream_bytes, total_txns, total_bytes
@@ -256,7 +154,6 @@ run_one() {
 }
 
 verdict() { if ((FAILED)); then echo "n/a (invalid run)"; elif (($1)); then echo MET; else echo MISSED; fi; }
-median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # ---------------------------------------------------------------- validation pass
 # Also warms the page cache for the timed runs.
