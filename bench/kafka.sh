@@ -199,21 +199,6 @@ for c in "${CONTENDERS[@]}"; do
 done
 
 # ---------------------------------------------------------------- latency
-# Prints "p50 p99 max n" in ms of arrival - commit time over the lines of FILE
-# ("<epoch arrival> <event JSON>"), skipping the first second of events.
-lat_stats() {
-  perl -MTime::Local=timegm -ne '
-    next unless /^(\d+\.\d+) .*?"time":"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)(\.\d+)?Z"/;
-    my $c = timegm($7, $6, $5, $4, $3 - 1, $2) + ($8 // 0);
-    push @l, [$c, ($1 - $c) * 1000];
-    END {
-      exit 1 unless @l;
-      my $t0 = $l[0][0]; my @v = sort { $a <=> $b } map { $_->[1] } grep { $_->[0] >= $t0 + 1 } @l;
-      exit 1 unless @v;
-      printf "%.2f %.2f %.2f %d\n", $v[int(@v * 0.5)], $v[int(@v * 0.99)], $v[-1], scalar @v;
-    }' "$1"
-}
-
 declare -A LAT LRSS LTPS
 lat_run() { # DELIVERY
   local mode="$1" slot="lat_${1//-/_}" topic="lat.$1" relay=() iso=read_uncommitted
@@ -229,7 +214,7 @@ lat_run() { # DELIVERY
   # $! is kcat's pid (perl runs in the process substitution and ends with it).
   kcat -b "$BS" -C -t "$topic" -o end -u -q -X fetch.wait.max.ms=5 -X fetch.min.bytes=1 -X "isolation.level=$iso" \
     -f '%s\n' 2>/dev/null 9>&- \
-    > >(perl -MTime::HiRes=time -ne 'BEGIN { $| = 1 } printf "%.6f %s", time(), $_' >"$WORK/lat.$mode.txt") &
+    > >(bench_stamp >"$WORK/lat.$mode.txt") &
   CONS_PID=$!
   sleep 2
   echo "INSERT INTO public.lat_t (v, note) VALUES (1, 'latency probe row, about a hundred bytes of text to be realistic');" \
@@ -244,7 +229,7 @@ lat_run() { # DELIVERY
   sleep 0.2 # the perl stamper drains and exits at kcat's EOF
   mock_stop
   LTPS[$mode]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/lat.$mode.pgbench" | head -n 1)
-  LAT[$mode]="$(lat_stats "$WORK/lat.$mode.txt" || echo "- - - 0")"
+  LAT[$mode]="$(bench_lat_stats "$WORK/lat.$mode.txt" || echo "- - - 0")"
   read -r p50 p99 max n <<<"${LAT[$mode]}"
   log "latency $mode: ${LTPS[$mode]} rows/s committed, $n events measured: p50 $p50 ms, p99 $p99 ms, max $max ms; peak RSS $(echo "${LRSS[$mode]} / 1024" | bc -l | xargs printf '%.1f') MiB"
   [[ "$n" -gt 0 ]] || { log "latency $mode: no events arrived"; FAILED=1; }

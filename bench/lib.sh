@@ -18,6 +18,8 @@
 #   bench_mixed_workload OUT writes OUT: TXNS x TXN_ROWS-row inserts, one BIG_ROWS-row insert, the first
 #                            UPDATE_ROWS rows updated in UPDATE_BATCH-row transactions; sets INSERT_ROWS
 #                            and TOTAL_ROWS (UPDATE_ROWS capped at the rows inserted)
+#   bench_stamp              copies stdin to stdout, each line prefixed with its arrival time (epoch s)
+#   bench_lat_stats FILE     "p50 p99 max n" in ms of arrival - the event's "time", over bench_stamp lines
 #   copy_slot NAME [PLUGIN] / drop_slot NAME   copies of $SRC_SLOT, which nothing consumes, so every
 #                            copy decodes the same WAL
 # shellcheck shell=bash
@@ -161,3 +163,20 @@ copy_slot() {
   fi
 }
 drop_slot() { qb "SELECT pg_drop_replication_slot('$1')" >/dev/null; }
+
+bench_stamp() { perl -MTime::HiRes=time -ne 'BEGIN { $| = 1 } printf "%.6f %s", time(), $_'; }
+
+# Prints "p50 p99 max n" in ms of arrival - commit time over the lines of FILE
+# ("<epoch arrival> <event JSON>"), skipping the first second of events.
+bench_lat_stats() {
+  perl -MTime::Local=timegm -ne '
+    next unless /^(\d+\.\d+) .*?"time":"(\d+)-(\d+)-(\d+)T(\d+):(\d+):(\d+)(\.\d+)?Z"/;
+    my $c = timegm($7, $6, $5, $4, $3 - 1, $2) + ($8 // 0);
+    push @l, [$c, ($1 - $c) * 1000];
+    END {
+      exit 1 unless @l;
+      my $t0 = $l[0][0]; my @v = sort { $a <=> $b } map { $_->[1] } grep { $_->[0] >= $t0 + 1 } @l;
+      exit 1 unless @v;
+      printf "%.2f %.2f %.2f %d\n", $v[int(@v * 0.5)], $v[int(@v * 0.99)], $v[-1], scalar @v;
+    }' "$1"
+}

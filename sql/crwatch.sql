@@ -16,12 +16,17 @@
 --   crwatch.resource_version      the one global sequence resourceVersions come from
 --   crwatch.tombstones            deleted rows, for the polling source (RLS: a reader
 --                                 sees only tombstones of tables it may SELECT)
+--   crwatch.offsets               where each crwatch (by slot.name) has confirmed up to:
+--                                 the polling source's watermark (RLS: a role sees and
+--                                 writes only its own rows)
 --   crwatch.manage(tbl)           checks that tbl follows the convention and installs
 --                                 the triggers, the txid column and its index
 --                                 (txid_index => false: no index, see below)
 --   crwatch.publish(pub, tbl...)  creates or extends a publication
 --   crwatch.create_role(r, tbl...) a least-privilege LOGIN REPLICATION role for crwatch
 --   crwatch.prune_tombstones(age) deletes tombstones older than age
+--   crwatch.prune_seen_tombstones() deletes the tombstones every poller of crwatch.offsets
+--                                 has seen (crwatch's role may call it)
 --   crwatch.is_managed(tbl)       true when manage(tbl) would have nothing to do
 --   crwatch.convention_triggers() the triggers manage() installs
 --   crwatch.tg_write(), crwatch.tg_tombstone(), crwatch.tg_truncate()
@@ -77,6 +82,8 @@ CREATE TABLE IF NOT EXISTS crwatch.tombstones (
     deleted_at       timestamptz NOT NULL,             -- when it was deleted (now() of that transaction)
     object           jsonb       NOT NULL              -- the row as it was (to_jsonb of the old row)
 );
+-- truncated: the row went with a TRUNCATE (the polling source emits one TRUNCATED for them).
+ALTER TABLE crwatch.tombstones ADD COLUMN IF NOT EXISTS truncated boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS tombstones_relid_txid_idx ON crwatch.tombstones (relid, txid);
 COMMENT ON TABLE crwatch.tombstones IS
     'rows deleted from managed tables, for the polling source; see crwatch.prune_tombstones()';
@@ -91,6 +98,33 @@ BEGIN
                      AND polname = 'tombstones_of_readable_tables') THEN
         CREATE POLICY tombstones_of_readable_tables ON crwatch.tombstones
             FOR SELECT USING (pg_catalog.has_table_privilege(relid, 'SELECT'));
+    END IF;
+END
+$do$;
+
+-- ---------------------------------------------------------------------------
+-- Offsets: one row per crwatch (its slot.name): the position it last
+-- confirmed, and for the polling source the watermark, a snapshot: every
+-- change whose writer is visible in it has been delivered to every sink.
+-- crwatch writes its own row (create_role grants it); the policy keeps a
+-- role to its own rows, so two crwatch roles cannot move each other's.
+CREATE TABLE IF NOT EXISTS crwatch.offsets (
+    name       text        NOT NULL PRIMARY KEY,          -- slot.name
+    position   bigint      NOT NULL,                      -- the last confirmed position (polling: batch number)
+    watermark  pg_snapshot,                               -- polling: changes visible in it are delivered
+    watermark_time timestamptz,                           -- polling: when that snapshot was taken
+    owner      name        NOT NULL DEFAULT current_user, -- the role that keeps the row
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE crwatch.offsets IS
+    'what each crwatch (by slot.name) has confirmed; the polling source''s watermark';
+ALTER TABLE crwatch.offsets ENABLE ROW LEVEL SECURITY;
+DO $do$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_policy
+                   WHERE polrelid = 'crwatch.offsets'::regclass AND polname = 'offsets_of_their_owner') THEN
+        CREATE POLICY offsets_of_their_owner ON crwatch.offsets
+            USING (owner = current_user) WITH CHECK (owner = current_user);
     END IF;
 END
 $do$;
@@ -158,9 +192,9 @@ AS $fn$
 BEGIN
     EXECUTE format(
         'INSERT INTO crwatch.tombstones '
-        '(resource_version, relid, namespace, name, kind, uid, txid, deleted_at, object) '
+        '(resource_version, relid, namespace, name, kind, uid, txid, deleted_at, object, truncated) '
         'SELECT nextval(''crwatch.resource_version''::regclass), $1, t.namespace, t.name, '
-        'to_jsonb(t) ->> ''kind'', t.uid, pg_current_xact_id(), now(), to_jsonb(t) FROM %I.%I AS t',
+        'to_jsonb(t) ->> ''kind'', t.uid, pg_current_xact_id(), now(), to_jsonb(t), true FROM %I.%I AS t',
         TG_TABLE_SCHEMA, TG_TABLE_NAME)
         USING TG_RELID;
     RETURN NULL;
@@ -451,10 +485,13 @@ BEGIN
     FOREACH t IN ARRAY tables LOOP
         EXECUTE format('GRANT SELECT ON TABLE %s TO %I', t, rolename);
     END LOOP;
-    -- The polling source reads tombstones; the policy limits them to the
-    -- tables granted above.
+    -- The polling source reads tombstones (the policy limits them to the
+    -- tables granted above), keeps its watermark in crwatch.offsets (its own
+    -- rows only) and prunes the tombstones every poller has seen.
     EXECUTE format('GRANT USAGE ON SCHEMA crwatch TO %I', rolename);
     EXECUTE format('GRANT SELECT ON TABLE crwatch.tombstones TO %I', rolename);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE ON TABLE crwatch.offsets TO %I', rolename);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION crwatch.prune_seen_tombstones() TO %I', rolename);
 END
 $fn$;
 COMMENT ON FUNCTION crwatch.create_role(text, regclass[]) IS
@@ -471,6 +508,25 @@ AS $fn$
 $fn$;
 COMMENT ON FUNCTION crwatch.prune_tombstones(interval) IS
     'delete tombstones older than the interval (a poller further behind than that misses those deletes); returns how many';
+
+-- prune_seen_tombstones(): deletes the tombstones that every poller with a
+-- watermark in crwatch.offsets has seen (their writer is older than every
+-- watermark's xmin).  With no poller registered it deletes nothing: pollers
+-- that never ran are covered by prune_tombstones(age).  SECURITY DEFINER so
+-- crwatch's role, which may not delete tombstones, can run it.
+CREATE OR REPLACE FUNCTION crwatch.prune_seen_tombstones()
+    RETURNS bigint
+    LANGUAGE sql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH low AS (SELECT min(pg_snapshot_xmin(o.watermark)) AS xmin FROM crwatch.offsets o
+                  WHERE o.watermark IS NOT NULL),
+         gone AS (DELETE FROM crwatch.tombstones t USING low WHERE t.txid < low.xmin RETURNING 1)
+    SELECT count(*) FROM gone;
+$fn$;
+COMMENT ON FUNCTION crwatch.prune_seen_tombstones() IS
+    'delete the tombstones every poller registered in crwatch.offsets is past; returns how many';
 
 -- Nobody but the owner calls these unless granted (the triggers fire as the
 -- owner whatever the writer's privileges).

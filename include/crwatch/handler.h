@@ -72,7 +72,7 @@ typedef struct crw_handler_event {
     const char *old_object; /* data.oldObject (Debezium: before); NULL when unknown */
     size_t old_object_len;
     const char *id;         /* the event id: commit LSN / ordinal ("0/1A2B3C4/3"), stable across redelivery */
-    uint64_t commit_lsn;    /* the source transaction's commit LSN */
+    uint64_t commit_lsn;    /* the source transaction's commit LSN (source=poll: the WAL position the poll read at) */
     uint32_t ordinal;       /* position of the change in its transaction (1-based) */
     uint32_t attempt;       /* 1 on the first delivery, 2 on the first retry, ... */
     int worker;             /* the calling worker thread, 0..workers-1 */

@@ -60,6 +60,12 @@ typedef struct {
 /* Tells the source what the pipeline confirmed. */
 static void confirm(stream_t *st) { crw_source_confirm(st->src, crw_pipeline_confirmed(st->pipeline)); }
 
+/* The type cache's look-up: the source's catalog of the moment (source=auto has one only once it chose a kind). */
+static int lookup_type(void *opaque, uint32_t oid, crw_pgtype_row_t *row) {
+    crw_catalog_t *cat = crw_source_catalog(((stream_t *)opaque)->src);
+    return cat ? crw_catalog_type(cat, oid, row) : -1;
+}
+
 /* The mapper's view of rel, prepared (with its primary key from the catalog) when new or changed. */
 static int info_for(stream_t *st, const crw_relation_t *rel, crw_relinfo_t **out) {
     if ((*out = crw_relmap_get(st->relmap, rel)))
@@ -127,7 +133,8 @@ static int on_begin(void *opaque, const crw_src_txn_t *t) {
     st->seq = crw_pipeline_begin(st->pipeline);
     st->txn_open = true;
     st->skipping = t->position <= st->skip_position;
-    crw_txn_init(&st->tx, t->position, t->xid, t->commit_time);
+    crw_txn_init(&st->tx, t->lsn, t->xid, t->commit_time);
+    st->tx.position = t->position;
     return 0;
 }
 
@@ -284,7 +291,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.src = crw_source_open(conf, &so, &ev, &rc, errstr, n);
     if (!st.src)
         goto out;
-    st.types = crw_typecache_new(crw_catalog_type, crw_source_catalog(st.src));
+    st.types = crw_typecache_new(lookup_type, &st);
     st.relmap = crw_relmap_new(conf, st.types);
     if ((rc = crw_sinks_open(&st.sinks, &st.env, errstr, n)) < 0)
         goto out;
@@ -348,7 +355,9 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     if (rc < 0)
         snprintf(errstr, n, "%s", st.err);
     uint64_t c = crw_pipeline_confirmed(st.pipeline);
-    crw_info("stopped: %" PRIu64 " events, confirmed " CRW_LSN_FMT "%s", st.events, CRW_LSN_ARGS(c),
+    char cpos[64];
+    crw_source_format_position(st.src, c, cpos, sizeof cpos);
+    crw_info("stopped: %" PRIu64 " events, confirmed %s%s", st.events, cpos,
              st.unmapped ? ", some changes were dead-lettered" : "");
 out:
     crw_sinks_close(&st.sinks);

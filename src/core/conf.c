@@ -52,6 +52,8 @@ static const keydef_t keys[] = {
     {"event.format", T_ENUM, OFF(event_format), "cloudevents", format_choices, 0, 0, "cloudevents or debezium"},
     {"delivery", T_ENUM, OFF(delivery), "at-least-once", delivery_choices, 0, 0, "at-least-once or exactly-once"},
     {"poll.interval.ms", T_INT, OFF(poll_interval_ms), "1000", NULL, 10, 86400000, "polling source interval"},
+    {"poll.batch.rows", T_INT, OFF(poll_batch_rows), "10000", NULL, 1, 100000000,
+     "a poll that read this many changes is followed by the next at once (catching up)"},
     {"exec.command", T_STR, OFF(exec_command), "", NULL, 0, 0, "local handler command (/bin/sh -c)"},
     {"exec.mode", T_ENUM, OFF(exec_mode), "stream", exec_mode_choices, 0, 0, "stream or per-event"},
     {"plugin.path", T_STR, OFF(plugin_path), "", NULL, 0, 0, "handler shared object"},

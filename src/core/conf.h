@@ -66,6 +66,7 @@ typedef struct crw_config {
     crw_format_t event_format;
     crw_delivery_t delivery;
     int poll_interval_ms;
+    int poll_batch_rows;      /* a poll with this many changes: poll again at once */
     char *exec_command;
     crw_exec_mode_t exec_mode;
     char *plugin_path;

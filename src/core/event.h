@@ -28,8 +28,12 @@ typedef struct crw_event_attr {
 
 typedef struct crw_event {
     uint64_t txn;           /* pipeline sequence of the source transaction (set by the driver) */
-    uint64_t position;      /* the source transaction's commit position (commit LSN) */
+    uint64_t position;      /* the source transaction's commit position (what the pipeline confirms) */
+    uint64_t lsn;           /* the WAL position the event names (pglsn): the commit LSN, or where a poll read */
     uint32_t ordinal;       /* position of the change in its transaction (1-based) */
+    const char *id;         /* the event id, stable across redelivery (CloudEvents id): "<commit LSN>/<ordinal>",
+                             * or the source's own (polling: "<txid>/<resource_version>") */
+    size_t idlen;
     uint32_t xid;           /* the source transaction's id (pgxid); 0 when unknown */
     const char *type;       /* "ADDED", "MODIFIED", "DELETED", "TRUNCATED", "SYNC" */
     const char *kind;       /* the event's kind (in a shared table, the row's own) */

@@ -29,6 +29,8 @@ typedef struct crw_change {
     const crw_pgo_tuple_t *oldtup;  /* update, delete: NULL when the source has no old row */
     char oldkind;                   /* 'K' old key columns only, 'O' the whole old row, 0 none */
     uint64_t lsn;                   /* the change's own WAL position; 0 when unknown */
+    const char *id;                 /* the change's own event id; NULL: <commit position>/<ordinal> */
+    size_t idlen;
 } crw_change_t;
 
 /*

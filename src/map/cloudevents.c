@@ -36,7 +36,7 @@ struct crw_ce {
     crw_buf_t obj, old, unknown, changed, patchbuf, cachekey, cached;
     crw_jdoc_t da, db, dc;
     crw_event_attr_t attrs[NATTRS];
-    char id[CRW_LSN_BUFSIZE + 24], xid[24];
+    char xid[24];
 };
 
 crw_ce_t *crw_ce_new(crw_cache_t *cache, bool patch) {
@@ -277,15 +277,10 @@ static void attr(crw_ce_t *ce, int i, const char *name, const char *value, size_
 /* The context attributes as text, in the order the JSON has them; subject NULL: none (TRUNCATED). */
 static void set_attrs(crw_ce_t *ce, crw_event_t *ev, const crw_relinfo_t *ri, const crw_rel_variant_t *v,
                       const crw_txn_ctx_t *tx, int verb, const crw_buf_t *subject) {
-    /* By hand, not printf: this runs for every event. */
-    size_t n = strlen(tx->lsn_str);
-    memcpy(ce->id, tx->lsn_str, n);
-    ce->id[n++] = '/';
-    n += crw_u64_format(ce->id + n, tx->ordinal);
-    size_t xn = crw_u64_format(ce->xid, tx->xid);
+    size_t xn = crw_u64_format(ce->xid, tx->xid); /* by hand, not printf: every event */
     int k = 0;
     attr(ce, k++, "specversion", "1.0", 3);
-    attr(ce, k++, "id", ce->id, n);
+    attr(ce, k++, "id", ev->id, ev->idlen);
     attr(ce, k++, "source", ri->source, strlen(ri->source));
     attr(ce, k++, "type", v->type[verb], strlen(v->type[verb]));
     if (subject)
@@ -298,13 +293,11 @@ static void set_attrs(crw_ce_t *ce, crw_event_t *ev, const crw_relinfo_t *ri, co
     ev->nattrs = k;
 }
 
-static void put_header(crw_buf_t *out, const crw_relinfo_t *ri, const crw_rel_variant_t *v, const crw_txn_ctx_t *tx,
+static void put_header(crw_buf_t *out, const crw_relinfo_t *ri, const crw_rel_variant_t *v, const crw_event_t *ev,
                        int verb) {
-    crw_buf_put(out, "{\"specversion\":\"1.0\",\"id\":\"", 27);
-    crw_buf_puts(out, tx->lsn_str);
-    crw_buf_putc(out, '/');
-    crw_buf_put_u64(out, tx->ordinal);
-    crw_buf_put(out, "\",\"source\":", 11);
+    crw_buf_put(out, "{\"specversion\":\"1.0\",\"id\":", 26);
+    crw_buf_put_json_str(out, ev->id, ev->idlen);
+    crw_buf_put(out, ",\"source\":", 10);
     crw_buf_puts(out, ri->js_source);
     crw_buf_put(out, ",\"type\":", 8);
     crw_buf_puts(out, v->js_type[verb]);
@@ -399,7 +392,7 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
 
     /* the envelope */
     crw_buf_reset(out);
-    put_header(out, ri, v, tx, verb);
+    put_header(out, ri, v, ev, verb);
     crw_buf_put(out, ",\"subject\":", 11);
     crw_buf_put_json_str(out, key->data ? key->data : "", key->len);
     put_tail(out, tx);
@@ -475,7 +468,7 @@ void crw_ce_truncate(crw_ce_t *ce, crw_buf_t *out, crw_event_t *ev, const crw_re
         crw_cache_clear_relation(ce->cache, ri->rel->relid);
     const crw_rel_variant_t *v = &ri->variants[0];
     crw_buf_reset(out);
-    put_header(out, ri, v, tx, VERB_TRUNCATED);
+    put_header(out, ri, v, ev, VERB_TRUNCATED);
     put_tail(out, tx);
     open_data(out, ev);
     crw_buf_put(out, "{\"type\":\"TRUNCATED\",\"kind\":", 27);

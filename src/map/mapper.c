@@ -21,9 +21,12 @@ struct crw_mapper {
     const char *debezium_name;
     crw_ce_t *ce;
     crw_buf_t value[CRW_MAPPED_MAX], key[CRW_MAPPED_MAX];
+    char id[CRW_LSN_BUFSIZE + 24]; /* the change's event id: every record of it shares it */
+    size_t idlen;
 };
 
 void crw_txn_init(crw_txn_ctx_t *tx, uint64_t commit_lsn, uint32_t xid, int64_t commit_time) {
+    tx->position = commit_lsn;
     tx->commit_lsn = commit_lsn;
     tx->xid = xid;
     tx->commit_time = commit_time;
@@ -52,12 +55,30 @@ void crw_mapper_destroy(crw_mapper_t *mp) {
     free(mp);
 }
 
+/* The change's event id: its own (a polled row's), else "<commit LSN>/<ordinal>", built by hand (every event). */
+static void make_id(crw_mapper_t *mp, const crw_change_t *ch, const crw_txn_ctx_t *tx) {
+    if (ch->id) {
+        mp->idlen = ch->idlen < sizeof mp->id - 1 ? ch->idlen : sizeof mp->id - 1;
+        memcpy(mp->id, ch->id, mp->idlen);
+        mp->id[mp->idlen] = '\0';
+        return;
+    }
+    size_t n = strlen(tx->lsn_str);
+    memcpy(mp->id, tx->lsn_str, n);
+    mp->id[n++] = '/';
+    mp->idlen = n + crw_u64_format(mp->id + n, tx->ordinal);
+}
+
 /* The next record of out, with what every record of the change shares. */
-static crw_event_t *record(crw_mapped_t *out, const crw_relinfo_t *ri, const crw_txn_ctx_t *tx, const char *type) {
+static crw_event_t *record(crw_mapper_t *mp, crw_mapped_t *out, const crw_relinfo_t *ri, const crw_txn_ctx_t *tx,
+                           const char *type) {
     int i = out->n++;
     crw_event_t *ev = &out->ev[i];
-    *ev = (crw_event_t){.position = tx->commit_lsn,
+    *ev = (crw_event_t){.position = tx->position,
+                        .lsn = tx->commit_lsn,
                         .ordinal = tx->ordinal,
+                        .id = mp->id,
+                        .idlen = mp->idlen,
                         .xid = tx->xid,
                         .type = type,
                         .kind = ri->variants[0].kind,
@@ -80,7 +101,7 @@ static int debezium(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_change_
     crw_dbz_source_t src = {ri->dbname, mp->debezium_name, ch->lsn, tx->last_end, 0};
     int rc;
     if (ch->op == CRW_OP_TRUNCATE) {
-        crw_event_t *ev = record(out, ri, tx, "TRUNCATED");
+        crw_event_t *ev = record(mp, out, ri, tx, "TRUNCATED");
         crw_debezium_encode_truncate(&mp->value[0], ev, ri, tx, &src);
         crw_buf_reset(&mp->key[0]);
         attach(ev, &mp->value[0], &mp->key[0]);
@@ -88,9 +109,9 @@ static int debezium(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_change_
     }
     if (crw_debezium_key_changed(ri, ch)) {
         /* Debezium's key change: a delete and its tombstone under the old key, a create under the new. */
-        crw_event_t *del = record(out, ri, tx, "DELETED");
-        crw_event_t *tomb = record(out, ri, tx, "DELETED");
-        crw_event_t *add = record(out, ri, tx, "ADDED");
+        crw_event_t *del = record(mp, out, ri, tx, "DELETED");
+        crw_event_t *tomb = record(mp, out, ri, tx, "DELETED");
+        crw_event_t *add = record(mp, out, ri, tx, "ADDED");
         if ((rc = crw_debezium_encode_key_change(&mp->value[0], &mp->key[0], del, &mp->value[2], &mp->key[2], add, ri,
                                                  ch, tx, &src, errstr, n)) < 0)
             return rc;
@@ -100,25 +121,26 @@ static int debezium(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_change_
         return 0;
     }
     const char *type = ch->op == CRW_OP_INSERT ? "ADDED" : ch->op == CRW_OP_UPDATE ? "MODIFIED" : "DELETED";
-    crw_event_t *ev = record(out, ri, tx, type);
+    crw_event_t *ev = record(mp, out, ri, tx, type);
     if ((rc = crw_debezium_encode(&mp->value[0], &mp->key[0], ev, ri, ch, tx, &src, errstr, n)) < 0)
         return rc;
     attach(ev, &mp->value[0], &mp->key[0]);
     if (ch->op == CRW_OP_DELETE) /* Debezium's tombstone: the key again, no value */
-        attach(record(out, ri, tx, "DELETED"), NULL, &mp->key[0]);
+        attach(record(mp, out, ri, tx, "DELETED"), NULL, &mp->key[0]);
     return 0;
 }
 
 int crw_mapper_change(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_change_t *ch, const crw_txn_ctx_t *tx,
                       crw_mapped_t *out, char *errstr, size_t n) {
     out->n = 0;
+    make_id(mp, ch, tx);
     if (mp->format == CRW_FORMAT_DEBEZIUM) {
         int rc = debezium(mp, ri, ch, tx, out, errstr, n);
         if (rc < 0)
             out->n = 0;
         return rc;
     }
-    crw_event_t *ev = record(out, ri, tx, NULL);
+    crw_event_t *ev = record(mp, out, ri, tx, NULL);
     if (ch->op == CRW_OP_TRUNCATE) {
         crw_ce_truncate(mp->ce, &mp->value[0], ev, ri, tx);
         crw_buf_reset(&mp->key[0]);

@@ -27,7 +27,8 @@
 
 /* What every event of one source transaction shares. */
 typedef struct crw_txn_ctx {
-    uint64_t commit_lsn;  /* the commit position */
+    uint64_t position;    /* the source's commit position (what the pipeline confirms) */
+    uint64_t commit_lsn;  /* the WAL position events name (pglsn) */
     uint32_t xid;
     int64_t commit_time;  /* PostgreSQL epoch microseconds */
     uint32_t ordinal;     /* changes seen so far in this transaction (the driver counts them) */
@@ -36,7 +37,7 @@ typedef struct crw_txn_ctx {
     char lsn_str[CRW_LSN_BUFSIZE]; /* commit LSN, %X/%X */
 } crw_txn_ctx_t;
 
-/* Starts a transaction context (ordinal 0); last_end is left as it was. */
+/* Starts a transaction context (ordinal 0) at position commit_lsn; last_end is left as it was. */
 void crw_txn_init(crw_txn_ctx_t *tx, uint64_t commit_lsn, uint32_t xid, int64_t commit_time);
 
 /* The records of one change: up to three (Debezium: a delete and its tombstone; a key change: d, tombstone, c). */

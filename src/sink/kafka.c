@@ -64,8 +64,8 @@ static int dead_letter(kafka_sink_t *s, const kmsg_t *id, const char *topic, con
     char reason[512], pglsn[CRW_LSN_BUFSIZE];
     snprintf(reason, sizeof reason, "kafka: %s (%s) producing to topic %s", rd_kafka_err2str(err),
              rd_kafka_err2name(err), topic);
-    crw_lsn_format(pglsn, id->position);
-    crw_deadletter_rec_t rec = {reason, id->source, id->position ? pglsn : NULL, id->xid, id->ordinal, value,
+    crw_lsn_format(pglsn, id->lsn);
+    crw_deadletter_rec_t rec = {reason, id->source, id->lsn ? pglsn : NULL, id->xid, id->ordinal, value,
                                 value ? len : 0};
     crw_warn("kafka: a %zu-byte event for topic %s was refused (%s): dead-lettered", value ? len : 0, topic,
              rd_kafka_err2name(err));

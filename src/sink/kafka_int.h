@@ -38,6 +38,7 @@ typedef struct kmsg {
     int what;            /* KMSG_* */
     uint64_t seq;        /* pipeline transaction */
     uint64_t position;   /* its commit position */
+    uint64_t lsn;        /* the WAL position it names (pglsn) */
     uint32_t ordinal;
     uint32_t xid;
     const char *source;  /* interned (kafka_sink_t.sources): lives as long as the sink */

@@ -81,7 +81,7 @@ void kafka_kmsg_put(kafka_sink_t *s, kmsg_t *m) {
 
 /* The identity of ev's change (its source interned). */
 kmsg_t kafka_identity(kafka_sink_t *s, const crw_event_t *ev) {
-    return (kmsg_t){NULL, KMSG_EVENT, ev->txn, ev->position, ev->ordinal, ev->xid, intern(s, ev->source)};
+    return (kmsg_t){NULL, KMSG_EVENT, ev->txn, ev->position, ev->lsn, ev->ordinal, ev->xid, intern(s, ev->source)};
 }
 
 kmsg_t *kafka_kmsg(kafka_sink_t *s, int what, const crw_event_t *ev) {

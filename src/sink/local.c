@@ -40,14 +40,13 @@ typedef struct hitem {
     crw_span_t object, old_object; /* inside value */
     size_t size;             /* bytes counted against queue.max.bytes */
     char type[16];
-    const char *source, *key, *kind, *value;
+    const char *source, *key, *kind, *value, *id;
     size_t keylen, len;
     char data[];
 } hitem_t;
 
 typedef struct {
     crw_buf_t object, old_object;
-    char id[48];
 } scratch_t;
 
 typedef struct hsink {
@@ -96,7 +95,7 @@ static hitem_t *item_new(const crw_event_t *ev) {
     const char *source = ev->source ? ev->source : "";
     const char *kind = ev->kind ? ev->kind : "";
     size_t sl = strlen(source), kl = strlen(kind);
-    size_t need = sl + 1 + ev->keylen + 1 + kl + 1 + ev->len + 1;
+    size_t need = sl + 1 + ev->keylen + 1 + kl + 1 + ev->len + 1 + ev->idlen + 1;
     hitem_t *it = crw_malloc(sizeof *it + need);
     memset(it, 0, sizeof *it);
     char *p = it->data;
@@ -118,8 +117,13 @@ static hitem_t *item_new(const crw_event_t *ev) {
     memcpy(p, ev->value, ev->len);
     p[ev->len] = '\0';
     it->len = ev->len;
+    p += ev->len + 1;
+    it->id = p;
+    if (ev->idlen)
+        memcpy(p, ev->id, ev->idlen);
+    p[ev->idlen] = '\0';
     snprintf(it->type, sizeof it->type, "%s", ev->type ? ev->type : "");
-    it->commit_lsn = ev->position;
+    it->commit_lsn = ev->lsn;
     it->ordinal = ev->ordinal;
     it->xid = ev->xid;
     it->object = ev->object;
@@ -144,15 +148,13 @@ static crw_wq_result_t hs_handle(void *opaque, int worker, crw_wq_node_t *node, 
     hsink_t *s = opaque;
     hitem_t *it = ITEM(node);
     scratch_t *sc = &s->scratch[worker];
-    size_t l = crw_lsn_format(sc->id, it->commit_lsn);
-    snprintf(sc->id + l, sizeof sc->id - l, "/%u", it->ordinal);
     crw_handler_event_t ev = {.type = it->type,
                               .kind = it->kind,
                               .key = it->key,
                               .key_len = it->keylen,
                               .event = it->value,
                               .event_len = it->len,
-                              .id = sc->id,
+                              .id = it->id,
                               .commit_lsn = it->commit_lsn,
                               .ordinal = it->ordinal,
                               .attempt = node->attempts,
@@ -165,7 +167,7 @@ static crw_wq_result_t hs_handle(void *opaque, int worker, crw_wq_node_t *node, 
     if (r == CRW_HANDLER_OK)
         return CRW_WQ_OK;
     if (r == CRW_HANDLER_RETRY) {
-        crw_debug("%s: event %s (%s %s) attempt %u: retry: %s", s->impl.name, sc->id, it->kind, it->key,
+        crw_debug("%s: event %s (%s %s) attempt %u: retry: %s", s->impl.name, it->id, it->kind, it->key,
                   node->attempts, reason);
         return CRW_WQ_RETRY;
     }
@@ -257,8 +259,8 @@ static int apply_completions(hsink_t *s) {
             char reason[900];
             snprintf(reason, sizeof reason, "%s: %s", s->impl.name, it->reason ? it->reason : "failed");
             crw_deadletter_rec_t rec = {reason, source, lsn, it->xid, it->ordinal, it->value, it->len};
-            crw_warn("%s: event %s/%u (%s %s) dead-lettered: %s", s->impl.name, lsn, it->ordinal, it->kind,
-                     it->key, it->reason ? it->reason : "failed");
+            crw_warn("%s: event %s (%s %s) dead-lettered: %s", s->impl.name, it->id, it->kind, it->key,
+                     it->reason ? it->reason : "failed");
             if (crw_deadletter_write(env->deadletter, &rec) < 0) {
                 /* Not durable: never acknowledge it; the stream stops and it comes again. */
                 release = false;

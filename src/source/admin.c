@@ -1,8 +1,8 @@
 /*
  * admin.c — `crwatch check` and `crwatch slot status|create|drop`
- * (docs/usage.md): the logical source's prerequisites and slot, read and
- * changed only as the verb says, over the same sessions the stream uses
- * (session.h).
+ * (docs/usage.md): which source `stream` would use, its prerequisites and
+ * its slot or stored watermark, read and changed only as the verb says,
+ * over the same sessions the stream uses (session.h).
  */
 #include "source/admin.h"
 
@@ -12,7 +12,9 @@
 
 #include "core/err.h"
 #include "core/lsn.h"
+#include "source/poll.h"
 #include "source/session.h"
+#include "source/source.h"
 
 static void report(FILE *out, const char *status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void report(FILE *out, const char *status, const char *fmt, ...) {
@@ -24,10 +26,61 @@ static void report(FILE *out, const char *status, const char *fmt, ...) {
     va_end(ap);
 }
 
-int crw_admin_check(const crw_config_t *cf, const char *conninfo, FILE *out, char *errstr, size_t n) {
+/* check, polling: the managed tables and the stored watermark. */
+static int check_poll(const crw_config_t *cf, const char *conninfo, FILE *out, char *errstr, size_t n) {
     crw_session_t ses, *s = &ses;
     crw_session_init(s, cf, conninfo);
-    int rc = crw_session_open(s, errstr, n);
+    int rc = crw_session_open_sql(s, errstr, n);
+    if (rc < 0) {
+        report(out, "FAIL", "connection: %s", errstr);
+        crw_session_free(s);
+        return rc;
+    }
+    report(out, "ok", "connection: database %s as %s, server %s", s->dbname, PQuser(s->sql),
+           PQparameterStatus(s->sql, "server_version"));
+    char why[1024];
+    int failed = crw_poll_check(s, why, sizeof why);
+    if (failed < 0)
+        report(out, "FAIL", "%s", why);
+    else
+        report(out, "ok", "%d table(s) managed for polling (txid, its index, crwatch's triggers); crwatch.offsets "
+               "writable", cf->nresources);
+    PGresult *res;
+    const char *sp[1] = {cf->slot_name};
+    if (failed == 0 && crw_session_query(s->sql, &res, why, sizeof why,
+                                         "SELECT position, watermark, updated_at FROM crwatch.offsets WHERE name = $1 "
+                                         "AND watermark IS NOT NULL",
+                                         1, sp) == 0) {
+        if (PQntuples(res) == 0)
+            report(out, "warn", "watermark %s: none stored (stream starts from the tables' current state)",
+                   cf->slot_name);
+        else
+            report(out, "ok", "watermark %s: poll batch %s, snapshot %s, stored %s", cf->slot_name,
+                   PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+        PQclear(res);
+    }
+    crw_session_free(s);
+    if (failed)
+        snprintf(errstr, n, "a prerequisite is missing (see the report)");
+    return failed;
+}
+
+int crw_admin_check(const crw_config_t *cf, const char *conninfo, FILE *out, char *errstr, size_t n) {
+    crw_source_kind_t kind;
+    char chose[1024];
+    int rc = crw_source_choose(cf, conninfo, &kind, chose, sizeof chose);
+    if (rc < 0) {
+        report(out, "FAIL", "connection: %s", chose);
+        snprintf(errstr, n, "%s", chose);
+        return rc;
+    }
+    report(out, kind == CRW_SOURCE_POLL && cf->source == CRW_SOURCE_AUTO ? "warn" : "ok",
+           "source: stream would use %s (%s)", kind == CRW_SOURCE_POLL ? "polling" : "logical replication", chose);
+    if (kind == CRW_SOURCE_POLL)
+        return check_poll(cf, conninfo, out, errstr, n);
+    crw_session_t ses, *s = &ses;
+    crw_session_init(s, cf, conninfo);
+    rc = crw_session_open(s, errstr, n);
     if (rc < 0) {
         report(out, "FAIL", "connection: %s", errstr);
         crw_session_free(s);

@@ -97,6 +97,10 @@ static const char *logical_dbname(const crw_source_t *base) {
     return r->ses.dbname ? r->ses.dbname : "";
 }
 static crw_catalog_t *logical_catalog(crw_source_t *base) { return L(base)->cat; }
+static void logical_format_position(const crw_source_t *base, uint64_t position, char *buf, size_t n) {
+    (void)base;
+    snprintf(buf, n, CRW_LSN_FMT, CRW_LSN_ARGS(position));
+}
 static bool logical_at_end(const crw_source_t *base) { return ((const logical_t *)base)->at_end; }
 static bool logical_in_txn(const crw_source_t *base) { return ((const logical_t *)base)->in_txn; }
 static void logical_stop_after_commit(crw_source_t *base) { L(base)->stop_after_commit = true; }
@@ -257,7 +261,7 @@ static int deliver(logical_t *r, const crw_pgo_msg_t *m, char *errstr, size_t n)
             return 0;
         }
         r->in_txn = true;
-        crw_src_txn_t t = {m->u.begin.final_lsn, m->u.begin.xid, m->u.begin.commit_time};
+        crw_src_txn_t t = {m->u.begin.final_lsn, m->u.begin.final_lsn, m->u.begin.xid, m->u.begin.commit_time};
         return ev->begin(ev->opaque, &t);
     }
     case CRW_PGO_COMMIT:
@@ -535,6 +539,7 @@ static const crw_source_ops_t logical_ops = {
     .close = logical_close,
     .dbname = logical_dbname,
     .catalog = logical_catalog,
+    .format_position = logical_format_position,
     .destroy = logical_destroy,
 };
 

@@ -87,15 +87,21 @@ char *crw_session_quote_ident(PGconn *c, const char *s) {
     return out;
 }
 
-/* wal_level, privileges, watched tables. */
-int crw_session_check_prereqs(crw_session_t *s, char *errstr, size_t n) {
+/* wal_level=logical and the REPLICATION attribute. */
+int crw_session_logical_ready(crw_session_t *s, char *errstr, size_t n) {
     PGresult *res;
     int rc = crw_session_query(s->sql, &res, errstr, n,
                    "SELECT current_setting('wal_level'), "
-                   "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+                   "(SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), "
+                   "pg_is_in_recovery() AND current_setting('server_version_num')::int < 160000",
                    0, NULL);
     if (rc < 0)
         return rc;
+    if (strcmp(PQgetvalue(res, 0, 2), "t") == 0) {
+        snprintf(errstr, n, "the server is a standby, and logical decoding on a standby needs PostgreSQL 16");
+        PQclear(res);
+        return CRW_ERR_PREREQ;
+    }
     if (strcmp(PQgetvalue(res, 0, 0), "logical") != 0) {
         snprintf(errstr, n,
                  "wal_level is '%s', logical replication needs wal_level=logical (set it in postgresql.conf and "
@@ -111,6 +117,12 @@ int crw_session_check_prereqs(crw_session_t *s, char *errstr, size_t n) {
         return CRW_ERR_PREREQ;
     }
     PQclear(res);
+    return 0;
+}
+
+int crw_session_check_tables(crw_session_t *s, char *errstr, size_t n) {
+    PGresult *res;
+    int rc;
     for (int i = 0; i < s->conf->nresources; i++) {
         const crw_resource_conf_t *rs = &s->conf->resources[i];
         const char *p[2] = {rs->schema, rs->table};
@@ -133,6 +145,11 @@ int crw_session_check_prereqs(crw_session_t *s, char *errstr, size_t n) {
             return rc;
     }
     return 0;
+}
+
+int crw_session_check_prereqs(crw_session_t *s, char *errstr, size_t n) {
+    int rc = crw_session_logical_ready(s, errstr, n);
+    return rc < 0 ? rc : crw_session_check_tables(s, errstr, n);
 }
 
 /* Creates the publication, or adds watched tables it lacks, when allowed. */
@@ -282,11 +299,22 @@ int crw_session_create_slot(crw_session_t *s, bool export_snapshot, uint64_t *st
     return 0;
 }
 
-/* Connects both sessions and asks IDENTIFY_SYSTEM (no publication or slot is touched). */
-int crw_session_open(crw_session_t *s, char *errstr, size_t n) {
+/* The plain SQL session alone; the database name as libpq resolved it. */
+int crw_session_open_sql(crw_session_t *s, char *errstr, size_t n) {
     int err = CRW_ERR_CONN;
     crw_session_close(s);
     if (!(s->sql = connect_one(s, false, errstr, n, &err)))
+        return err;
+    s->server_version = PQserverVersion(s->sql);
+    free(s->dbname);
+    s->dbname = crw_strdup(PQdb(s->sql));
+    return 0;
+}
+
+/* Both sessions, and IDENTIFY_SYSTEM (no publication or slot is touched). */
+int crw_session_open(crw_session_t *s, char *errstr, size_t n) {
+    int err = crw_session_open_sql(s, errstr, n);
+    if (err < 0)
         return err;
     if (!(s->repl = connect_one(s, true, errstr, n, &err))) {
         crw_session_close(s);
@@ -307,4 +335,3 @@ int crw_session_open(crw_session_t *s, char *errstr, size_t n) {
     PQclear(res);
     return 0;
 }
-

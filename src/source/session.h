@@ -1,5 +1,5 @@
 /*
- * session.h — the logical source's libpq sessions: a walsender
+ * session.h — the sources' libpq sessions: a walsender
  * (replication=database) for the stream, and a plain SQL session for
  * prerequisites, the publication, the slot and the catalog (a walsender in
  * COPY mode cannot answer queries).  Every session runs with the settings
@@ -42,6 +42,9 @@ void crw_session_close(crw_session_t *s);
 /* Connects both sessions and asks IDENTIFY_SYSTEM; no publication or slot is touched. */
 int crw_session_open(crw_session_t *s, char *errstr, size_t errstr_size);
 
+/* Connects the plain SQL session only (the polling source: no walsender, no REPLICATION needed). */
+int crw_session_open_sql(crw_session_t *s, char *errstr, size_t errstr_size);
+
 /* Runs sql with params on c; keeps the result in *res.  @returns 0, or an error with errstr (*res NULL). */
 int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t errstr_size, const char *sql, int nparams,
                       const char *const *params);
@@ -51,6 +54,12 @@ char *crw_session_quote_ident(PGconn *c, const char *s);
 
 /* wal_level=logical, the REPLICATION attribute, every watched table readable. */
 int crw_session_check_prereqs(crw_session_t *s, char *errstr, size_t errstr_size);
+
+/* wal_level=logical and the REPLICATION attribute (or superuser): 0, or CRW_ERR_PREREQ saying which is missing. */
+int crw_session_logical_ready(crw_session_t *s, char *errstr, size_t errstr_size);
+
+/* Every watched table exists and the role may SELECT from it. */
+int crw_session_check_tables(crw_session_t *s, char *errstr, size_t errstr_size);
 
 /* Creates the publication, or adds watched tables it lacks, when publication.create allows. */
 int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t errstr_size);

@@ -17,8 +17,8 @@
  * decides it, core/pipeline.h); the source makes it durable where it lives
  * (the slot's flush position, or the stored watermark) and never more.
  *
- * Kinds: logical replication (replication.c) is the first; a new kind is
- * one file behind this interface and one line in sources.c's registry.
+ * Kinds: logical replication (replication.c) and polling (poll.c); a new
+ * kind is one file behind this interface and one line in sources.c's registry.
  * Thread-safety: one thread, the driver's.
  */
 #ifndef CRW_SOURCE_H
@@ -34,7 +34,8 @@
 
 /* What a source transaction's changes share. */
 typedef struct crw_src_txn {
-    uint64_t position;   /* its commit position: the commit LSN, or the poll watermark */
+    uint64_t position;   /* its commit position: the commit LSN, or the poll batch */
+    uint64_t lsn;        /* the WAL position events name (pglsn): the commit LSN, or where a poll read */
     uint32_t xid;
     int64_t commit_time; /* PostgreSQL epoch microseconds */
 } crw_src_txn_t;
@@ -93,6 +94,8 @@ typedef struct crw_source_ops {
     const char *(*dbname)(const crw_source_t *s);
     /* The catalog of the source's database (valid while started). */
     crw_catalog_t *(*catalog)(crw_source_t *s);
+    /* A position as people read it ("0/16B3748", "poll batch 12"), into buf. */
+    void (*format_position)(const crw_source_t *s, uint64_t position, char *buf, size_t n);
     void (*destroy)(crw_source_t *s);
 } crw_source_ops_t;
 
@@ -119,6 +122,15 @@ typedef crw_source_t *(*crw_source_new_fn)(const crw_config_t *conf, const crw_s
 int crw_sources_check(const crw_config_t *conf, char *errstr, size_t errstr_size);
 
 /*
+ * The kind conf->source resolves to against the database conninfo names:
+ * itself, or for source=auto logical replication when the database allows it
+ * (wal_level=logical, a role that may replicate) and polling otherwise.  why
+ * says why.  @returns 0, or CRW_ERR_CONN / CRW_ERR_PREREQ with why the error.
+ */
+int crw_source_choose(const crw_config_t *conf, const char *conninfo, crw_source_kind_t *kind, char *why,
+                      size_t why_size);
+
+/*
  * Opens the source kind conf->source names (sources.c), calling ev back.
  * Connects nothing yet.  @returns the source, or NULL with errstr and *err
  * (CRW_ERR_CONFIG: a kind this build lacks).
@@ -139,6 +151,9 @@ static inline int crw_source_finish(crw_source_t *s, int timeout_ms) { return s-
 static inline void crw_source_close(crw_source_t *s) { s->ops->close(s); }
 static inline const char *crw_source_dbname(const crw_source_t *s) { return s->ops->dbname(s); }
 static inline crw_catalog_t *crw_source_catalog(crw_source_t *s) { return s->ops->catalog(s); }
+static inline void crw_source_format_position(const crw_source_t *s, uint64_t position, char *buf, size_t n) {
+    s->ops->format_position(s, position, buf, n);
+}
 static inline void crw_source_destroy(crw_source_t *s) {
     if (s)
         s->ops->destroy(s);

@@ -26,17 +26,6 @@ static bool has(json_object *ev, const char *path, const char *s) {
     return false;
 }
 
-static void psql_file(const char *db, const char *rel) {
-    char path[512], dbarg[128];
-    snprintf(path, sizeof path, "%s/%s", CRW_SOURCE_DIR, rel);
-    snprintf(dbarg, sizeof dbarg, "dbname=%s", db);
-    const char *argv[] = {"psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dbarg, "-f", path, NULL};
-    char *err = NULL;
-    int rc = it_run("/usr/bin/psql", argv, 60000, NULL, &err);
-    cr_assert_eq(rc, 0, "psql -f %s: %s", rel, err);
-    free(err);
-}
-
 static void stop(it_proc_t *p) {
     cr_assert_eq(it_proc_signal_wait(p, SIGTERM, 10000), 0);
     it_proc_free(p);
@@ -45,7 +34,7 @@ static void stop(it_proc_t *p) {
 Test(mapper, crd_lifecycle_event_by_event) {
     char db[64];
     PGconn *c = it_db_create("crd", db, sizeof db);
-    psql_file(db, "sql/examples/video_transcoding_job.sql");
+    it_apply_sql(db, "sql/examples/video_transcoding_job.sql");
     const char *xs[] = {"resource.jobs.table=public.video_transcoding_jobs", "resource.jobs.kind=VideoTranscodingJob",
                         "resource.jobs.shape=crd", "resource.jobs.api.version=media.example.com/v1", NULL};
     it_proc_t *p = start(db, xs);

@@ -18,47 +18,8 @@
 
 #define EV_TIMEOUT 15000
 
-static const char *psql_path(void) {
-    static char found[4096];
-    if (found[0])
-        return found;
-    const char *path = getenv("PATH");
-    cr_assert(path, "no PATH");
-    char *copy = strdup(path);
-    for (char *save = NULL, *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
-        snprintf(found, sizeof found, "%s/psql", *dir ? dir : ".");
-        if (access(found, X_OK) == 0) {
-            free(copy);
-            return found;
-        }
-    }
-    free(copy);
-    found[0] = '\0';
-    cr_assert_fail("psql is not on PATH");
-    return NULL;
-}
-
-/* psql -X -v ON_ERROR_STOP=1 -d db -f <source dir>/<rel>; aborts unless it exits 0. */
-static void apply_file(const char *db, const char *rel) {
-    char file[4096];
-    snprintf(file, sizeof file, "%s/%s", CRW_SOURCE_DIR, rel);
-    const char *argv[] = {"psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", file, NULL};
-    char *out = NULL, *err = NULL;
-    int rc = it_run(psql_path(), argv, 60000, &out, &err);
-    cr_assert_eq(rc, 0, "psql -f %s exited %d:\n%s", rel, rc, err);
-    free(out);
-    free(err);
-}
-
-/* The SQL convention's table: every column; txid left to manage(). */
-#define CONVENTION_COLUMNS                                                                                   \
-    "namespace text NOT NULL DEFAULT 'default', name text NOT NULL, uid uuid NOT NULL, "                     \
-    "generation bigint NOT NULL, resource_version bigint NOT NULL, labels jsonb NOT NULL DEFAULT '{}', "     \
-    "annotations jsonb NOT NULL DEFAULT '{}', spec jsonb NOT NULL, status jsonb NOT NULL DEFAULT '{}', "     \
-    "created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, deleted_at timestamptz"
-
 static void create_managed(PGconn *c, const char *table) {
-    it_exec(c, "CREATE TABLE %s (" CONVENTION_COLUMNS ", PRIMARY KEY (namespace, name))", table);
+    it_exec(c, "CREATE TABLE %s (" IT_CONVENTION_COLUMNS ", PRIMARY KEY (namespace, name))", table);
     it_exec(c, "SELECT crwatch.manage('%s')", table);
 }
 
@@ -170,9 +131,9 @@ static void drop_role(const char *role) {
 Test(sql, applying_crwatch_sql_twice_changes_nothing) {
     char db[64];
     PGconn *c = it_db_create("sqlidem", db, sizeof db);
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     create_managed(c, "public.jobs");
-    it_exec(c, "CREATE TABLE public.shared (kind text NOT NULL, " CONVENTION_COLUMNS
+    it_exec(c, "CREATE TABLE public.shared (kind text NOT NULL, " IT_CONVENTION_COLUMNS
                ", PRIMARY KEY (kind, namespace, name));"
                "SELECT crwatch.manage('public.shared');"
                "INSERT INTO public.jobs (name, spec) VALUES ('a', '{}');"
@@ -192,12 +153,12 @@ Test(sql, applying_crwatch_sql_twice_changes_nothing) {
     for (size_t i = 0; i < sizeof must_see / sizeof must_see[0]; i++)
         cr_assert(strstr(before, must_see[i]), "fingerprint lacks '%s':\n%s", must_see[i], before);
 
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     it_exec(c, "SELECT crwatch.manage('public.jobs'); SELECT crwatch.manage('public.shared')");
     expect_value(c, "0", "SELECT crwatch.publish('crwatch', 'public.jobs', 'public.shared')");
     char *after = fingerprint(c);
     assert_same_fingerprint(before, after, "a second apply of crwatch.sql and manage()");
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     free(after);
     after = fingerprint(c);
     assert_same_fingerprint(before, after, "a third apply of crwatch.sql");
@@ -233,9 +194,9 @@ Test(sql, applying_crwatch_sql_twice_changes_nothing) {
 Test(sql, txid_index_can_be_skipped_to_keep_status_updates_hot) {
     char db[64];
     PGconn *c = it_db_create("sqlhot", db, sizeof db);
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     create_managed(c, "public.indexed");
-    it_exec(c, "CREATE TABLE public.plain (" CONVENTION_COLUMNS ", PRIMARY KEY (namespace, name))");
+    it_exec(c, "CREATE TABLE public.plain (" IT_CONVENTION_COLUMNS ", PRIMARY KEY (namespace, name))");
     it_exec(c, "SELECT crwatch.manage('public.plain', txid_index => false)");
     expect_value(c, "indexed:1,plain:0",
                  "SELECT string_agg(t || ':' || (SELECT count(*) FROM pg_indexes "
@@ -284,7 +245,7 @@ Test(sql, concurrent_installers_all_succeed_even_inside_a_transaction) {
     fprintf(f, "BEGIN;\n\\i %s/sql/crwatch.sql\nSELECT pg_sleep(1);\nCOMMIT;\n", CRW_SOURCE_DIR);
     fclose(f);
     const char *wrapped[] = {"psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", script, NULL};
-    it_proc_t *first = it_proc_spawn(psql_path(), wrapped);
+    it_proc_t *first = it_proc_spawn(it_psql_path(), wrapped);
     /* Wait until it is inside the file's transaction, past the lock. */
     cr_assert(it_wait_sql_true(c, 10000,
                                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
@@ -294,8 +255,8 @@ Test(sql, concurrent_installers_all_succeed_even_inside_a_transaction) {
     snprintf(file, sizeof file, "%s/sql/crwatch.sql", CRW_SOURCE_DIR);
     const char *plain[] = {"psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", file, NULL};
     const char *single[] = {"psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", file, NULL};
-    it_proc_t *others[4] = {it_proc_spawn(psql_path(), plain), it_proc_spawn(psql_path(), single),
-                            it_proc_spawn(psql_path(), plain), it_proc_spawn(psql_path(), single)};
+    it_proc_t *others[4] = {it_proc_spawn(it_psql_path(), plain), it_proc_spawn(it_psql_path(), single),
+                            it_proc_spawn(it_psql_path(), plain), it_proc_spawn(it_psql_path(), single)};
     int first_rc = it_proc_wait(first, 30000);
     unlink(script);
     cr_assert_eq(first_rc, 0, "wrapped installer failed");
@@ -321,7 +282,7 @@ Test(sql, upgrade_from_the_first_version_keeps_manage_callable) {
     it_exec(c, "CREATE SCHEMA crwatch;"
                "CREATE FUNCTION crwatch.manage(tbl regclass) RETURNS void LANGUAGE sql AS 'SELECT';"
                "CREATE FUNCTION crwatch.is_managed(tbl regclass) RETURNS boolean LANGUAGE sql AS 'SELECT false'");
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     create_managed(c, "public.j"); /* manage('public.j'): not ambiguous */
     expect_value(c, "t", "SELECT crwatch.is_managed('public.j')");
     expect_value(c, "manage(tbl regclass, txid_index boolean DEFAULT true)",
@@ -336,11 +297,11 @@ Test(sql, upgrade_from_the_first_version_keeps_manage_callable) {
 Test(sql, examples_apply_twice_without_change) {
     char db[64];
     PGconn *c = it_db_create("sqlexidem", db, sizeof db);
-    apply_file(db, "sql/examples/video_transcoding_job.sql");
-    apply_file(db, "sql/examples/shared_resources.sql");
+    it_apply_sql(db, "sql/examples/video_transcoding_job.sql");
+    it_apply_sql(db, "sql/examples/shared_resources.sql");
     char *before = fingerprint(c);
-    apply_file(db, "sql/examples/video_transcoding_job.sql");
-    apply_file(db, "sql/examples/shared_resources.sql");
+    it_apply_sql(db, "sql/examples/video_transcoding_job.sql");
+    it_apply_sql(db, "sql/examples/shared_resources.sql");
     char *after = fingerprint(c);
     assert_same_fingerprint(before, after, "a second apply of the examples");
     expect_value(c, "t", "SELECT crwatch.is_managed('public.video_transcoding_jobs') AND "
@@ -359,7 +320,7 @@ Test(sql, examples_apply_twice_without_change) {
 Test(sql, resource_version_is_one_global_sequence_and_the_trigger_wins) {
     char db[64];
     PGconn *c = it_db_create("sqlrv", db, sizeof db);
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     create_managed(c, "public.a");
     create_managed(c, "public.b");
     static const char *const writes[] = {
@@ -395,7 +356,7 @@ Test(sql, resource_version_is_one_global_sequence_and_the_trigger_wins) {
 Test(sql, generation_counts_spec_changes_only) {
     char db[64];
     PGconn *c = it_db_create("sqlgen", db, sizeof db);
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     create_managed(c, "public.j");
     static const struct {
         const char *sql;
@@ -426,7 +387,7 @@ Test(sql, generation_counts_spec_changes_only) {
 Test(sql, timestamps_uid_and_txid_are_the_writing_transactions) {
     char db[64];
     PGconn *c = it_db_create("sqltx", db, sizeof db);
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     create_managed(c, "public.j");
     expect_value(c, "xid8", "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
                             "WHERE attrelid = 'public.j'::regclass AND attname = 'txid'");
@@ -479,7 +440,7 @@ Test(sql, timestamps_uid_and_txid_are_the_writing_transactions) {
 Test(sql, delete_and_truncate_write_tombstones_with_kind) {
     char db[64];
     PGconn *c = it_db_create("sqltomb", db, sizeof db);
-    apply_file(db, "sql/examples/shared_resources.sql");
+    it_apply_sql(db, "sql/examples/shared_resources.sql");
     it_exec(c, "INSERT INTO resources (kind, name, spec) VALUES "
                "('ThumbnailJob', 'thumb-1', '{\"size\":128}'), ('MediaPipeline', 'pipe-1', '{\"steps\":[1,2]}'),"
                "('ThumbnailJob', 'thumb-2', '{\"size\":64}')");
@@ -541,7 +502,7 @@ Test(sql, delete_and_truncate_write_tombstones_with_kind) {
 Test(sql, manage_refuses_tables_outside_the_convention) {
     char db[64];
     PGconn *c = it_db_create("sqlbad", db, sizeof db);
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     it_exec(c, "CREATE TABLE bad (namespace text, name varchar, uid uuid, generation int, spec json, kind int, "
                "txid bigint)");
     char *detail = expect_error(c, "42P16", "SELECT crwatch.manage('bad')");
@@ -566,7 +527,7 @@ Test(sql, manage_refuses_tables_outside_the_convention) {
 Test(sql, publish_creates_extends_and_refuses_tables_without_identity) {
     char db[64];
     PGconn *c = it_db_create("sqlpub", db, sizeof db);
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     create_managed(c, "public.a");
     create_managed(c, "public.b");
     expect_value(c, "1", "SELECT crwatch.publish('p', 'a')");
@@ -591,7 +552,7 @@ Test(sql, writers_need_no_privilege_on_crwatch_and_cannot_forge) {
     char db[64], writer[80];
     PGconn *c = it_db_create("sqlwriter", db, sizeof db);
     snprintf(writer, sizeof writer, "%s_w", db);
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     create_managed(c, "public.j");
     drop_role(writer);
     it_exec(c, "CREATE ROLE %s LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON public.j TO %s", writer, writer);
@@ -613,7 +574,7 @@ Test(sql, least_privilege_role_streams_without_superuser) {
     char db[64], role[80];
     PGconn *c = it_db_create("sqlrole", db, sizeof db);
     snprintf(role, sizeof role, "%s_crw", db);
-    apply_file(db, "sql/crwatch.sql");
+    it_apply_sql(db, "sql/crwatch.sql");
     create_managed(c, "public.jobs");
     create_managed(c, "public.secret");
     it_exec(c, "INSERT INTO secret (name, spec) VALUES ('s1', '{\"password\":\"hunter2\"}')");
@@ -700,7 +661,7 @@ Test(sql, least_privilege_role_streams_without_superuser) {
 Test(sql, video_example_gives_the_demo_lifecycle) {
     char db[64];
     PGconn *c = it_db_create("sqldemo", db, sizeof db);
-    apply_file(db, "sql/examples/video_transcoding_job.sql");
+    it_apply_sql(db, "sql/examples/video_transcoding_job.sql");
     char slot[128];
     snprintf(slot, sizeof slot, "slot.name=%s", db);
     /* As scripts/demo runs it: the publication is the example's. */

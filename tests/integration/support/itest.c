@@ -598,11 +598,45 @@ it_proc_t *it_crwatch_stream(const char *dbname, const char *const *base, const 
         }
     args[n] = NULL;
     it_proc_t *p = it_crwatch_start(dbname, args);
-    if (!it_proc_stderr_wait(p, "streaming from slot", IT_STREAM_TIMEOUT_MS)) {
+    /* "streaming from slot ..." (logical) or "streaming by polling ..." */
+    if (!it_proc_stderr_wait(p, "INFO: streaming ", IT_STREAM_TIMEOUT_MS)) {
         it_proc_dump_stderr(p);
         cr_assert_fail("crwatch did not start streaming");
     }
     return p;
+}
+
+/* ---- psql ---------------------------------------------------------- */
+
+const char *it_psql_path(void) {
+    static char found[4096];
+    if (found[0])
+        return found;
+    const char *path = getenv("PATH");
+    cr_assert(path, "no PATH");
+    char *copy = strdup(path);
+    for (char *save = NULL, *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+        snprintf(found, sizeof found, "%s/psql", *dir ? dir : ".");
+        if (access(found, X_OK) == 0) {
+            free(copy);
+            return found;
+        }
+    }
+    free(copy);
+    found[0] = '\0';
+    cr_assert_fail("psql is not on PATH");
+    return NULL;
+}
+
+void it_apply_sql(const char *db, const char *rel) {
+    char file[4096];
+    snprintf(file, sizeof file, "%s/%s", CRW_SOURCE_DIR, rel);
+    const char *argv[] = {"psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db, "-f", file, NULL};
+    char *out = NULL, *err = NULL;
+    int rc = it_run(it_psql_path(), argv, 60000, &out, &err);
+    cr_assert_eq(rc, 0, "psql -f %s exited %d:\n%s", rel, rc, err);
+    free(out);
+    free(err);
 }
 
 /*

@@ -63,6 +63,19 @@ char *it_query_value(PGconn *c, const char *fmt, ...) IT_PRINTF(2, 3);
  * first. */
 bool it_wait_sql_true(PGconn *c, int timeout_ms, const char *fmt, ...) IT_PRINTF(3, 4);
 
+/* The columns of a table in the sql/ convention (docs/sql.md); txid is left to crwatch.manage(). */
+#define IT_CONVENTION_COLUMNS                                                                                \
+    "namespace text NOT NULL DEFAULT 'default', name text NOT NULL, uid uuid NOT NULL, "                     \
+    "generation bigint NOT NULL, resource_version bigint NOT NULL, labels jsonb NOT NULL DEFAULT '{}', "     \
+    "annotations jsonb NOT NULL DEFAULT '{}', spec jsonb NOT NULL, status jsonb NOT NULL DEFAULT '{}', "     \
+    "created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL, deleted_at timestamptz"
+
+/* Path of psql on $PATH; aborts the test when there is none. */
+const char *it_psql_path(void);
+
+/* psql -X -v ON_ERROR_STOP=1 -d db -f <source dir>/<rel> (db: a name or a conninfo); aborts unless it exits 0. */
+void it_apply_sql(const char *db, const char *rel);
+
 /* ---- child processes ------------------------------------------------ */
 
 typedef struct it_proc it_proc_t;
@@ -90,7 +103,8 @@ it_proc_t *it_crwatch_start(const char *dbname, const char *const *args);
 /*
  * Starts `crwatch stream` on dbname with slot.name=<dbname> and one -X for
  * each setting of base, then of extra (NULL-terminated; either may be NULL),
- * and waits until it streams ("streaming from slot" in its log); aborts the
+ * and waits until it streams ("streaming from slot" or "streaming by
+ * polling" in its log); aborts the
  * test, with crwatch's stderr, if it does not within IT_STREAM_TIMEOUT_MS.
  */
 it_proc_t *it_crwatch_stream(const char *dbname, const char *const *base, const char *const *extra);

@@ -1,0 +1,755 @@
+/*
+ * poll.c — the polling source (source=poll; docs/poll.md): where logical
+ * replication is not available, the watched tables are read for the rows
+ * and tombstones whose writer committed since the last poll.
+ *
+ * Tables in the sql/ convention carry `txid` (xid8, the writer's top-level
+ * transaction, kept by crwatch.manage()'s trigger), and deletes leave rows in
+ * crwatch.tombstones.  The watermark is a snapshot, W: every change whose
+ * writer is visible in W has been delivered.  A poll opens a REPEATABLE READ
+ * transaction, whose snapshot S becomes the next watermark, and reads
+ *
+ *     txid >= pg_snapshot_xmin(W) AND NOT pg_visible_in_snapshot(txid, W)
+ *
+ * from each table and its tombstones (the txid index bounds the scan), so
+ * what it reads is exactly what committed between W and S: a transaction
+ * still running at W (in W's xip list, or above its xmax) is picked up by the
+ * first poll that sees it committed, however long it ran, without holding
+ * back the transactions that committed meanwhile (PgQ's batches).  An
+ * aborted transaction's versions are never visible; a row written several
+ * times between two polls is read once, in its latest state.
+ *
+ * Positions: each poll is a batch with the next position (a counter that
+ * only grows, kept in crwatch.offsets with its watermark).  The rows of one
+ * writer are one source transaction; their commits carry the previous
+ * position and an empty transaction closing the batch carries the batch's,
+ * so the pipeline confirms a batch only when every row of it was
+ * acknowledged.  A confirmed position is made durable by writing its
+ * watermark to crwatch.offsets (keyed by slot.name): a restart polls from
+ * there, so nothing is lost and what was not confirmed comes again.
+ *
+ * Two connections: one reads batches (single-row mode, so a batch is never
+ * held in memory whole), the other answers the catalog and keeps offsets.
+ * Thread-safety: one thread, the driver's.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/buf.h"
+#include "core/clock.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/lsn.h"
+#include "decode/change.h"
+#include "source/poll.h"
+#include "source/source.h"
+
+#define PRUNE_EVERY_US INT64_C(60000000) /* crwatch.prune_seen_tombstones() at most once a minute */
+/* A digest of the columns of the tables whose OIDs are $1 (an oid[] literal): it changes when one is altered. */
+#define COLUMNS_DIGEST                                                                                                 \
+    "(SELECT md5(string_agg(concat_ws(':', a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod), ',' "           \
+    "ORDER BY a.attrelid, a.attnum)) FROM pg_attribute a WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 "         \
+    "AND NOT a.attisdropped AND a.attgenerated = '')"
+#define META_COLS 5                      /* crw_op, crw_txid, crw_rv, crw_added, crw_time */
+
+/* A delivered batch: its position and the watermark it leaves. */
+typedef struct {
+    uint64_t position;
+    char *watermark;      /* pg_snapshot text */
+    char *watermark_time; /* timestamptz text: when it was taken */
+    bool changes;         /* it delivered rows (worth storing at once) */
+} mark_t;
+
+typedef struct {
+    const crw_relation_t *rel;
+    crw_buf_t query;      /* $1 the watermark, $2 its time, $3 the table's OID, $4 the watermark's xmin */
+} ptable_t;
+
+typedef struct {
+    crw_source_t base;
+    const crw_config_t *conf;
+    crw_session_t ses;     /* ses.sql: catalog and offsets */
+    PGconn *read;          /* batches */
+    crw_source_events_t ev;
+    bool endpos_asked;
+    crw_relcache_t *rels;
+    crw_catalog_t *cat;
+    ptable_t *tables;
+    int ntables;
+    uint64_t position;     /* the last position handed out; never reused in this process */
+    mark_t *marks;         /* [0]: what crwatch.offsets holds; then batches delivered since, oldest first */
+    int nmarks, capmarks;
+    uint64_t confirmed;
+    bool snapshot_done;
+    bool in_txn, at_end, stop_after_commit;
+    int64_t next_poll_us, last_store_us, last_prune_us;
+    bool prune_refused;
+    crw_buf_t idbuf;
+    crw_buf_t oids;        /* the watched tables' OIDs, "{1,2}" */
+    char *schema;          /* digest of their columns (COLUMNS_DIGEST) when they were described */
+} poll_t;
+
+#define P(s) ((poll_t *)(s))
+
+/* ---- marks ------------------------------------------------------------- */
+
+static void mark_free(mark_t *m) {
+    free(m->watermark);
+    free(m->watermark_time);
+}
+
+static void marks_clear(poll_t *p) {
+    for (int i = 0; i < p->nmarks; i++)
+        mark_free(&p->marks[i]);
+    p->nmarks = 0;
+}
+
+static void mark_push(poll_t *p, uint64_t position, const char *watermark, const char *time, bool changes) {
+    if (p->nmarks == p->capmarks) {
+        p->capmarks = p->capmarks ? p->capmarks * 2 : 16;
+        p->marks = crw_realloc(p->marks, sizeof *p->marks * (size_t)p->capmarks);
+    }
+    p->marks[p->nmarks++] = (mark_t){position, crw_strdup(watermark), crw_strdup(time), changes};
+}
+
+/* ---- the source's ops ---------------------------------------------------- */
+
+static void poll_close(crw_source_t *base) {
+    poll_t *p = P(base);
+    if (p->read)
+        PQfinish(p->read);
+    p->read = NULL;
+    crw_session_close(&p->ses);
+    crw_catalog_set_conn(p->cat, NULL);
+    /* What was delivered and not stored comes again from the stored watermark. */
+    marks_clear(p);
+    p->in_txn = false;
+}
+
+static void poll_destroy(crw_source_t *base) {
+    poll_t *p = P(base);
+    poll_close(base);
+    for (int i = 0; i < p->ntables; i++)
+        crw_buf_free(&p->tables[i].query);
+    free(p->tables);
+    free(p->marks);
+    crw_session_free(&p->ses);
+    crw_catalog_destroy(p->cat);
+    crw_relcache_destroy(p->rels);
+    crw_buf_free(&p->idbuf);
+    crw_buf_free(&p->oids);
+    free(p->schema);
+    free(p);
+}
+
+static const char *poll_dbname(const crw_source_t *base) {
+    const poll_t *p = (const poll_t *)base;
+    return p->ses.dbname ? p->ses.dbname : "";
+}
+static crw_catalog_t *poll_catalog(crw_source_t *base) { return P(base)->cat; }
+static void poll_format_position(const crw_source_t *base, uint64_t position, char *buf, size_t n) {
+    (void)base;
+    snprintf(buf, n, "poll batch %llu", (unsigned long long)position);
+}
+static bool poll_at_end(const crw_source_t *base) { return ((const poll_t *)base)->at_end; }
+static bool poll_in_txn(const crw_source_t *base) { return ((const poll_t *)base)->in_txn; }
+static void poll_stop_after_commit(crw_source_t *base) { P(base)->stop_after_commit = true; }
+static void poll_keepalive(crw_source_t *base) { (void)base; /* no connection to keep: reads wait for the driver */ }
+
+static void poll_confirm(crw_source_t *base, uint64_t position) {
+    poll_t *p = P(base);
+    if (position > p->confirmed)
+        p->confirmed = position;
+}
+
+/* The error of a failed result, one line, and whether the connection went. */
+static int failed(PGconn *c, const PGresult *res, char *errstr, size_t n, const char *what) {
+    const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
+    snprintf(errstr, n, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
+    return PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+}
+
+/* Runs a command on c (no rows wanted). */
+static int exec_ok(PGconn *c, const char *sql, char *errstr, size_t n) {
+    PGresult *res = PQexec(c, sql);
+    int rc = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK
+                 ? 0
+                 : failed(c, res, errstr, n, sql);
+    PQclear(res);
+    return rc;
+}
+
+/*
+ * Stores the newest confirmed batch's watermark in crwatch.offsets: at once
+ * when that batch (or one before it) delivered rows, else (idle polls) once a
+ * status interval, or always when force.
+ */
+static int store(poll_t *p, bool force, char *errstr, size_t n) {
+    int last = -1;
+    bool changes = false;
+    for (int i = 1; i < p->nmarks && p->marks[i].position <= p->confirmed; i++) {
+        last = i;
+        changes |= p->marks[i].changes;
+    }
+    if (last < 0)
+        return 0;
+    int64_t now = crw_clock_mono_us();
+    if (!force && !changes && now - p->last_store_us < (int64_t)p->conf->status_interval_ms * 1000)
+        return 0;
+    const mark_t *m = &p->marks[last];
+    char pos[24];
+    crw_u64_format(pos, m->position);
+    const char *params[4] = {p->conf->slot_name, pos, m->watermark, m->watermark_time};
+    PGresult *res = PQexecParams(p->ses.sql,
+                                 "UPDATE crwatch.offsets SET position = $2::bigint, watermark = $3::pg_snapshot, "
+                                 "watermark_time = $4::timestamptz, updated_at = now() WHERE name = $1",
+                                 4, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = failed(p->ses.sql, res, errstr, n, "storing the watermark in crwatch.offsets");
+    else if (strcmp(PQcmdTuples(res), "1") != 0) {
+        snprintf(errstr, n, "crwatch.offsets lost the row of %s while crwatch was polling", p->conf->slot_name);
+        rc = CRW_ERR_PREREQ;
+    }
+    PQclear(res);
+    if (rc < 0)
+        return rc;
+    p->last_store_us = now;
+    /* marks[last] is what the table holds now: drop what it covers. */
+    for (int i = 0; i < last; i++)
+        mark_free(&p->marks[i]);
+    memmove(p->marks, p->marks + last, sizeof *p->marks * (size_t)(p->nmarks - last));
+    p->nmarks -= last;
+    crw_debug("poll: stored position %s, watermark %s", pos, m->watermark);
+
+    /* Tombstones every poller has seen can go (crwatch.create_role grants it): once a minute, and at the end. */
+    if (!p->prune_refused && (force || now - p->last_prune_us >= PRUNE_EVERY_US)) {
+        p->last_prune_us = now;
+        res = PQexec(p->ses.sql, "SELECT crwatch.prune_seen_tombstones()");
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            if (strcmp(PQgetvalue(res, 0, 0), "0") != 0)
+                crw_info("poll: pruned %s tombstones every poller has seen", PQgetvalue(res, 0, 0));
+        } else {
+            crw_warn("poll: cannot prune tombstones (%.*s); prune them with crwatch.prune_tombstones()",
+                     (int)strcspn(PQresultErrorMessage(res), "\n"), PQresultErrorMessage(res));
+            p->prune_refused = true;
+        }
+        PQclear(res);
+    }
+    return 0;
+}
+
+/* ---- start ------------------------------------------------------------------ */
+
+int crw_poll_check(crw_session_t *ses, char *errstr, size_t n) {
+    const crw_config_t *cf = ses->conf;
+    if (cf->nresources == 0) {
+        snprintf(errstr, n, "source=poll reads the tables it is told: set tables= or resource.<id>.table");
+        return CRW_ERR_CONFIG;
+    }
+    PGresult *res;
+    int rc = crw_session_query(ses->sql, &res, errstr, n,
+                               "SELECT o IS NOT NULL AND t IS NOT NULL, "
+                               "       o IS NOT NULL AND t IS NOT NULL AND has_table_privilege(o, 'SELECT, INSERT, UPDATE') "
+                               "       AND has_table_privilege(t, 'SELECT') "
+                               "FROM to_regclass('crwatch.offsets') o, to_regclass('crwatch.tombstones') t",
+                               0, NULL);
+    if (rc < 0)
+        return rc;
+    bool have = !strcmp(PQgetvalue(res, 0, 0), "t"), may = !strcmp(PQgetvalue(res, 0, 1), "t");
+    PQclear(res);
+    if (!have) {
+        snprintf(errstr, n,
+                 "source=poll needs crwatch.offsets and crwatch.tombstones: apply sql/crwatch.sql to database %s",
+                 ses->dbname);
+        return CRW_ERR_PREREQ;
+    }
+    if (!may) {
+        snprintf(errstr, n,
+                 "role %s may not keep crwatch.offsets or read crwatch.tombstones: run "
+                 "SELECT crwatch.create_role('%s', <tables>) (or GRANT SELECT, INSERT, UPDATE ON crwatch.offsets and "
+                 "SELECT ON crwatch.tombstones)",
+                 PQuser(ses->sql), PQuser(ses->sql));
+        return CRW_ERR_PREREQ;
+    }
+    if ((rc = crw_session_check_tables(ses, errstr, n)) < 0)
+        return rc;
+    for (int i = 0; i < cf->nresources; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        if (crw_config_table_named_before(cf, i))
+            continue;
+        const char *params[2] = {rs->schema, rs->table};
+        rc = crw_session_query(
+            ses->sql, &res, errstr, n,
+            "WITH t AS (SELECT c.oid FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace "
+            "            WHERE ns.nspname = $1 AND c.relname = $2), "
+            "     x AS (SELECT a.attnum FROM pg_attribute a, t WHERE a.attrelid = t.oid AND a.attname = 'txid' "
+            "            AND NOT a.attisdropped AND a.atttypid = 'xid8'::regtype) "
+            "SELECT EXISTS (SELECT 1 FROM x), "
+            "       EXISTS (SELECT 1 FROM pg_index i, t, x WHERE i.indrelid = t.oid AND i.indkey[0] = x.attnum "
+            "               AND i.indpred IS NULL AND i.indisvalid), "
+            "       (SELECT count(*) FROM pg_trigger g JOIN pg_proc f ON f.oid = g.tgfoid, t "
+            "         WHERE g.tgrelid = t.oid AND f.pronamespace = 'crwatch'::regnamespace AND g.tgenabled = 'O' "
+            "           AND f.proname IN ('tg_write', 'tg_tombstone', 'tg_truncate')) = 3",
+            2, params);
+        if (rc < 0)
+            return rc;
+        const char *missing = strcmp(PQgetvalue(res, 0, 0), "t")   ? "the txid column"
+                              : strcmp(PQgetvalue(res, 0, 1), "t") ? "an index on txid"
+                              : strcmp(PQgetvalue(res, 0, 2), "t") ? "crwatch's triggers"
+                                                                   : NULL;
+        PQclear(res);
+        if (missing) {
+            snprintf(errstr, n,
+                     "table %s.%s is not managed for polling (it lacks %s): run SELECT crwatch.manage('%s.%s') as "
+                     "its owner (sql/crwatch.sql, docs/sql.md)",
+                     rs->schema, rs->table, missing, rs->schema, rs->table);
+            return CRW_ERR_PREREQ;
+        }
+    }
+    return 0;
+}
+
+/*
+ * The batch query of one table: its tombstones in the order the deletes
+ * happened (their resource_version: deletes of one key are serialised by its
+ * row lock), then its changed rows, writer by writer.  Deletes come first
+ * because a row still in the table is the latest state of its key: a
+ * tombstone of that key in the same batch came before it, even when the
+ * re-inserting transaction has the lower txid.
+ */
+static void build_query(poll_t *p, ptable_t *t) {
+    const crw_relation_t *rel = t->rel;
+    PGconn *c = p->ses.sql;
+    char *ns = PQescapeIdentifier(c, rel->nspname, strlen(rel->nspname));
+    char *tb = PQescapeIdentifier(c, rel->relname, strlen(rel->relname));
+    crw_buf_t cols = CRW_BUF_INIT, cols_r = CRW_BUF_INIT;
+    for (int i = 0; i < rel->natts; i++) {
+        char *q = PQescapeIdentifier(c, rel->atts[i].name, strlen(rel->atts[i].name));
+        crw_buf_printf(&cols, ", x.%s", q);
+        crw_buf_printf(&cols_r, ", r.%s", q);
+        PQfreemem(q);
+    }
+    crw_buf_t *b = &t->query;
+    crw_buf_reset(b);
+    /* crw_added: created since the last poll, or never written by another transaction than
+     * its creator (docs/poll.md, "ADDED or MODIFIED"). crw_time: the writer's now(), PostgreSQL epoch µs. */
+    crw_buf_printf(b,
+                   "SELECT * FROM (SELECT 'R' AS crw_op, x.txid AS crw_txid, x.resource_version AS crw_rv, "
+                   "(x.created_at > $2::timestamptz OR x.created_at = x.updated_at) AS crw_added, "
+                   "((extract(epoch FROM x.updated_at) - 946684800) * 1000000)::bigint AS crw_time%s "
+                   "FROM %s.%s x WHERE x.txid >= $4::xid8 "
+                   "AND NOT pg_visible_in_snapshot(x.txid, $1::pg_snapshot) "
+                   "UNION ALL "
+                   "SELECT CASE WHEN d.truncated THEN 'T' ELSE 'D' END, d.txid, d.resource_version, false, "
+                   "((extract(epoch FROM d.deleted_at) - 946684800) * 1000000)::bigint%s "
+                   "FROM crwatch.tombstones d CROSS JOIN LATERAL jsonb_populate_record(NULL::%s.%s, d.object) r "
+                   "WHERE d.relid = $3::oid AND d.txid >= $4::xid8 "
+                   "AND NOT pg_visible_in_snapshot(d.txid, $1::pg_snapshot) "
+                   ") u ORDER BY crw_op = 'R', CASE WHEN crw_op = 'R' THEN crw_txid END, crw_rv",
+                   cols.data ? cols.data : "", ns, tb, cols_r.data ? cols_r.data : "", ns, tb);
+    crw_buf_free(&cols);
+    crw_buf_free(&cols_r);
+    PQfreemem(ns);
+    PQfreemem(tb);
+}
+
+/* describe_tables' work, inside its transaction. */
+static int describe_in_snapshot(poll_t *p, char *errstr, size_t n) {
+    const crw_config_t *cf = p->conf;
+    for (int i = 0; i < p->ntables; i++)
+        crw_buf_free(&p->tables[i].query);
+    p->ntables = 0;
+    free(p->tables);
+    p->tables = crw_calloc((size_t)cf->nresources, sizeof *p->tables);
+    crw_buf_reset(&p->oids);
+    crw_buf_putc(&p->oids, '{');
+    for (int i = 0; i < cf->nresources; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        if (crw_config_table_named_before(cf, i))
+            continue;
+        const crw_relation_t *rel = crw_catalog_describe(p->cat, rs->schema, rs->table, errstr, n);
+        if (!rel)
+            return CRW_ERR_PREREQ;
+        ptable_t *t = &p->tables[p->ntables++];
+        t->rel = rel;
+        build_query(p, t);
+        crw_buf_printf(&p->oids, "%s%u", p->ntables > 1 ? "," : "", rel->relid);
+    }
+    crw_buf_putc(&p->oids, '}');
+    const char *oids[1] = {p->oids.data};
+    PGresult *res;
+    int rc = crw_session_query(p->ses.sql, &res, errstr, n, "SELECT " COLUMNS_DIGEST, 1, oids);
+    if (rc < 0)
+        return rc;
+    free(p->schema);
+    p->schema = crw_strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return 0;
+}
+
+/*
+ * Describes the watched tables as they are now, builds their batch queries
+ * and remembers their OIDs and the digest of their columns, all in one
+ * snapshot: every poll compares the digest and describes again when a table
+ * was altered.
+ */
+static int describe_tables(poll_t *p, char *errstr, size_t n) {
+    int rc = exec_ok(p->ses.sql, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", errstr, n);
+    if (rc < 0)
+        return rc;
+    if ((rc = describe_in_snapshot(p, errstr, n)) < 0) {
+        PQclear(PQexec(p->ses.sql, "ROLLBACK"));
+        return rc;
+    }
+    return exec_ok(p->ses.sql, "COMMIT", errstr, n);
+}
+
+/* The stored watermark of this crwatch, or a new one (first start) registered in crwatch.offsets. */
+static int load_offsets(poll_t *p, char *errstr, size_t n) {
+    const char *params[1] = {p->conf->slot_name};
+    PGresult *res;
+    int rc = crw_session_query(p->ses.sql, &res, errstr, n,
+                               "SELECT position, watermark::text, watermark_time::text FROM crwatch.offsets "
+                               "WHERE name = $1 AND watermark IS NOT NULL",
+                               1, params);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) == 1) {
+        uint64_t stored = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        if (stored > p->position)
+            p->position = stored;
+        mark_push(p, p->position, PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2), false);
+        crw_info("poll: resuming %s at position %llu, watermark %s", p->conf->slot_name,
+                 (unsigned long long)stored, PQgetvalue(res, 0, 1));
+        PQclear(res);
+        if (p->ev.snapshot && !p->snapshot_done) {
+            if ((rc = p->ev.snapshot(p->ev.opaque, p->cat, false)) < 0)
+                return rc;
+            p->snapshot_done = true;
+        }
+        return 0;
+    }
+    PQclear(res);
+    /* First start: the current snapshot is the watermark (what committed before it is the tables'
+     * state, as a new slot's start is); the cache, if any, reads that very snapshot. */
+    if ((rc = exec_ok(p->ses.sql, "BEGIN ISOLATION LEVEL REPEATABLE READ", errstr, n)) < 0)
+        return rc;
+    rc = crw_session_query(p->ses.sql, &res, errstr, n, "SELECT pg_current_snapshot()::text, now()::text", 0, NULL);
+    if (rc < 0)
+        return rc;
+    char *wm = crw_strdup(PQgetvalue(res, 0, 0)), *wt = crw_strdup(PQgetvalue(res, 0, 1));
+    PQclear(res);
+    if (p->ev.snapshot && !p->snapshot_done) {
+        if ((rc = p->ev.snapshot(p->ev.opaque, p->cat, true)) < 0)
+            goto out;
+        p->snapshot_done = true;
+    }
+    if ((rc = exec_ok(p->ses.sql, "COMMIT", errstr, n)) < 0)
+        goto out;
+    p->position = p->position ? p->position : 1;
+    char pos[24];
+    crw_u64_format(pos, p->position);
+    const char *ins[4] = {p->conf->slot_name, pos, wm, wt};
+    rc = crw_session_query(p->ses.sql, &res, errstr, n,
+                           "INSERT INTO crwatch.offsets (name, position, watermark, watermark_time) "
+                           "VALUES ($1, $2::bigint, $3::pg_snapshot, $4::timestamptz) ON CONFLICT (name) DO NOTHING",
+                           4, ins);
+    if (rc < 0)
+        goto out;
+    bool inserted = !strcmp(PQcmdTuples(res), "1");
+    PQclear(res);
+    if (!inserted) {
+        snprintf(errstr, n,
+                 "crwatch.offsets has a row named %s that this role does not keep (another crwatch, or another "
+                 "role): give this one its own slot.name",
+                 p->conf->slot_name);
+        rc = CRW_ERR_PREREQ;
+        goto out;
+    }
+    mark_push(p, p->position, wm, wt, false);
+    crw_info("poll: first start of %s: changes committed after snapshot %s are streamed", p->conf->slot_name, wm);
+out:
+    if (rc < 0)
+        PQclear(PQexec(p->ses.sql, "ROLLBACK"));
+    free(wm);
+    free(wt);
+    return rc;
+}
+
+static int poll_start(crw_source_t *base, char *errstr, size_t n) {
+    poll_t *p = P(base);
+    const crw_config_t *cf = p->conf;
+    if (p->endpos_asked) {
+        snprintf(errstr, n, "--endpos goes with source=logical (a polling source has no WAL end to stop at)");
+        return CRW_ERR_CONFIG;
+    }
+    poll_close(base);
+    int rc = crw_session_open_sql(&p->ses, errstr, n);
+    if (rc < 0)
+        return rc;
+    crw_catalog_set_conn(p->cat, p->ses.sql);
+    if ((rc = crw_poll_check(&p->ses, errstr, n)) < 0)
+        goto fail;
+    if ((rc = describe_tables(p, errstr, n)) < 0)
+        goto fail;
+    if ((rc = load_offsets(p, errstr, n)) < 0)
+        goto fail;
+    /* Everything up to the stored watermark is confirmed. */
+    if (p->ev.tick)
+        p->ev.tick(p->ev.opaque, p->position);
+    /* The reading session: the same settings (DateStyle, TimeZone, ...), so values are the logical source's. */
+    crw_session_t rd;
+    crw_session_init(&rd, cf, p->ses.conninfo);
+    rc = crw_session_open_sql(&rd, errstr, n);
+    p->read = rd.sql;
+    rd.sql = NULL;
+    crw_session_free(&rd);
+    if (rc < 0)
+        goto fail;
+    p->at_end = false;
+    p->next_poll_us = 0;
+    p->last_store_us = crw_clock_mono_us();
+    crw_info("streaming by polling %d table(s) of database %s every %d ms (watermark %s, poll batch %llu)",
+             p->ntables, p->ses.dbname, cf->poll_interval_ms, cf->slot_name, (unsigned long long)p->position);
+    return 0;
+fail:
+    poll_close(base);
+    return rc;
+}
+
+/* ---- one poll --------------------------------------------------------------- */
+
+typedef struct {
+    poll_t *p;
+    uint64_t position;   /* this batch */
+    uint64_t lsn;        /* where it read (pglsn) */
+    uint64_t group_txid; /* the writer whose rows are being delivered */
+    bool open;
+    bool truncated;      /* the last row was a truncate tombstone of this table (its TRUNCATED is out) */
+    long rows;
+} batch_t;
+
+static int end_group(batch_t *b) {
+    if (!b->open)
+        return 0;
+    b->open = false;
+    b->p->in_txn = false;
+    /* Not yet the batch's position: only the batch's closing transaction confirms that. */
+    return b->p->ev.commit(b->p->ev.opaque, b->position - 1);
+}
+
+/* One row of a batch result: begins its writer's transaction when it is the first, then the change. */
+static int deliver_row(batch_t *b, const ptable_t *t, const PGresult *res, crw_pgo_col_t *cols) {
+    poll_t *p = b->p;
+    const crw_relation_t *rel = t->rel;
+    uint64_t txid = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    int rc;
+    if (!b->open || txid != b->group_txid) {
+        if ((rc = end_group(b)) < 0)
+            return rc;
+        crw_src_txn_t tx = {b->position, b->lsn, (uint32_t)txid, strtoll(PQgetvalue(res, 0, 4), NULL, 10)};
+        b->group_txid = txid;
+        b->open = true;
+        b->truncated = false;
+        p->in_txn = true;
+        if ((rc = p->ev.begin(p->ev.opaque, &tx)) < 0)
+            return rc;
+    }
+    char op = PQgetvalue(res, 0, 0)[0];
+    if (op == 'T' && b->truncated)
+        return 0; /* one TRUNCATED for the rows one TRUNCATE took */
+    b->truncated = op == 'T';
+    for (int i = 0; i < rel->natts; i++) {
+        int f = META_COLS + i;
+        cols[i].kind = PQgetisnull(res, 0, f) ? CRW_PGO_COL_NULL : CRW_PGO_COL_TEXT;
+        cols[i].data = PQgetvalue(res, 0, f);
+        cols[i].len = (uint32_t)PQgetlength(res, 0, f);
+    }
+    crw_pgo_tuple_t row = {rel->natts, cols};
+    /* The event id: the writer and the row version, the same however often it is read. */
+    crw_buf_reset(&p->idbuf);
+    crw_buf_puts(&p->idbuf, PQgetvalue(res, 0, 1));
+    crw_buf_putc(&p->idbuf, '/');
+    crw_buf_puts(&p->idbuf, PQgetvalue(res, 0, 2));
+    crw_change_t ch = {.rel = rel, .id = p->idbuf.data, .idlen = p->idbuf.len};
+    if (op == 'T')
+        ch.op = CRW_OP_TRUNCATE;
+    else if (op == 'D') {
+        ch.op = CRW_OP_DELETE;
+        ch.oldtup = &row;
+        ch.oldkind = 'O';
+    } else {
+        ch.op = PQgetvalue(res, 0, 3)[0] == 't' ? CRW_OP_INSERT : CRW_OP_UPDATE;
+        ch.newtup = &row;
+    }
+    b->rows++;
+    return p->ev.change(p->ev.opaque, &ch);
+}
+
+/* Reads one table's part of the batch, row by row. */
+static int read_table(batch_t *b, const ptable_t *t, const char *watermark, const char *wm_time, char *errstr,
+                      size_t n) {
+    poll_t *p = b->p;
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->rel->relid);
+    /* The index bound as a constant (pg_snapshot text is xmin:xmax:xip,...): the planner sees how few rows pass. */
+    char xmin[24];
+    snprintf(xmin, sizeof xmin, "%.*s", (int)strcspn(watermark, ":"), watermark);
+    const char *params[4] = {watermark, wm_time, oid, xmin};
+    if (!PQsendQueryParams(p->read, t->query.data, 4, NULL, params, NULL, NULL, 0) || !PQsetSingleRowMode(p->read))
+        return failed(p->read, NULL, errstr, n, "polling");
+    crw_pgo_col_t *cols = crw_calloc(t->rel->natts ? (size_t)t->rel->natts : 1, sizeof *cols);
+    b->truncated = false;
+    int rc = 0;
+    PGresult *res;
+    while ((res = PQgetResult(p->read))) {
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_SINGLE_TUPLE && rc == 0)
+            rc = deliver_row(b, t, res, cols);
+        else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc == 0) {
+            /* A table changed under the query (a column dropped, ...): start again, which describes
+             * the tables anew; a lasting error is retried with the driver's backoff, saying why. */
+            failed(p->read, res, errstr, n, "polling");
+            rc = CRW_ERR_CONN;
+        }
+        PQclear(res); /* after a failure: read the rest away, the connection stays usable */
+    }
+    free(cols);
+    return rc;
+}
+
+/* One batch: what committed since the last watermark; *rows: how many changes it read. */
+static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
+    const mark_t *last = &p->marks[p->nmarks - 1];
+    int64_t started = crw_clock_mono_us();
+    int rc = exec_ok(p->read, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", errstr, n);
+    if (rc < 0)
+        return rc;
+    /* The snapshot, and (in it) a digest of the watched tables' columns: a table altered since the
+     * last poll is described again before its rows are read, so they come with its new columns. */
+    const char *oids[1] = {p->oids.data};
+    PGresult *res = PQexecParams(p->read,
+                                 "SELECT pg_current_snapshot()::text, now()::text, CASE WHEN pg_is_in_recovery() "
+                                 "THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text, " COLUMNS_DIGEST,
+                                 1, NULL, oids, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = failed(p->read, res, errstr, n, "taking the poll's snapshot");
+        PQclear(res);
+        PQclear(PQexec(p->read, "ROLLBACK"));
+        return rc;
+    }
+    char *wm = crw_strdup(PQgetvalue(res, 0, 0)), *wt = crw_strdup(PQgetvalue(res, 0, 1));
+    uint64_t lsn = 0;
+    crw_lsn_parse(PQgetvalue(res, 0, 2), &lsn);
+    bool altered = strcmp(p->schema, PQgetvalue(res, 0, 3)) != 0;
+    PQclear(res);
+    if (altered) {
+        crw_info("poll: a watched table was altered: describing the tables again");
+        if ((rc = describe_tables(p, errstr, n)) < 0) {
+            PQclear(PQexec(p->read, "ROLLBACK"));
+            free(wm);
+            free(wt);
+            return rc;
+        }
+    }
+    batch_t b = {p, p->position + 1, lsn, 0, false, 0};
+    for (int i = 0; i < p->ntables && rc == 0; i++)
+        rc = read_table(&b, &p->tables[i], last->watermark, last->watermark_time, errstr, n);
+    if (rc == 0)
+        rc = end_group(&b);
+    if (rc == 0 && (rc = exec_ok(p->read, "COMMIT", errstr, n)) == 0) {
+        p->position = b.position;
+        *rows = b.rows;
+        mark_push(p, b.position, wm, wt, b.rows > 0);
+        if (b.rows > 0) {
+            /* The batch's closing transaction: confirming it confirms the batch. */
+            crw_src_txn_t close = {b.position, lsn, 0, 0};
+            p->in_txn = true;
+            rc = p->ev.begin(p->ev.opaque, &close);
+            p->in_txn = false;
+            if (rc == 0)
+                rc = p->ev.commit(p->ev.opaque, b.position);
+        } else if (p->ev.tick)
+            p->ev.tick(p->ev.opaque, b.position);
+        /* bench/poll.sh reads the idle polls' times from this line. */
+        crw_debug("poll: batch %llu: %ld changes in %.3f ms, watermark %s", (unsigned long long)b.position, b.rows,
+                  (double)(crw_clock_mono_us() - started) / 1000.0, wm);
+    } else
+        PQclear(PQexec(p->read, "ROLLBACK"));
+    free(wm);
+    free(wt);
+    if (p->stop_after_commit)
+        p->at_end = true;
+    return rc;
+}
+
+static int poll_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t n) {
+    poll_t *p = P(base);
+    if (!p->read)
+        return CRW_ERR_CONN;
+    int rc = store(p, false, errstr, n);
+    if (rc < 0)
+        return rc;
+    if (p->at_end)
+        return 0;
+    int64_t now = crw_clock_mono_us(), wait = p->next_poll_us - now;
+    if (wait > 0) {
+        if (wait > (int64_t)timeout_ms * 1000)
+            wait = (int64_t)timeout_ms * 1000;
+        struct timespec ts = {(time_t)(wait / 1000000), (long)(wait % 1000000) * 1000};
+        nanosleep(&ts, NULL); /* a signal ends it early: the driver looks at its stop flag */
+        return 0;
+    }
+    p->next_poll_us = now + (int64_t)p->conf->poll_interval_ms * 1000;
+    long rows = 0;
+    rc = poll_once(p, &rows, errstr, n);
+    if (rc == 0 && rows >= p->conf->poll_batch_rows)
+        p->next_poll_us = now; /* catching up: the next poll at once, the interval again once one is small */
+    return rc;
+}
+
+static int poll_finish(crw_source_t *base, int timeout_ms) {
+    (void)timeout_ms;
+    poll_t *p = P(base);
+    char err[512];
+    int rc = p->ses.sql ? store(p, true, err, sizeof err) : CRW_ERR_CONN;
+    if (rc < 0 && p->ses.sql)
+        crw_warn("poll: %s", err);
+    poll_close(base);
+    return rc;
+}
+
+static const crw_source_ops_t poll_ops = {
+    .name = "poll",
+    .start = poll_start,
+    .poll = poll_poll,
+    .confirm = poll_confirm,
+    .keepalive = poll_keepalive,
+    .stop_after_commit = poll_stop_after_commit,
+    .at_end = poll_at_end,
+    .in_txn = poll_in_txn,
+    .finish = poll_finish,
+    .close = poll_close,
+    .dbname = poll_dbname,
+    .catalog = poll_catalog,
+    .format_position = poll_format_position,
+    .destroy = poll_destroy,
+};
+
+CRW_SOURCE_CONSTRUCTOR(crw_source_poll_new) {
+    (void)err;
+    (void)errstr;
+    (void)errstr_size;
+    poll_t *p = crw_calloc(1, sizeof *p);
+    p->base.ops = &poll_ops;
+    p->conf = conf;
+    crw_session_init(&p->ses, conf, opts->conninfo);
+    p->ev = *ev;
+    p->endpos_asked = opts->endpos != 0;
+    p->rels = crw_relcache_new();
+    p->cat = crw_catalog_new(p->rels);
+    return &p->base;
+}
