@@ -113,6 +113,8 @@ CREATE TABLE IF NOT EXISTS crwatch.offsets (
     position   bigint      NOT NULL,                      -- the last confirmed position (polling: batch number)
     watermark  pg_snapshot,                               -- polling: changes visible in it are delivered
     watermark_time timestamptz,                           -- polling: when that snapshot was taken
+    pending    jsonb       NOT NULL DEFAULT '[]',         -- polling, exactly-once: batches delivered, not yet
+                                                          -- confirmed [{position, watermark, watermark_time}]
     owner      name        NOT NULL DEFAULT current_user, -- the role that keeps the row
     updated_at timestamptz NOT NULL DEFAULT now()
 );

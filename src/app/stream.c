@@ -324,6 +324,10 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             snprintf(st.err, sizeof st.err, "a sink could not report what it already holds");
             break;
         }
+        if (st.skip_position && (rc = crw_source_seek(st.src, st.skip_position, st.err, sizeof st.err)) < 0) {
+            crw_source_close(st.src);
+            break;
+        }
         rc = stream_connected(&st, opts);
         if (st.txn_open) {
             crw_pipeline_abandon(st.pipeline, st.seq);

@@ -31,6 +31,8 @@ typedef struct crw_change {
     uint64_t lsn;                   /* the change's own WAL position; 0 when unknown */
     const char *id;                 /* the change's own event id; NULL: <commit position>/<ordinal> */
     size_t idlen;
+    uint32_t xid;                   /* its own writer (a polled row's); 0: the transaction's */
+    int64_t time;                   /* its own time, PostgreSQL epoch µs; 0: the transaction's commit time */
 } crw_change_t;
 
 /*

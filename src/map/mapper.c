@@ -133,6 +133,13 @@ static int debezium(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_change_
 int crw_mapper_change(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_change_t *ch, const crw_txn_ctx_t *tx,
                       crw_mapped_t *out, char *errstr, size_t n) {
     out->n = 0;
+    crw_txn_ctx_t own; /* a change with its own writer and time (a poll batch is one transaction of many writers) */
+    if (ch->xid || ch->time) {
+        own = *tx;
+        own.xid = ch->xid ? ch->xid : tx->xid;
+        own.commit_time = ch->time ? ch->time : tx->commit_time;
+        tx = &own;
+    }
     make_id(mp, ch, tx);
     if (mp->format == CRW_FORMAT_DEBEZIUM) {
         int rc = debezium(mp, ri, ch, tx, out, errstr, n);

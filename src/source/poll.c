@@ -171,6 +171,12 @@ static int failed(PGconn *c, const PGresult *res, char *errstr, size_t n, const 
     return PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
 }
 
+/* The row of this crwatch went from crwatch.offsets under it: a gap it will not stream over. */
+static int lost_row(const poll_t *p, char *errstr, size_t n) {
+    snprintf(errstr, n, "crwatch.offsets lost the row of %s while crwatch was polling", p->conf->slot_name);
+    return CRW_ERR_PREREQ;
+}
+
 /* Runs a command on c (no rows wanted). */
 static int exec_ok(PGconn *c, const char *sql, char *errstr, size_t n) {
     PGresult *res = PQexec(c, sql);
@@ -184,7 +190,9 @@ static int exec_ok(PGconn *c, const char *sql, char *errstr, size_t n) {
 /*
  * Stores the newest confirmed batch's watermark in crwatch.offsets: at once
  * when that batch (or one before it) delivered rows, else (idle polls) once a
- * status interval, or always when force.
+ * status interval, or always when force.  Under exactly-once the sink's
+ * checkpoint is where a restart goes on (poll_seek), so the watermark is
+ * stored once a status interval only.
  */
 static int store(poll_t *p, bool force, char *errstr, size_t n) {
     int last = -1;
@@ -196,6 +204,8 @@ static int store(poll_t *p, bool force, char *errstr, size_t n) {
     if (last < 0)
         return 0;
     int64_t now = crw_clock_mono_us();
+    if (p->conf->delivery == CRW_DELIVERY_EXACTLY_ONCE)
+        changes = false;
     if (!force && !changes && now - p->last_store_us < (int64_t)p->conf->status_interval_ms * 1000)
         return 0;
     const mark_t *m = &p->marks[last];
@@ -204,14 +214,16 @@ static int store(poll_t *p, bool force, char *errstr, size_t n) {
     const char *params[4] = {p->conf->slot_name, pos, m->watermark, m->watermark_time};
     PGresult *res = PQexecParams(p->ses.sql,
                                  "UPDATE crwatch.offsets SET position = $2::bigint, watermark = $3::pg_snapshot, "
-                                 "watermark_time = $4::timestamptz, updated_at = now() WHERE name = $1",
+                                 "watermark_time = $4::timestamptz, updated_at = now(), "
+                                 "pending = (SELECT coalesce(jsonb_agg(e), '[]') FROM jsonb_array_elements(pending) e "
+                                 "           WHERE (e ->> 'position')::bigint > $2::bigint) "
+                                 "WHERE name = $1",
                                  4, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = failed(p->ses.sql, res, errstr, n, "storing the watermark in crwatch.offsets");
     else if (strcmp(PQcmdTuples(res), "1") != 0) {
-        snprintf(errstr, n, "crwatch.offsets lost the row of %s while crwatch was polling", p->conf->slot_name);
-        rc = CRW_ERR_PREREQ;
+        rc = lost_row(p, errstr, n);
     }
     PQclear(res);
     if (rc < 0)
@@ -238,6 +250,66 @@ static int store(poll_t *p, bool force, char *errstr, size_t n) {
         }
         PQclear(res);
     }
+    return 0;
+}
+
+/*
+ * Exactly-once: writes down a batch's watermark before it is delivered, so
+ * that a sink's checkpoint naming the batch (seek) can be resumed from.
+ * store() forgets them once confirmed.
+ */
+static int remember_pending(poll_t *p, uint64_t position, const char *watermark, const char *time, char *errstr,
+                            size_t n) {
+    char pos[24];
+    crw_u64_format(pos, position);
+    const char *params[4] = {p->conf->slot_name, pos, watermark, time};
+    PGresult *res;
+    int rc = crw_session_query(p->ses.sql, &res, errstr, n,
+                               "UPDATE crwatch.offsets SET pending = pending || jsonb_build_object('position', "
+                               "$2::bigint, 'watermark', $3::text, 'watermark_time', $4::text) WHERE name = $1",
+                               4, params);
+    if (rc < 0)
+        return rc;
+    bool one = !strcmp(PQcmdTuples(res), "1");
+    PQclear(res);
+    if (!one)
+        return lost_row(p, errstr, n);
+    return 0;
+}
+
+static int poll_seek(crw_source_t *base, uint64_t position, char *errstr, size_t n) {
+    poll_t *p = P(base);
+    if (position <= p->marks[0].position)
+        return 0; /* the sinks are not ahead of the stored watermark: deliver from there */
+    char pos[24];
+    crw_u64_format(pos, position);
+    const char *params[2] = {p->conf->slot_name, pos};
+    PGresult *res;
+    int rc = crw_session_query(p->ses.sql, &res, errstr, n,
+                               "SELECT e ->> 'watermark', e ->> 'watermark_time' FROM crwatch.offsets o, "
+                               "jsonb_array_elements(o.pending) e WHERE o.name = $1 AND (e ->> 'position')::bigint = "
+                               "$2::bigint",
+                               2, params);
+    if (rc < 0)
+        return rc;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        snprintf(errstr, n,
+                 "the sinks hold poll batch %s, which crwatch.offsets does not know for %s (it holds batch %llu): "
+                 "another crwatch with this slot.name, or the row was changed; refusing to guess where to go on",
+                 pos, p->conf->slot_name, (unsigned long long)p->marks[0].position);
+        return CRW_ERR_PREREQ;
+    }
+    /* Everything up to the batch is in the sinks: poll from its watermark, never deliver it again. */
+    marks_clear(p);
+    mark_push(p, position, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), true);
+    PQclear(res);
+    if (position > p->position)
+        p->position = position;
+    crw_info("poll: the sinks hold everything up to poll batch %s: polling from its watermark %s", pos,
+             p->marks[0].watermark);
+    if (p->ev.tick)
+        p->ev.tick(p->ev.opaque, position);
     return 0;
 }
 
@@ -526,42 +598,46 @@ typedef struct {
     poll_t *p;
     uint64_t position;   /* this batch */
     uint64_t lsn;        /* where it read (pglsn) */
-    uint64_t group_txid; /* the writer whose rows are being delivered */
-    bool open;
-    bool truncated;      /* the last row was a truncate tombstone of this table (its TRUNCATED is out) */
+    const char *watermark, *watermark_time; /* the one it leaves */
+    bool open;           /* its source transaction began */
+    bool truncated;      /* the last row was a truncate tombstone of trunc_txid in this table (TRUNCATED is out) */
+    uint64_t trunc_txid;
     long rows;
 } batch_t;
 
-static int end_group(batch_t *b) {
-    if (!b->open)
-        return 0;
-    b->open = false;
-    b->p->in_txn = false;
-    /* Not yet the batch's position: only the batch's closing transaction confirms that. */
-    return b->p->ev.commit(b->p->ev.opaque, b->position - 1);
+/*
+ * A batch is one source transaction (of many writers: each change carries
+ * its own xid and time), so everything that confirms or checkpoints a
+ * position covers whole batches.  It begins at its first row; under
+ * exactly-once its watermark is written down first (remember_pending), so
+ * a sink's checkpoint naming it can be resumed from.
+ */
+static int begin_batch(batch_t *b, char *errstr, size_t n) {
+    poll_t *p = b->p;
+    int rc;
+    if (p->conf->delivery == CRW_DELIVERY_EXACTLY_ONCE &&
+        (rc = remember_pending(p, b->position, b->watermark, b->watermark_time, errstr, n)) < 0)
+        return rc;
+    crw_src_txn_t tx = {b->position, b->lsn, 0, 0};
+    b->open = true;
+    p->in_txn = true;
+    return p->ev.begin(p->ev.opaque, &tx);
 }
 
-/* One row of a batch result: begins its writer's transaction when it is the first, then the change. */
-static int deliver_row(batch_t *b, const ptable_t *t, const PGresult *res, crw_pgo_col_t *cols) {
+/* One row of a batch result: begins the batch's transaction when it is the first, then the change. */
+static int deliver_row(batch_t *b, const ptable_t *t, const PGresult *res, crw_pgo_col_t *cols, char *errstr,
+                       size_t n) {
     poll_t *p = b->p;
     const crw_relation_t *rel = t->rel;
     uint64_t txid = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
     int rc;
-    if (!b->open || txid != b->group_txid) {
-        if ((rc = end_group(b)) < 0)
-            return rc;
-        crw_src_txn_t tx = {b->position, b->lsn, (uint32_t)txid, strtoll(PQgetvalue(res, 0, 4), NULL, 10)};
-        b->group_txid = txid;
-        b->open = true;
-        b->truncated = false;
-        p->in_txn = true;
-        if ((rc = p->ev.begin(p->ev.opaque, &tx)) < 0)
-            return rc;
-    }
+    if (!b->open && (rc = begin_batch(b, errstr, n)) < 0)
+        return rc;
     char op = PQgetvalue(res, 0, 0)[0];
-    if (op == 'T' && b->truncated)
+    if (op == 'T' && b->truncated && txid == b->trunc_txid)
         return 0; /* one TRUNCATED for the rows one TRUNCATE took */
     b->truncated = op == 'T';
+    b->trunc_txid = txid;
     for (int i = 0; i < rel->natts; i++) {
         int f = META_COLS + i;
         cols[i].kind = PQgetisnull(res, 0, f) ? CRW_PGO_COL_NULL : CRW_PGO_COL_TEXT;
@@ -574,7 +650,11 @@ static int deliver_row(batch_t *b, const ptable_t *t, const PGresult *res, crw_p
     crw_buf_puts(&p->idbuf, PQgetvalue(res, 0, 1));
     crw_buf_putc(&p->idbuf, '/');
     crw_buf_puts(&p->idbuf, PQgetvalue(res, 0, 2));
-    crw_change_t ch = {.rel = rel, .id = p->idbuf.data, .idlen = p->idbuf.len};
+    crw_change_t ch = {.rel = rel,
+                       .id = p->idbuf.data,
+                       .idlen = p->idbuf.len,
+                       .xid = (uint32_t)txid,
+                       .time = strtoll(PQgetvalue(res, 0, 4), NULL, 10)};
     if (op == 'T')
         ch.op = CRW_OP_TRUNCATE;
     else if (op == 'D') {
@@ -602,13 +682,13 @@ static int read_table(batch_t *b, const ptable_t *t, const char *watermark, cons
     if (!PQsendQueryParams(p->read, t->query.data, 4, NULL, params, NULL, NULL, 0) || !PQsetSingleRowMode(p->read))
         return failed(p->read, NULL, errstr, n, "polling");
     crw_pgo_col_t *cols = crw_calloc(t->rel->natts ? (size_t)t->rel->natts : 1, sizeof *cols);
-    b->truncated = false;
+    b->truncated = false; /* another table */
     int rc = 0;
     PGresult *res;
     while ((res = PQgetResult(p->read))) {
         ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_SINGLE_TUPLE && rc == 0)
-            rc = deliver_row(b, t, res, cols);
+            rc = deliver_row(b, t, res, cols, errstr, n);
         else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc == 0) {
             /* A table changed under the query (a column dropped, ...): start again, which describes
              * the tables anew; a lasting error is retried with the driver's backoff, saying why. */
@@ -655,23 +735,16 @@ static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
             return rc;
         }
     }
-    batch_t b = {p, p->position + 1, lsn, 0, false, 0};
+    batch_t b = {.p = p, .position = p->position + 1, .lsn = lsn, .watermark = wm, .watermark_time = wt};
     for (int i = 0; i < p->ntables && rc == 0; i++)
         rc = read_table(&b, &p->tables[i], last->watermark, last->watermark_time, errstr, n);
-    if (rc == 0)
-        rc = end_group(&b);
     if (rc == 0 && (rc = exec_ok(p->read, "COMMIT", errstr, n)) == 0) {
         p->position = b.position;
         *rows = b.rows;
         mark_push(p, b.position, wm, wt, b.rows > 0);
-        if (b.rows > 0) {
-            /* The batch's closing transaction: confirming it confirms the batch. */
-            crw_src_txn_t close = {b.position, lsn, 0, 0};
-            p->in_txn = true;
-            rc = p->ev.begin(p->ev.opaque, &close);
+        if (b.open) {
             p->in_txn = false;
-            if (rc == 0)
-                rc = p->ev.commit(p->ev.opaque, b.position);
+            rc = p->ev.commit(p->ev.opaque, b.position);
         } else if (p->ev.tick)
             p->ev.tick(p->ev.opaque, b.position);
         /* bench/poll.sh reads the idle polls' times from this line. */
@@ -735,6 +808,7 @@ static const crw_source_ops_t poll_ops = {
     .close = poll_close,
     .dbname = poll_dbname,
     .catalog = poll_catalog,
+    .seek = poll_seek,
     .format_position = poll_format_position,
     .destroy = poll_destroy,
 };

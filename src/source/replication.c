@@ -97,6 +97,11 @@ static const char *logical_dbname(const crw_source_t *base) {
     return r->ses.dbname ? r->ses.dbname : "";
 }
 static crw_catalog_t *logical_catalog(crw_source_t *base) { return L(base)->cat; }
+/* What the server sends again up to position, the driver skips (stream.c's skip_position). */
+static int logical_seek(crw_source_t *base, uint64_t position, char *errstr, size_t n) {
+    (void)base, (void)position, (void)errstr, (void)n;
+    return 0;
+}
 static void logical_format_position(const crw_source_t *base, uint64_t position, char *buf, size_t n) {
     (void)base;
     snprintf(buf, n, CRW_LSN_FMT, CRW_LSN_ARGS(position));
@@ -539,6 +544,7 @@ static const crw_source_ops_t logical_ops = {
     .close = logical_close,
     .dbname = logical_dbname,
     .catalog = logical_catalog,
+    .seek = logical_seek,
     .format_position = logical_format_position,
     .destroy = logical_destroy,
 };

@@ -94,6 +94,14 @@ typedef struct crw_source_ops {
     const char *(*dbname)(const crw_source_t *s);
     /* The catalog of the source's database (valid while started). */
     crw_catalog_t *(*catalog)(crw_source_t *s);
+    /*
+     * The sinks hold everything up to position already (a sink's checkpoint,
+     * after start): deliver only what comes after it.  The logical source
+     * lets the driver skip what the server sends again; polling moves its
+     * watermark there.  @returns 0, or CRW_ERR_PREREQ when the position
+     * cannot be resumed from (a gap it will not guess over).
+     */
+    int (*seek)(crw_source_t *s, uint64_t position, char *errstr, size_t errstr_size);
     /* A position as people read it ("0/16B3748", "poll batch 12"), into buf. */
     void (*format_position)(const crw_source_t *s, uint64_t position, char *buf, size_t n);
     void (*destroy)(crw_source_t *s);
@@ -151,6 +159,9 @@ static inline int crw_source_finish(crw_source_t *s, int timeout_ms) { return s-
 static inline void crw_source_close(crw_source_t *s) { s->ops->close(s); }
 static inline const char *crw_source_dbname(const crw_source_t *s) { return s->ops->dbname(s); }
 static inline crw_catalog_t *crw_source_catalog(crw_source_t *s) { return s->ops->catalog(s); }
+static inline int crw_source_seek(crw_source_t *s, uint64_t position, char *errstr, size_t n) {
+    return s->ops->seek(s, position, errstr, n);
+}
 static inline void crw_source_format_position(const crw_source_t *s, uint64_t position, char *buf, size_t n) {
     s->ops->format_position(s, position, buf, n);
 }

@@ -43,10 +43,6 @@ int crw_sources_check(const crw_config_t *conf, char *errstr, size_t n) {
         snprintf(errstr, n, "source=poll reads the tables it is told: set tables= or resource.<id>.table");
         return CRW_ERR_CONFIG;
     }
-    if (conf->source == CRW_SOURCE_POLL && conf->delivery == CRW_DELIVERY_EXACTLY_ONCE) {
-        snprintf(errstr, n, "delivery=exactly-once is not available with source=poll in this version of crwatch");
-        return CRW_ERR_CONFIG;
-    }
     return 0;
 }
 
@@ -95,14 +91,8 @@ static int auto_start(crw_source_t *base, char *errstr, size_t n) {
             snprintf(errstr, n, "%s", why);
             return rc;
         }
-        if (kind == CRW_SOURCE_POLL) {
-            if (a->conf->delivery == CRW_DELIVERY_EXACTLY_ONCE) {
-                snprintf(errstr, n, "source=auto falls back to polling (%s), and delivery=exactly-once is not "
-                         "available with it", why);
-                return CRW_ERR_CONFIG;
-            }
+        if (kind == CRW_SOURCE_POLL)
             crw_warn("source=auto: polling, not logical replication: %s", why);
-        }
         int err = CRW_ERR_INTERNAL;
         a->chosen = lookup(kind)(a->conf, &a->opts, &a->ev, &err, errstr, n);
         if (!a->chosen)
@@ -118,6 +108,9 @@ static int auto_poll(crw_source_t *s, int t, char *e, size_t n) {
 static void auto_confirm(crw_source_t *s, uint64_t pos) {
     if (A(s)->chosen)
         crw_source_confirm(A(s)->chosen, pos);
+}
+static int auto_seek(crw_source_t *s, uint64_t pos, char *e, size_t n) {
+    return A(s)->chosen ? crw_source_seek(A(s)->chosen, pos, e, n) : 0;
 }
 static void auto_keepalive(crw_source_t *s) {
     if (A(s)->chosen)
@@ -170,6 +163,7 @@ static const crw_source_ops_t auto_ops = {
     .close = auto_close,
     .dbname = auto_dbname,
     .catalog = auto_catalog,
+    .seek = auto_seek,
     .format_position = auto_format_position,
     .destroy = auto_destroy,
 };
