@@ -116,8 +116,14 @@ static void mark_push(poll_t *p, uint64_t position, const char *watermark, const
 
 /* ---- the source's ops ---------------------------------------------------- */
 
+static int store(poll_t *p, bool force, char *errstr, size_t n);
+
 static void poll_close(crw_source_t *base) {
     poll_t *p = P(base);
+    /* A reconnect after a failed read: what is confirmed is kept, not sent again. */
+    char err[512];
+    if (p->ses.sql && PQstatus(p->ses.sql) == CONNECTION_OK && p->nmarks > 0 && store(p, true, err, sizeof err) < 0)
+        crw_warn("poll: %s", err);
     if (p->read)
         PQfinish(p->read);
     p->read = NULL;
@@ -173,7 +179,8 @@ static int failed(PGconn *c, const PGresult *res, char *errstr, size_t n, const 
 
 /* The row of this crwatch went from crwatch.offsets under it: a gap it will not stream over. */
 static int lost_row(const poll_t *p, char *errstr, size_t n) {
-    snprintf(errstr, n, "crwatch.offsets lost the row of %s while crwatch was polling", p->conf->slot_name);
+    snprintf(errstr, n, "crwatch.offsets' row of %s was removed, or moved ahead by another process, while crwatch was "
+             "polling: it will not stream over what it may have missed", p->conf->slot_name);
     return CRW_ERR_PREREQ;
 }
 
@@ -194,6 +201,32 @@ static int exec_ok(PGconn *c, const char *sql, char *errstr, size_t n) {
  * checkpoint is where a restart goes on (poll_seek), so the watermark is
  * stored once a status interval only.
  */
+/* Drops marks[from..to-1]. */
+static void marks_drop(poll_t *p, int from, int to) {
+    for (int i = from; i < to; i++)
+        mark_free(&p->marks[i]);
+    memmove(p->marks + from, p->marks + to, sizeof *p->marks * (size_t)(p->nmarks - to));
+    p->nmarks -= to - from;
+}
+
+/* Tombstones every poller has seen can go (crwatch.create_role grants it): once a minute, and at the end. */
+static void prune(poll_t *p, bool force) {
+    int64_t now = crw_clock_mono_us();
+    if (p->prune_refused || (!force && now - p->last_prune_us < PRUNE_EVERY_US))
+        return;
+    p->last_prune_us = now;
+    PGresult *res = PQexec(p->ses.sql, "SELECT crwatch.prune_seen_tombstones()");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        if (strcmp(PQgetvalue(res, 0, 0), "0") != 0)
+            crw_info("poll: pruned %s tombstones every poller has seen", PQgetvalue(res, 0, 0));
+    } else {
+        crw_warn("poll: cannot prune tombstones (%.*s); prune them with crwatch.prune_tombstones()",
+                 (int)strcspn(PQresultErrorMessage(res), "\n"), PQresultErrorMessage(res));
+        p->prune_refused = true;
+    }
+    PQclear(res);
+}
+
 static int store(poll_t *p, bool force, char *errstr, size_t n) {
     int last = -1;
     bool changes = false;
@@ -201,13 +234,20 @@ static int store(poll_t *p, bool force, char *errstr, size_t n) {
         last = i;
         changes |= p->marks[i].changes;
     }
-    if (last < 0)
+    if (last < 0) {
+        if (force)
+            prune(p, true);
         return 0;
+    }
     int64_t now = crw_clock_mono_us();
     if (p->conf->delivery == CRW_DELIVERY_EXACTLY_ONCE)
         changes = false;
-    if (!force && !changes && now - p->last_store_us < (int64_t)p->conf->status_interval_ms * 1000)
+    if (!force && !changes && now - p->last_store_us < (int64_t)p->conf->status_interval_ms * 1000) {
+        /* Not yet: keep only what the table holds and the newest confirmed batch. */
+        p->marks[last].changes = p->marks[last].changes || changes;
+        marks_drop(p, 1, last);
         return 0;
+    }
     const mark_t *m = &p->marks[last];
     char pos[24];
     crw_u64_format(pos, m->position);
@@ -217,39 +257,20 @@ static int store(poll_t *p, bool force, char *errstr, size_t n) {
                                  "watermark_time = $4::timestamptz, updated_at = now(), "
                                  "pending = (SELECT coalesce(jsonb_agg(e), '[]') FROM jsonb_array_elements(pending) e "
                                  "           WHERE (e ->> 'position')::bigint > $2::bigint) "
-                                 "WHERE name = $1",
+                                 "WHERE name = $1 AND position <= $2::bigint",
                                  4, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = failed(p->ses.sql, res, errstr, n, "storing the watermark in crwatch.offsets");
-    else if (strcmp(PQcmdTuples(res), "1") != 0) {
+    else if (strcmp(PQcmdTuples(res), "1") != 0)
         rc = lost_row(p, errstr, n);
-    }
     PQclear(res);
     if (rc < 0)
         return rc;
     p->last_store_us = now;
-    /* marks[last] is what the table holds now: drop what it covers. */
-    for (int i = 0; i < last; i++)
-        mark_free(&p->marks[i]);
-    memmove(p->marks, p->marks + last, sizeof *p->marks * (size_t)(p->nmarks - last));
-    p->nmarks -= last;
     crw_debug("poll: stored position %s, watermark %s", pos, m->watermark);
-
-    /* Tombstones every poller has seen can go (crwatch.create_role grants it): once a minute, and at the end. */
-    if (!p->prune_refused && (force || now - p->last_prune_us >= PRUNE_EVERY_US)) {
-        p->last_prune_us = now;
-        res = PQexec(p->ses.sql, "SELECT crwatch.prune_seen_tombstones()");
-        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-            if (strcmp(PQgetvalue(res, 0, 0), "0") != 0)
-                crw_info("poll: pruned %s tombstones every poller has seen", PQgetvalue(res, 0, 0));
-        } else {
-            crw_warn("poll: cannot prune tombstones (%.*s); prune them with crwatch.prune_tombstones()",
-                     (int)strcspn(PQresultErrorMessage(res), "\n"), PQresultErrorMessage(res));
-            p->prune_refused = true;
-        }
-        PQclear(res);
-    }
+    marks_drop(p, 0, last); /* marks[last] is what the table holds now */
+    prune(p, force);
     return 0;
 }
 
@@ -322,9 +343,22 @@ int crw_poll_check(crw_session_t *ses, char *errstr, size_t n) {
         return CRW_ERR_CONFIG;
     }
     PGresult *res;
-    int rc = crw_session_query(ses->sql, &res, errstr, n,
+    int rc = crw_session_query(ses->sql, &res, errstr, n, "SELECT pg_is_in_recovery()", 0, NULL);
+    if (rc < 0)
+        return rc;
+    bool standby = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    if (standby) {
+        snprintf(errstr, n,
+                 "database %s is on a standby: polling needs the primary (it writes its watermark to "
+                 "crwatch.offsets, and a standby's snapshots do not list the primary's open transactions)",
+                 ses->dbname);
+        return CRW_ERR_PREREQ;
+    }
+    rc = crw_session_query(ses->sql, &res, errstr, n,
                                "SELECT o IS NOT NULL AND t IS NOT NULL, "
-                               "       o IS NOT NULL AND t IS NOT NULL AND has_table_privilege(o, 'SELECT, INSERT, UPDATE') "
+                               "       o IS NOT NULL AND t IS NOT NULL AND has_table_privilege(o, 'SELECT') "
+                               "       AND has_table_privilege(o, 'INSERT') AND has_table_privilege(o, 'UPDATE') "
                                "       AND has_table_privilege(t, 'SELECT') "
                                "FROM to_regclass('crwatch.offsets') o, to_regclass('crwatch.tombstones') t",
                                0, NULL);
@@ -505,13 +539,39 @@ static int load_offsets(poll_t *p, char *errstr, size_t n) {
         return 0;
     }
     PQclear(res);
-    /* First start: the current snapshot is the watermark (what committed before it is the tables'
-     * state, as a new slot's start is); the cache, if any, reads that very snapshot. */
-    if ((rc = exec_ok(p->ses.sql, "BEGIN ISOLATION LEVEL REPEATABLE READ", errstr, n)) < 0)
-        return rc;
-    rc = crw_session_query(p->ses.sql, &res, errstr, n, "SELECT pg_current_snapshot()::text, now()::text", 0, NULL);
+    /*
+     * First start: the current snapshot is the watermark (what committed
+     * before it is the tables' state, as a new slot's start is); the cache,
+     * if any, reads that very snapshot.  The row goes in first, with a
+     * snapshot no newer: from then on no other poller prunes a tombstone
+     * this one still needs.
+     */
+    p->position = p->position ? p->position : 1;
+    char pos[24];
+    crw_u64_format(pos, p->position);
+    const char *ins[2] = {p->conf->slot_name, pos};
+    rc = crw_session_query(p->ses.sql, &res, errstr, n,
+                           "INSERT INTO crwatch.offsets (name, position, watermark, watermark_time) "
+                           "VALUES ($1, $2::bigint, pg_current_snapshot(), now()) ON CONFLICT (name) DO NOTHING",
+                           2, ins);
     if (rc < 0)
         return rc;
+    bool inserted = !strcmp(PQcmdTuples(res), "1");
+    PQclear(res);
+    if (!inserted) {
+        snprintf(errstr, n,
+                 "crwatch.offsets has a row named %s that this crwatch cannot use (another role's, or one without "
+                 "a watermark): give this one its own slot.name",
+                 p->conf->slot_name);
+        return CRW_ERR_PREREQ;
+    }
+    if ((rc = exec_ok(p->ses.sql, "BEGIN ISOLATION LEVEL REPEATABLE READ", errstr, n)) < 0)
+        return rc;
+    rc = crw_session_query(p->ses.sql, &res, errstr, n, "SELECT pg_current_snapshot()::text, clock_timestamp()::text", 0, NULL);
+    if (rc < 0) {
+        PQclear(PQexec(p->ses.sql, "ROLLBACK"));
+        return rc;
+    }
     char *wm = crw_strdup(PQgetvalue(res, 0, 0)), *wt = crw_strdup(PQgetvalue(res, 0, 1));
     PQclear(res);
     if (p->ev.snapshot && !p->snapshot_done) {
@@ -521,26 +581,14 @@ static int load_offsets(poll_t *p, char *errstr, size_t n) {
     }
     if ((rc = exec_ok(p->ses.sql, "COMMIT", errstr, n)) < 0)
         goto out;
-    p->position = p->position ? p->position : 1;
-    char pos[24];
-    crw_u64_format(pos, p->position);
-    const char *ins[4] = {p->conf->slot_name, pos, wm, wt};
+    const char *upd[3] = {p->conf->slot_name, wm, wt};
     rc = crw_session_query(p->ses.sql, &res, errstr, n,
-                           "INSERT INTO crwatch.offsets (name, position, watermark, watermark_time) "
-                           "VALUES ($1, $2::bigint, $3::pg_snapshot, $4::timestamptz) ON CONFLICT (name) DO NOTHING",
-                           4, ins);
+                           "UPDATE crwatch.offsets SET watermark = $2::pg_snapshot, watermark_time = $3::timestamptz "
+                           "WHERE name = $1",
+                           3, upd);
     if (rc < 0)
         goto out;
-    bool inserted = !strcmp(PQcmdTuples(res), "1");
     PQclear(res);
-    if (!inserted) {
-        snprintf(errstr, n,
-                 "crwatch.offsets has a row named %s that this role does not keep (another crwatch, or another "
-                 "role): give this one its own slot.name",
-                 p->conf->slot_name);
-        rc = CRW_ERR_PREREQ;
-        goto out;
-    }
     mark_push(p, p->position, wm, wt, false);
     crw_info("poll: first start of %s: changes committed after snapshot %s are streamed", p->conf->slot_name, wm);
 out:
@@ -549,6 +597,29 @@ out:
     free(wm);
     free(wt);
     return rc;
+}
+
+/*
+ * One poller per slot.name: a session lock on ses.sql, held while it is
+ * connected.  @returns 0, or CRW_ERR_SLOT_BUSY (retried) while another has it.
+ */
+static int lock_name(poll_t *p, char *errstr, size_t n) {
+    const char *params[1] = {p->conf->slot_name};
+    PGresult *res;
+    int rc = crw_session_query(p->ses.sql, &res, errstr, n,
+                               "SELECT pg_try_advisory_lock(hashtext('crwatch.offsets'), hashtext($1)), "
+                               "(SELECT string_agg(l.pid::text, ',') FROM pg_locks l WHERE l.locktype = 'advisory' "
+                               "AND l.classid = hashtext('crwatch.offsets')::oid AND l.objid = hashtext($1)::oid "
+                               "AND l.granted AND l.pid <> pg_backend_pid())",
+                               1, params);
+    if (rc < 0)
+        return rc;
+    bool got = PQgetvalue(res, 0, 0)[0] == 't';
+    if (!got)
+        snprintf(errstr, n, "another crwatch polls as %s (its session, PID %s, holds the lock of that name)",
+                 p->conf->slot_name, PQgetisnull(res, 0, 1) ? "?" : PQgetvalue(res, 0, 1));
+    PQclear(res);
+    return got ? 0 : CRW_ERR_SLOT_BUSY;
 }
 
 static int poll_start(crw_source_t *base, char *errstr, size_t n) {
@@ -565,13 +636,13 @@ static int poll_start(crw_source_t *base, char *errstr, size_t n) {
     crw_catalog_set_conn(p->cat, p->ses.sql);
     if ((rc = crw_poll_check(&p->ses, errstr, n)) < 0)
         goto fail;
-    if ((rc = describe_tables(p, errstr, n)) < 0)
+    if ((rc = lock_name(p, errstr, n)) < 0 || (rc = describe_tables(p, errstr, n)) < 0)
         goto fail;
     if ((rc = load_offsets(p, errstr, n)) < 0)
         goto fail;
     /* Everything up to the stored watermark is confirmed. */
     if (p->ev.tick)
-        p->ev.tick(p->ev.opaque, p->position);
+        p->ev.tick(p->ev.opaque, p->marks[0].position);
     /* The reading session: the same settings (DateStyle, TimeZone, ...), so values are the logical source's. */
     crw_session_t rd;
     crw_session_init(&rd, cf, p->ses.conninfo);
@@ -712,8 +783,8 @@ static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
      * last poll is described again before its rows are read, so they come with its new columns. */
     const char *oids[1] = {p->oids.data};
     PGresult *res = PQexecParams(p->read,
-                                 "SELECT pg_current_snapshot()::text, now()::text, CASE WHEN pg_is_in_recovery() "
-                                 "THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text, " COLUMNS_DIGEST,
+                                 "SELECT pg_current_snapshot()::text, clock_timestamp()::text, pg_current_wal_lsn()::text, "
+                                 COLUMNS_DIGEST,
                                  1, NULL, oids, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = failed(p->read, res, errstr, n, "taking the poll's snapshot");
@@ -791,6 +862,7 @@ static int poll_finish(crw_source_t *base, int timeout_ms) {
     int rc = p->ses.sql ? store(p, true, err, sizeof err) : CRW_ERR_CONN;
     if (rc < 0 && p->ses.sql)
         crw_warn("poll: %s", err);
+    marks_clear(p); /* stored: poll_close has nothing left to store */
     poll_close(base);
     return rc;
 }

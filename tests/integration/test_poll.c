@@ -304,12 +304,12 @@ static void read_until_done(it_proc_t *p, view_t *v, bool same_run) {
 }
 
 /* Reads what comes while the writers run (so crwatch never waits on its stdout); reaps them. */
-static void read_while_writing(it_proc_t *p, view_t *v, pid_t *pids, int n) {
+static void read_while_writing(it_proc_t *p, view_t *v, pid_t *pids, int n, bool same_run) {
     int left = n;
     while (left > 0) {
         json_object *ev = it_proc_read_event(p, 100);
         if (ev) {
-            view_apply(v, ev, true);
+            view_apply(v, ev, same_run);
             json_object_put(ev);
         }
         for (int i = 0; i < n; i++) {
@@ -331,7 +331,7 @@ Test(poll, concurrent_writers_lose_nothing_and_repeat_nothing, .timeout = 180) {
     for (int i = 0; i < 8; i++)
         pids[i] = spawn_writer(db, 1000u + (unsigned)i, 20000);
     view_t *v = calloc(1, sizeof *v);
-    read_while_writing(p, v, pids, 8);
+    read_while_writing(p, v, pids, 8, true);
     it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('done', '{}')");
     read_until_done(p, v, true);
     view_equals_table(v, c);
@@ -361,7 +361,13 @@ Test(poll, kill_9_mid_load_resumes_from_the_stored_watermark, .timeout = 180) {
     cr_assert_gt(v->events, 0, "nothing streamed before the kill");
     kill(it_proc_pid(p), SIGKILL);
     cr_assert_eq(it_proc_wait(p, 10000), 128 + SIGKILL);
-    /* What it had stdout-delivered but not stored comes again. */
+    /* What it wrote before it died is delivered (and may be stored): read it to the end. */
+    json_object *ev;
+    while ((ev = it_proc_read_event(p, 1000))) {
+        view_apply(v, ev, true);
+        json_object_put(ev);
+    }
+    /* What it had delivered but not stored comes again. */
     it_proc_free(p);
     view_check_ids(v);
     char *stored = it_query_value(c, "SELECT position FROM crwatch.offsets WHERE name = current_database()");
@@ -369,9 +375,9 @@ Test(poll, kill_9_mid_load_resumes_from_the_stored_watermark, .timeout = 180) {
     free(stored);
     p = start_poll(db, 50, NULL);
     cr_assert(it_proc_stderr_wait(p, "poll: resuming", 1000), "the restart did not resume from crwatch.offsets");
-    read_while_writing(p, v, pids, 4);
+    read_while_writing(p, v, pids, 4, false); /* versions may repeat across the restart */
     it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('done', '{}')");
-    read_until_done(p, v, false); /* versions may repeat across the restart */
+    read_until_done(p, v, false);
     view_equals_table(v, c);
     stop(p);
     view_check_ids(v);
@@ -657,6 +663,28 @@ Test(poll, a_least_privilege_role_polls_and_keeps_only_its_own_watermark) {
     PGconn *admin = it_connect(NULL);
     it_exec(admin, "DROP ROLE IF EXISTS %s", role);
     PQfinish(admin);
+}
+
+Test(poll, a_second_poller_with_the_same_name_waits_its_turn) {
+    char db[64];
+    PGconn *c = setup("pollbusy", db, sizeof db, "");
+    it_proc_t *first = start_poll(db, 50, NULL);
+    const char *args[] = {"stream", "-X", "source=poll", "-X", "tables=public.jobs", "-X", "poll.interval.ms=50",
+                          "-X", NULL, NULL};
+    char slot[96];
+    snprintf(slot, sizeof slot, "slot.name=%s", db);
+    args[8] = slot;
+    it_proc_t *second = it_crwatch_start(db, args);
+    cr_assert(it_proc_stderr_wait(second, "another crwatch polls as", EV_TIMEOUT), "the second did not wait");
+    cr_assert(it_proc_running(second));
+    it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('a', '{}')");
+    json_object_put(expect(first, "ADDED", "a"));
+    cr_assert(it_proc_no_line_within(second, 300), "two pollers of one watermark both delivered");
+    stop(first);
+    cr_assert(it_proc_stderr_wait(second, "streaming by polling", 40000), "the second never took over");
+    it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('b', '{}')");
+    json_object_put(expect(second, "ADDED", "b"));
+    teardown(second, c, db);
 }
 
 /* ---- source=auto on a server without wal_level=logical ------------------------- */
