@@ -20,16 +20,18 @@
  * times between two polls is read once, in its latest state.
  *
  * Positions: each poll is a batch with the next position (a counter that
- * only grows, kept in crwatch.offsets with its watermark).  The rows of one
- * writer are one source transaction; their commits carry the previous
- * position and an empty transaction closing the batch carries the batch's,
- * so the pipeline confirms a batch only when every row of it was
- * acknowledged.  A confirmed position is made durable by writing its
- * watermark to crwatch.offsets (keyed by slot.name): a restart polls from
- * there, so nothing is lost and what was not confirmed comes again.
+ * only grows, kept in crwatch.offsets with its watermark).  A batch is one
+ * source transaction (each change carries its writer's xid and time), so
+ * the pipeline confirms, and a Kafka checkpoint covers, whole batches only.
+ * A confirmed position is made durable by writing its watermark to
+ * crwatch.offsets (keyed by slot.name): a restart polls from there, so
+ * nothing is lost and what was not confirmed comes again.  Under
+ * exactly-once a batch's watermark is also written down before it is sent
+ * (offsets.pending), so the sink's checkpoint can be resumed from (seek).
  *
  * Two connections: one reads batches (single-row mode, so a batch is never
- * held in memory whole), the other answers the catalog and keeps offsets.
+ * held in memory whole), the other answers the catalog and keeps offsets,
+ * holding the advisory lock that makes one poller per slot.name.
  * Thread-safety: one thread, the driver's.
  */
 #include <stdio.h>
