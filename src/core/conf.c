@@ -54,6 +54,10 @@ static const keydef_t keys[] = {
     {"poll.interval.ms", T_INT, OFF(poll_interval_ms), "1000", NULL, 10, 86400000, "polling source interval"},
     {"poll.batch.rows", T_INT, OFF(poll_batch_rows), "10000", NULL, 1, 100000000,
      "a poll that read this many changes is followed by the next at once (catching up)"},
+    {"poll.lag.ms", T_INT, OFF(poll_lag_ms), "30000", NULL, 0, 86400000,
+     "timestamp polling: re-read this far back (covers transactions up to this long)"},
+    {"resync.interval.ms", T_INT, OFF(resync_interval_ms), "300000", NULL, 1000, 604800000,
+     "timestamp polling: reconcile the whole table this often (deletes, longer transactions)"},
     {"exec.command", T_STR, OFF(exec_command), "", NULL, 0, 0, "local handler command (/bin/sh -c)"},
     {"exec.mode", T_ENUM, OFF(exec_mode), "stream", exec_mode_choices, 0, 0, "stream or per-event"},
     {"plugin.path", T_STR, OFF(plugin_path), "", NULL, 0, 0, "handler shared object"},
@@ -114,6 +118,8 @@ static const keydef_t resource_keys[] = {
     {"kind.column", T_STR, ROFF(kind_column), "", NULL, 0, 0, "shared table: column holding each row's kind"},
     {"columns.include", T_LIST, ROFF(include), "", NULL, 0, 0, "columns in the object (default: all)"},
     {"columns.exclude", T_LIST, ROFF(exclude), "", NULL, 0, 0, "columns left out of the object"},
+    {"poll.column", T_STR, ROFF(poll_column), "", NULL, 0, 0,
+     "polling a table outside the convention: the column every write sets (updated_at, a sequence)"},
 };
 
 void crw_strlist_add(crw_strlist_t *l, const char *s) {
@@ -296,7 +302,7 @@ int crw_config_set(crw_config_t *c, const char *key, const char *value, char *er
             }
         snprintf(errstr, n,
                  "%s: unknown resource setting '%s' (table, kind, api.version, shape, key, kind.column, "
-                 "columns.include, columns.exclude)",
+                 "columns.include, columns.exclude, poll.column)",
                  key,
                  dot + 1);
         return CRW_ERR_CONFIG;
@@ -437,6 +443,14 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
                          r->table, c->resources[j].id, r->id);
                 return CRW_ERR_CONFIG;
             }
+        /* Kinds of one table are polled one way. */
+        for (int j = 0; j < i; j++)
+            if (!strcmp(c->resources[j].schema, r->schema) && !strcmp(c->resources[j].table, r->table) &&
+                strcmp(r->poll_column ? r->poll_column : "", c->resources[j].poll_column ? c->resources[j].poll_column : "")) {
+                snprintf(errstr, n, "table %s.%s: resource.%s and resource.%s set different poll.column", r->schema,
+                         r->table, c->resources[j].id, r->id);
+                return CRW_ERR_CONFIG;
+            }
     }
     if (!*c->slot_name || !*c->publication_name) {
         snprintf(errstr, n, "%s: must not be empty", !*c->slot_name ? "slot.name" : "publication.name");
@@ -474,6 +488,7 @@ static void resource_free(crw_resource_conf_t *r) {
     free(r->kind);
     free(r->api_version);
     free(r->kind_column);
+    free(r->poll_column);
     crw_strlist_clear(&r->key);
     crw_strlist_clear(&r->include);
     crw_strlist_clear(&r->exclude);

@@ -42,6 +42,7 @@ typedef struct crw_resource_conf {
     char *kind_column; /* shared table: the column naming each row's kind */
     crw_strlist_t include; /* columns in the object (empty: all) */
     crw_strlist_t exclude; /* columns left out of the object */
+    char *poll_column; /* timestamp polling (a table outside the convention): the column every write sets */
     bool seen_table;   /* resource.<id>.table was given */
 } crw_resource_conf_t;
 
@@ -67,6 +68,8 @@ typedef struct crw_config {
     crw_delivery_t delivery;
     int poll_interval_ms;
     int poll_batch_rows;      /* a poll with this many changes: poll again at once */
+    int poll_lag_ms;          /* timestamp polling: how far back each poll re-reads */
+    int resync_interval_ms;   /* timestamp polling: the whole-table reconciliation period */
     char *exec_command;
     crw_exec_mode_t exec_mode;
     char *plugin_path;

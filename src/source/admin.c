@@ -39,15 +39,22 @@ static int check_poll(const crw_config_t *cf, const char *conninfo, FILE *out, c
     report(out, "ok", "connection: database %s as %s, server %s", s->dbname, PQuser(s->sql),
            PQparameterStatus(s->sql, "server_version"));
     char why[1024];
-    int failed = crw_poll_check(s, why, sizeof why);
+    int failed = crw_poll_check(s, why, sizeof why), ntxid = crw_poll_txid_tables(cf);
     if (failed < 0)
         report(out, "FAIL", "%s", why);
-    else
+    else if (ntxid)
         report(out, "ok", "%d table(s) managed for polling (txid, its index, crwatch's triggers); crwatch.offsets "
-               "writable", cf->nresources);
+               "writable", ntxid);
+    for (int i = 0; i < cf->nresources && failed == 0; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        if (rs->poll_column && *rs->poll_column && !crw_config_table_named_before(cf, i))
+            report(out, "warn", "table %s.%s: polled by its column %s (lag %d ms, reconciled every %d ms): deletes "
+                   "and longer transactions are seen late (docs/poll.md)",
+                   rs->schema, rs->table, rs->poll_column, cf->poll_lag_ms, cf->resync_interval_ms);
+    }
     PGresult *res;
     const char *sp[1] = {cf->slot_name};
-    if (failed == 0 && crw_session_query(s->sql, &res, why, sizeof why,
+    if (failed == 0 && ntxid && crw_session_query(s->sql, &res, why, sizeof why,
                                          "SELECT position, watermark, updated_at FROM crwatch.offsets WHERE name = $1 "
                                          "AND watermark IS NOT NULL",
                                          1, sp) == 0) {

@@ -9,6 +9,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "source/session.h"
 
 struct crw_catalog {
     PGconn *sql;
@@ -82,7 +83,12 @@ const crw_relation_t *crw_catalog_describe(crw_catalog_t *cat, const char *schem
     }
     const char *p[2] = {schema, table};
     PGresult *res = PQexecParams(cat->sql,
-                                 "SELECT c.oid, c.relreplident, a.attname, a.atttypid, a.atttypmod FROM pg_class c "
+                                 /* flags as pgoutput's Relation message has them: 1 = in the replica identity */
+                                 "SELECT c.oid, c.relreplident, a.attname, a.atttypid, a.atttypmod, "
+                                 "CASE c.relreplident WHEN 'f' THEN true WHEN 'n' THEN false ELSE EXISTS (SELECT 1 "
+                                 "FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey) AND CASE "
+                                 "c.relreplident WHEN 'd' THEN i.indisprimary ELSE i.indisreplident END) END "
+                                 "FROM pg_class c "
                                  "JOIN pg_namespace ns ON ns.oid = c.relnamespace JOIN pg_attribute a ON "
                                  "a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
                                  "WHERE ns.nspname = $1 AND c.relname = $2 ORDER BY a.attnum",
@@ -99,6 +105,7 @@ const crw_relation_t *crw_catalog_describe(crw_catalog_t *cat, const char *schem
         atts[a].name = PQgetvalue(res, a, 2);
         atts[a].typoid = (uint32_t)strtoul(PQgetvalue(res, a, 3), NULL, 10);
         atts[a].typmod = atoi(PQgetvalue(res, a, 4));
+        atts[a].flags = PQgetvalue(res, a, 5)[0] == 't' ? 1 : 0;
     }
     crw_pgo_relation_t m = {(uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10), schema, table,
                             PQgetvalue(res, 0, 1)[0], (uint16_t)natts, atts};
@@ -106,6 +113,20 @@ const crw_relation_t *crw_catalog_describe(crw_catalog_t *cat, const char *schem
     free(atts);
     PQclear(res);
     return rel;
+}
+
+typedef struct {
+    const crw_relation_t *rel;
+    crw_catalog_row_fn fn;
+    void *opaque;
+    crw_pgo_col_t *cols;
+} scan_t;
+
+static int scan_row(void *opaque, const PGresult *res) {
+    scan_t *sc = opaque;
+    crw_session_cols(res, 0, sc->rel->natts, sc->cols);
+    crw_pgo_tuple_t row = {sc->rel->natts, sc->cols};
+    return sc->fn(sc->opaque, &row);
 }
 
 long crw_catalog_scan(crw_catalog_t *cat, const crw_relation_t *rel, crw_catalog_row_fn fn, void *opaque,
@@ -128,34 +149,11 @@ long crw_catalog_scan(crw_catalog_t *cat, const crw_relation_t *rel, crw_catalog
     PQfreemem(ns);
     PQfreemem(tb);
     /* Row by row: the read never holds the whole table in memory. */
-    bool sent = PQsendQuery(c, sql.data) && PQsetSingleRowMode(c);
+    char what[300];
+    snprintf(what, sizeof what, "reading %s.%s", rel->nspname, rel->relname);
+    scan_t sc = {rel, fn, opaque, crw_calloc(rel->natts ? (size_t)rel->natts : 1, sizeof(crw_pgo_col_t))};
+    long rc = crw_session_rows(c, sql.data, 0, NULL, scan_row, &sc, what, errstr, n);
     crw_buf_free(&sql);
-    if (!sent) {
-        snprintf(errstr, n, "reading %s.%s: %s", rel->nspname, rel->relname, PQerrorMessage(c));
-        return -1;
-    }
-    crw_pgo_col_t *cols = crw_calloc(rel->natts ? rel->natts : 1, sizeof *cols);
-    crw_pgo_tuple_t row = {rel->natts, cols};
-    long rows = 0, rc = 0;
-    PGresult *res;
-    while ((res = PQgetResult(c))) {
-        ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_SINGLE_TUPLE && rc >= 0) {
-            rows++;
-            for (int i = 0; i < rel->natts; i++) {
-                cols[i].kind = PQgetisnull(res, 0, i) ? CRW_PGO_COL_NULL : CRW_PGO_COL_TEXT;
-                cols[i].data = PQgetvalue(res, 0, i);
-                cols[i].len = (uint32_t)PQgetlength(res, 0, i);
-            }
-            int r = fn(opaque, &row);
-            if (r < 0)
-                rc = r; /* read the rest of the results away; the connection stays usable */
-        } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc >= 0) {
-            snprintf(errstr, n, "reading %s.%s: %s", rel->nspname, rel->relname, PQresultErrorMessage(res));
-            rc = -1;
-        }
-        PQclear(res);
-    }
-    free(cols);
-    return rc < 0 ? rc : rows;
+    free(sc.cols);
+    return rc;
 }

@@ -49,7 +49,7 @@ typedef int (*crw_catalog_row_fn)(void *opaque, const crw_pgo_tuple_t *row);
 /*
  * Reads every row of rel (its columns in its order), one at a time so the
  * table is never held in memory, calling fn for each.
- * @returns the rows read, or -1 with errstr (a failed query; a negative fn return is returned as is).
+ * @returns the rows read; a negative fn return as is; CRW_ERR_PREREQ or CRW_ERR_CONN with errstr (the query failed).
  */
 long crw_catalog_scan(crw_catalog_t *cat, const crw_relation_t *rel, crw_catalog_row_fn fn, void *opaque,
                       char *errstr, size_t errstr_size);

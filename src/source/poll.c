@@ -46,6 +46,7 @@
 #include "core/lsn.h"
 #include "decode/change.h"
 #include "source/poll.h"
+#include "source/poll_stamp.h"
 #include "source/source.h"
 
 #define PRUNE_EVERY_US INT64_C(60000000) /* crwatch.prune_seen_tombstones() at most once a minute */
@@ -67,6 +68,7 @@ typedef struct {
 typedef struct {
     const crw_relation_t *rel;
     crw_buf_t query;      /* $1 the watermark, $2 its time, $3 the table's OID, $4 the watermark's xmin */
+    crw_stamp_t *stamp;   /* polled by a column (poll_stamp.c); NULL: by txid */
 } ptable_t;
 
 typedef struct {
@@ -88,9 +90,13 @@ typedef struct {
     bool in_txn, at_end, stop_after_commit;
     int64_t next_poll_us, last_store_us, last_prune_us;
     bool prune_refused;
+    bool had_row;          /* this process read or made its crwatch.offsets row */
     crw_buf_t idbuf;
     crw_buf_t oids;        /* the watched tables' OIDs, "{1,2}" */
     char *schema;          /* digest of their columns (COLUMNS_DIGEST) when they were described */
+    crw_stamp_t **stamps;  /* per resource: its timestamp-mode state, or NULL (kept across describes) */
+    int ntxid;             /* tables polled by txid: none, and crwatch.offsets is not used */
+    bool warned;           /* the timestamp mode's warning is out */
 } poll_t;
 
 #define P(s) ((poll_t *)(s))
@@ -131,8 +137,12 @@ static void poll_close(crw_source_t *base) {
     p->read = NULL;
     crw_session_close(&p->ses);
     crw_catalog_set_conn(p->cat, NULL);
-    /* What was delivered and not stored comes again from the stored watermark. */
+    /* What was delivered and not stored comes again from the stored watermark; tables polled by a column
+     * are listed again (what of them was in flight is not known). */
     marks_clear(p);
+    for (int i = 0; i < p->conf->nresources; i++)
+        if (p->stamps[i])
+            crw_stamp_forget(p->stamps[i]);
     p->in_txn = false;
 }
 
@@ -149,6 +159,9 @@ static void poll_destroy(crw_source_t *base) {
     crw_buf_free(&p->idbuf);
     crw_buf_free(&p->oids);
     free(p->schema);
+    for (int i = 0; i < p->conf->nresources; i++)
+        crw_stamp_destroy(p->stamps[i]);
+    free(p->stamps);
     free(p);
 }
 
@@ -235,6 +248,11 @@ static int store(poll_t *p, bool force, char *errstr, size_t n) {
     for (int i = 1; i < p->nmarks && p->marks[i].position <= p->confirmed; i++) {
         last = i;
         changes |= p->marks[i].changes;
+    }
+    if (p->ntxid == 0) { /* nothing is kept in the database */
+        if (last > 0)
+            marks_drop(p, 0, last);
+        return 0;
     }
     if (last < 0) {
         if (force)
@@ -338,6 +356,67 @@ static int poll_seek(crw_source_t *base, uint64_t position, char *errstr, size_t
 
 /* ---- start ------------------------------------------------------------------ */
 
+static bool is_stamp(const crw_resource_conf_t *rs) { return rs->poll_column && *rs->poll_column; }
+
+int crw_poll_txid_tables(const crw_config_t *cf) {
+    int k = 0;
+    for (int i = 0; i < cf->nresources; i++)
+        k += !crw_config_table_named_before(cf, i) && !is_stamp(&cf->resources[i]);
+    return k;
+}
+
+/* Each table polled by a column has it. */
+static int check_stamp_columns(crw_session_t *ses, char *errstr, size_t n) {
+    const crw_config_t *cf = ses->conf;
+    for (int i = 0; i < cf->nresources; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        if (crw_config_table_named_before(cf, i) || !is_stamp(rs))
+            continue;
+        const char *params[3] = {rs->schema, rs->table, rs->poll_column};
+        PGresult *res;
+        int rc = crw_session_query(
+            ses->sql, &res, errstr, n,
+            "SELECT format_type(a.atttypid, NULL), "
+            "       a.atttypid IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype, 'int2'::regtype, "
+            "                      'int4'::regtype, 'int8'::regtype, 'numeric'::regtype), "
+            "       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indkey[0] = a.attnum "
+            "               AND i.indisvalid AND i.indpred IS NULL), "
+            "       EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND g.tgname = 'zz_crwatch_write') "
+            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace ns "
+            "ON ns.oid = c.relnamespace WHERE ns.nspname = $1 AND c.relname = $2 AND a.attname = $3 "
+            "AND a.attnum > 0 AND NOT a.attisdropped",
+            3, params);
+        if (rc < 0)
+            return rc;
+        if (PQntuples(res) != 1) {
+            PQclear(res);
+            snprintf(errstr, n, "table %s.%s has no column %s (resource.%s.poll.column)", rs->schema, rs->table,
+                     rs->poll_column, rs->id);
+            return CRW_ERR_PREREQ;
+        }
+        bool ordered = PQgetvalue(res, 0, 1)[0] == 't', indexed = PQgetvalue(res, 0, 2)[0] == 't';
+        bool managed = PQgetvalue(res, 0, 3)[0] == 't';
+        if (!ordered)
+            snprintf(errstr, n,
+                     "resource.%s.poll.column: %s is %s; polling by a column takes a timestamp, date or integer "
+                     "column that every write moves forward",
+                     rs->id, rs->poll_column, PQgetvalue(res, 0, 0));
+        else if (managed)
+            snprintf(errstr, n,
+                     "table %s.%s is managed by crwatch.manage(): it is polled by txid, which misses nothing; "
+                     "remove resource.%s.poll.column",
+                     rs->schema, rs->table, rs->id);
+        else if (!indexed)
+            crw_warn("poll: no index leads with %s.%s.%s: every poll reads the whole table "
+                     "(CREATE INDEX ON %s.%s (%s))",
+                     rs->schema, rs->table, rs->poll_column, rs->schema, rs->table, rs->poll_column);
+        PQclear(res);
+        if (!ordered || managed)
+            return CRW_ERR_PREREQ;
+    }
+    return 0;
+}
+
 int crw_poll_check(crw_session_t *ses, char *errstr, size_t n) {
     const crw_config_t *cf = ses->conf;
     if (cf->nresources == 0) {
@@ -357,6 +436,11 @@ int crw_poll_check(crw_session_t *ses, char *errstr, size_t n) {
                  ses->dbname);
         return CRW_ERR_PREREQ;
     }
+    if ((rc = crw_session_check_tables(ses, errstr, n)) < 0)
+        return rc;
+    /* Tables polled by a column need nothing of crwatch's schema; the others need all of it. */
+    if (crw_poll_txid_tables(cf) == 0)
+        return check_stamp_columns(ses, errstr, n);
     rc = crw_session_query(ses->sql, &res, errstr, n,
                                "SELECT o IS NOT NULL AND t IS NOT NULL, "
                                "       o IS NOT NULL AND t IS NOT NULL AND has_table_privilege(o, 'SELECT') "
@@ -382,11 +466,9 @@ int crw_poll_check(crw_session_t *ses, char *errstr, size_t n) {
                  PQuser(ses->sql), PQuser(ses->sql));
         return CRW_ERR_PREREQ;
     }
-    if ((rc = crw_session_check_tables(ses, errstr, n)) < 0)
-        return rc;
     for (int i = 0; i < cf->nresources; i++) {
         const crw_resource_conf_t *rs = &cf->resources[i];
-        if (crw_config_table_named_before(cf, i))
+        if (crw_config_table_named_before(cf, i) || is_stamp(rs))
             continue;
         const char *params[2] = {rs->schema, rs->table};
         rc = crw_session_query(
@@ -412,12 +494,13 @@ int crw_poll_check(crw_session_t *ses, char *errstr, size_t n) {
         if (missing) {
             snprintf(errstr, n,
                      "table %s.%s is not managed for polling (it lacks %s): run SELECT crwatch.manage('%s.%s') as "
-                     "its owner (sql/crwatch.sql, docs/sql.md)",
+                     "its owner (sql/crwatch.sql, docs/sql.md), or where no trigger may be installed poll it by a "
+                     "column every write sets (resource.<id>.poll.column, docs/poll.md)",
                      rs->schema, rs->table, missing, rs->schema, rs->table);
             return CRW_ERR_PREREQ;
         }
     }
-    return 0;
+    return check_stamp_columns(ses, errstr, n);
 }
 
 /*
@@ -483,7 +566,17 @@ static int describe_in_snapshot(poll_t *p, char *errstr, size_t n) {
             return CRW_ERR_PREREQ;
         ptable_t *t = &p->tables[p->ntables++];
         t->rel = rel;
-        build_query(p, t);
+        if ((t->stamp = p->stamps[i])) {
+            crw_strlist_t pk = {0};
+            if (rs->key.n == 0)
+                crw_catalog_primary_key(p->cat, rel->relid, &pk);
+            const crw_strlist_t *key = rs->key.n ? &rs->key : &pk;
+            int rc = crw_stamp_prepare(t->stamp, p->ses.sql, rel, (const char *const *)key->v, key->n, errstr, n);
+            crw_strlist_clear(&pk);
+            if (rc < 0)
+                return rc;
+        } else
+            build_query(p, t);
         crw_buf_printf(&p->oids, "%s%u", p->ntables > 1 ? "," : "", rel->relid);
     }
     crw_buf_putc(&p->oids, '}');
@@ -526,6 +619,7 @@ static int load_offsets(poll_t *p, char *errstr, size_t n) {
     if (rc < 0)
         return rc;
     if (PQntuples(res) == 1) {
+        p->had_row = true;
         uint64_t stored = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
         if (stored > p->position)
             p->position = stored;
@@ -541,6 +635,8 @@ static int load_offsets(poll_t *p, char *errstr, size_t n) {
         return 0;
     }
     PQclear(res);
+    if (p->had_row) /* this process kept a watermark there: it went, and what it covered is unknown */
+        return lost_row(p, errstr, n);
     /*
      * First start: the current snapshot is the watermark (what committed
      * before it is the tables' state, as a new slot's start is); the cache,
@@ -591,6 +687,7 @@ static int load_offsets(poll_t *p, char *errstr, size_t n) {
     if (rc < 0)
         goto out;
     PQclear(res);
+    p->had_row = true;
     mark_push(p, p->position, wm, wt, false);
     crw_info("poll: first start of %s: changes committed after snapshot %s are streamed", p->conf->slot_name, wm);
 out:
@@ -624,6 +721,23 @@ static int lock_name(poll_t *p, char *errstr, size_t n) {
     return got ? 0 : CRW_ERR_SLOT_BUSY;
 }
 
+/* Once per process: what timestamp polling can miss, and how the reconciliation bounds it. */
+static void warn_stamp_mode(poll_t *p) {
+    const crw_config_t *cf = p->conf;
+    for (int i = 0; i < cf->nresources && !p->warned; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        if (!p->stamps[i])
+            continue;
+        crw_warn("poll: %s.%s is polled by its column %s, not by txid: a change is seen by the next poll only when "
+                 "its transaction commits within poll.lag.ms=%d of setting %s and %s moves; deletes, longer "
+                 "transactions and writes that leave %s as it was are seen by the reconciliation every "
+                 "resync.interval.ms=%d; each start lists the table again (docs/poll.md)",
+                 rs->schema, rs->table, rs->poll_column, cf->poll_lag_ms, rs->poll_column, rs->poll_column,
+                 rs->poll_column, cf->resync_interval_ms);
+    }
+    p->warned = true;
+}
+
 static int poll_start(crw_source_t *base, char *errstr, size_t n) {
     poll_t *p = P(base);
     const crw_config_t *cf = p->conf;
@@ -638,10 +752,19 @@ static int poll_start(crw_source_t *base, char *errstr, size_t n) {
     crw_catalog_set_conn(p->cat, p->ses.sql);
     if ((rc = crw_poll_check(&p->ses, errstr, n)) < 0)
         goto fail;
-    if ((rc = lock_name(p, errstr, n)) < 0 || (rc = describe_tables(p, errstr, n)) < 0)
+    if ((p->ntxid && (rc = lock_name(p, errstr, n)) < 0) || (rc = describe_tables(p, errstr, n)) < 0)
         goto fail;
-    if ((rc = load_offsets(p, errstr, n)) < 0)
+    if (p->ntxid == 0) {
+        /* Only tables polled by a column: no watermark to keep, each start lists them. */
+        mark_push(p, p->position, "", "", false);
+        if (p->ev.snapshot && !p->snapshot_done) {
+            if ((rc = p->ev.snapshot(p->ev.opaque, p->cat, false)) < 0)
+                goto fail;
+            p->snapshot_done = true;
+        }
+    } else if ((rc = load_offsets(p, errstr, n)) < 0)
         goto fail;
+    warn_stamp_mode(p);
     /* Everything up to the stored watermark is confirmed. */
     if (p->ev.tick)
         p->ev.tick(p->ev.opaque, p->marks[0].position);
@@ -672,6 +795,7 @@ typedef struct {
     uint64_t position;   /* this batch */
     uint64_t lsn;        /* where it read (pglsn) */
     const char *watermark, *watermark_time; /* the one it leaves */
+    int64_t time;        /* when it read, PostgreSQL epoch µs: the time of changes without their own */
     bool open;           /* its source transaction began */
     bool truncated;      /* the last row was a truncate tombstone of trunc_txid in this table (TRUNCATED is out) */
     uint64_t trunc_txid;
@@ -691,7 +815,7 @@ static int begin_batch(batch_t *b, char *errstr, size_t n) {
     if (p->conf->delivery == CRW_DELIVERY_EXACTLY_ONCE &&
         (rc = remember_pending(p, b->position, b->watermark, b->watermark_time, errstr, n)) < 0)
         return rc;
-    crw_src_txn_t tx = {b->position, b->lsn, 0, 0};
+    crw_src_txn_t tx = {b->position, b->lsn, 0, b->time};
     b->open = true;
     p->in_txn = true;
     return p->ev.begin(p->ev.opaque, &tx);
@@ -711,12 +835,7 @@ static int deliver_row(batch_t *b, const ptable_t *t, const PGresult *res, crw_p
         return 0; /* one TRUNCATED for the rows one TRUNCATE took */
     b->truncated = op == 'T';
     b->trunc_txid = txid;
-    for (int i = 0; i < rel->natts; i++) {
-        int f = META_COLS + i;
-        cols[i].kind = PQgetisnull(res, 0, f) ? CRW_PGO_COL_NULL : CRW_PGO_COL_TEXT;
-        cols[i].data = PQgetvalue(res, 0, f);
-        cols[i].len = (uint32_t)PQgetlength(res, 0, f);
-    }
+    crw_session_cols(res, META_COLS, rel->natts, cols);
     crw_pgo_tuple_t row = {rel->natts, cols};
     /* The event id: the writer and the row version, the same however often it is read. */
     crw_buf_reset(&p->idbuf);
@@ -742,36 +861,55 @@ static int deliver_row(batch_t *b, const ptable_t *t, const PGresult *res, crw_p
     return p->ev.change(p->ev.opaque, &ch);
 }
 
+typedef struct {
+    batch_t *b;
+    const ptable_t *t;
+    crw_pgo_col_t *cols;
+    char *errstr;
+    size_t n;
+    int err; /* deliver_row's (not the query's) */
+} read_t;
+
+static int read_row(void *opaque, const PGresult *res) {
+    read_t *r = opaque;
+    return r->err = deliver_row(r->b, r->t, res, r->cols, r->errstr, r->n);
+}
+
+/* A change of a table polled by a column (poll_stamp.c) for the batch. */
+typedef struct {
+    batch_t *b;
+    char *errstr;
+    size_t n;
+} stamp_ctx_t;
+
+static int stamp_emit(void *opaque, const crw_change_t *ch) {
+    stamp_ctx_t *x = opaque;
+    batch_t *b = x->b;
+    int rc;
+    if (!b->open && (rc = begin_batch(b, x->errstr, x->n)) < 0)
+        return rc;
+    b->rows++;
+    return b->p->ev.change(b->p->ev.opaque, ch);
+}
+
 /* Reads one table's part of the batch, row by row. */
 static int read_table(batch_t *b, const ptable_t *t, const char *watermark, const char *wm_time, char *errstr,
                       size_t n) {
-    poll_t *p = b->p;
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->rel->relid);
     /* The index bound as a constant (pg_snapshot text is xmin:xmax:xip,...): the planner sees how few rows pass. */
     char xmin[24];
     snprintf(xmin, sizeof xmin, "%.*s", (int)strcspn(watermark, ":"), watermark);
     const char *params[4] = {watermark, wm_time, oid, xmin};
-    if (!PQsendQueryParams(p->read, t->query.data, 4, NULL, params, NULL, NULL, 0) || !PQsetSingleRowMode(p->read))
-        return failed(p->read, NULL, errstr, n, "polling");
-    crw_pgo_col_t *cols = crw_calloc(t->rel->natts ? (size_t)t->rel->natts : 1, sizeof *cols);
+    read_t r = {b, t, crw_calloc(t->rel->natts ? (size_t)t->rel->natts : 1, sizeof(crw_pgo_col_t)), errstr, n, 0};
     b->truncated = false; /* another table */
-    int rc = 0;
-    PGresult *res;
-    while ((res = PQgetResult(p->read))) {
-        ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_SINGLE_TUPLE && rc == 0)
-            rc = deliver_row(b, t, res, cols, errstr, n);
-        else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc == 0) {
-            /* A table changed under the query (a column dropped, ...): start again, which describes
-             * the tables anew; a lasting error is retried with the driver's backoff, saying why. */
-            failed(p->read, res, errstr, n, "polling");
-            rc = CRW_ERR_CONN;
-        }
-        PQclear(res); /* after a failure: read the rest away, the connection stays usable */
-    }
-    free(cols);
-    return rc;
+    long rc = crw_session_rows(b->p->read, t->query.data, 4, params, read_row, &r, "polling", errstr, n);
+    free(r.cols);
+    /* A table changed under the query (a column dropped, ...): start again, which describes the tables
+     * anew; a lasting error is retried with the driver's backoff, saying why. */
+    if (r.err < 0)
+        return r.err;
+    return rc == CRW_ERR_PREREQ ? CRW_ERR_CONN : rc < 0 ? (int)rc : 0;
 }
 
 /* One batch: what committed since the last watermark; *rows: how many changes it read. */
@@ -786,7 +924,7 @@ static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
     const char *oids[1] = {p->oids.data};
     PGresult *res = PQexecParams(p->read,
                                  "SELECT pg_current_snapshot()::text, clock_timestamp()::text, pg_current_wal_lsn()::text, "
-                                 COLUMNS_DIGEST,
+                                 COLUMNS_DIGEST ", ((extract(epoch FROM clock_timestamp()) - 946684800) * 1000000)::bigint",
                                  1, NULL, oids, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = failed(p->read, res, errstr, n, "taking the poll's snapshot");
@@ -798,6 +936,7 @@ static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
     uint64_t lsn = 0;
     crw_lsn_parse(PQgetvalue(res, 0, 2), &lsn);
     bool altered = strcmp(p->schema, PQgetvalue(res, 0, 3)) != 0;
+    int64_t read_at = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
     PQclear(res);
     if (altered) {
         crw_info("poll: a watched table was altered: describing the tables again");
@@ -808,9 +947,16 @@ static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
             return rc;
         }
     }
-    batch_t b = {.p = p, .position = p->position + 1, .lsn = lsn, .watermark = wm, .watermark_time = wt};
-    for (int i = 0; i < p->ntables && rc == 0; i++)
-        rc = read_table(&b, &p->tables[i], last->watermark, last->watermark_time, errstr, n);
+    batch_t b = {.p = p, .position = p->position + 1, .lsn = lsn, .watermark = wm, .watermark_time = wt,
+                 .time = read_at};
+    stamp_ctx_t sx = {&b, errstr, n};
+    crw_stamp_poll_t sp = {started, crw_clock_mono_us(), b.position, p->confirmed};
+    for (int i = 0; i < p->ntables && rc == 0; i++) {
+        long srows = 0;
+        rc = p->tables[i].stamp
+                 ? crw_stamp_read(p->tables[i].stamp, p->read, &sp, stamp_emit, &sx, &srows, errstr, n)
+                 : read_table(&b, &p->tables[i], last->watermark, last->watermark_time, errstr, n);
+    }
     if (rc == 0 && (rc = exec_ok(p->read, "COMMIT", errstr, n)) == 0) {
         p->position = b.position;
         *rows = b.rows;
@@ -899,5 +1045,10 @@ CRW_SOURCE_CONSTRUCTOR(crw_source_poll_new) {
     p->endpos_asked = opts->endpos != 0;
     p->rels = crw_relcache_new();
     p->cat = crw_catalog_new(p->rels);
+    p->stamps = crw_calloc((size_t)conf->nresources + 1, sizeof *p->stamps);
+    for (int i = 0; i < conf->nresources; i++)
+        if (!crw_config_table_named_before(conf, i) && is_stamp(&conf->resources[i]))
+            p->stamps[i] = crw_stamp_new(conf, &conf->resources[i]);
+    p->ntxid = crw_poll_txid_tables(conf);
     return &p->base;
 }

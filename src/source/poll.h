@@ -18,4 +18,7 @@
  */
 int crw_poll_check(crw_session_t *ses, char *errstr, size_t errstr_size);
 
+/* How many watched tables are polled by txid (managed), not by a column (resource.<id>.poll.column). */
+int crw_poll_txid_tables(const crw_config_t *conf);
+
 #endif

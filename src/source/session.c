@@ -80,6 +80,40 @@ int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t n, const c
     return rc;
 }
 
+long crw_session_rows(PGconn *c, const char *sql, int nparams, const char *const *params, crw_session_row_fn fn,
+                      void *opaque, const char *what, char *errstr, size_t n) {
+    if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0) || !PQsetSingleRowMode(c)) {
+        const char *m = PQerrorMessage(c);
+        snprintf(errstr, n, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
+        return PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+    }
+    long rows = 0, rc = 0;
+    PGresult *res;
+    while ((res = PQgetResult(c))) {
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_SINGLE_TUPLE && rc >= 0) {
+            rows++;
+            int r = fn(opaque, res);
+            if (r < 0)
+                rc = r;
+        } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc >= 0) {
+            const char *m = PQresultErrorMessage(res);
+            snprintf(errstr, n, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
+            rc = PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+        }
+        PQclear(res);
+    }
+    return rc < 0 ? rc : rows;
+}
+
+void crw_session_cols(const PGresult *row, int first, int ncols, crw_pgo_col_t *cols) {
+    for (int i = 0; i < ncols; i++) {
+        cols[i].kind = PQgetisnull(row, 0, first + i) ? CRW_PGO_COL_NULL : CRW_PGO_COL_TEXT;
+        cols[i].data = PQgetvalue(row, 0, first + i);
+        cols[i].len = (uint32_t)PQgetlength(row, 0, first + i);
+    }
+}
+
 char *crw_session_quote_ident(PGconn *c, const char *s) {
     char *q = PQescapeIdentifier(c, s, strlen(s));
     char *out = crw_strdup(q ? q : "\"\"");

@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "core/conf.h"
+#include "decode/pgoutput.h"
 
 typedef struct crw_session {
     const crw_config_t *conf;
@@ -48,6 +49,21 @@ int crw_session_open_sql(crw_session_t *s, char *errstr, size_t errstr_size);
 /* Runs sql with params on c; keeps the result in *res.  @returns 0, or an error with errstr (*res NULL). */
 int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t errstr_size, const char *sql, int nparams,
                       const char *const *params);
+
+/*
+ * A query's rows one at a time (single-row mode: the result is never held
+ * whole): fn(opaque, res) for each, res holding that one row.  A negative
+ * return of fn stops the delivery; the rest is read away, so the
+ * connection stays usable.  what names the read in errstr.
+ * @returns the rows read; fn's error; CRW_ERR_CONN when the connection
+ * went; CRW_ERR_PREREQ for a failed query (errstr says why).
+ */
+typedef int (*crw_session_row_fn)(void *opaque, const PGresult *row);
+long crw_session_rows(PGconn *c, const char *sql, int nparams, const char *const *params, crw_session_row_fn fn,
+                      void *opaque, const char *what, char *errstr, size_t errstr_size);
+
+/* Columns first .. first+ncols-1 of a crw_session_rows row as a text tuple's cols. */
+void crw_session_cols(const PGresult *row, int first, int ncols, crw_pgo_col_t *cols);
 
 /* s quoted as an SQL identifier (malloc'd). */
 char *crw_session_quote_ident(PGconn *c, const char *s);

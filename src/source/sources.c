@@ -34,10 +34,23 @@ static crw_source_new_fn lookup(crw_source_kind_t kind) {
     return NULL;
 }
 
+/* Why exactly-once cannot be had: a table polled by a column is listed again at every start. NULL: none. */
+static const char *stamp_table(const crw_config_t *conf) {
+    for (int i = 0; i < conf->nresources; i++)
+        if (conf->resources[i].poll_column && *conf->resources[i].poll_column)
+            return "a table polled by a column (resource.<id>.poll.column) is listed again at every start, so its "
+                   "events can come twice; poll it by txid (crwatch.manage()) or use delivery=at-least-once";
+    return NULL;
+}
+
 int crw_sources_check(const crw_config_t *conf, char *errstr, size_t n) {
     if (conf->source != CRW_SOURCE_AUTO && !lookup(conf->source)) {
         snprintf(errstr, n, "source=%s is not available in this version of crwatch",
                  crw_config_source_name(conf->source));
+        return CRW_ERR_CONFIG;
+    }
+    if (conf->source == CRW_SOURCE_POLL && conf->delivery == CRW_DELIVERY_EXACTLY_ONCE && stamp_table(conf)) {
+        snprintf(errstr, n, "delivery=exactly-once: %s", stamp_table(conf));
         return CRW_ERR_CONFIG;
     }
     if (conf->source == CRW_SOURCE_POLL && conf->nresources == 0) {
@@ -104,6 +117,10 @@ static int auto_start(crw_source_t *base, char *errstr, size_t n) {
         if (rc < 0) {
             snprintf(errstr, n, "%s", why);
             return rc;
+        }
+        if (kind == CRW_SOURCE_POLL && a->conf->delivery == CRW_DELIVERY_EXACTLY_ONCE && stamp_table(a->conf)) {
+            snprintf(errstr, n, "source=auto polls (%s), and delivery=exactly-once: %s", why, stamp_table(a->conf));
+            return CRW_ERR_CONFIG;
         }
         if (kind == CRW_SOURCE_POLL)
             crw_warn("source=auto: polling, not logical replication: %s", why);
