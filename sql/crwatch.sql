@@ -21,7 +21,8 @@
 --                                 writes only its own rows)
 --   crwatch.manage(tbl)           checks that tbl follows the convention and installs
 --                                 the triggers, the txid column and its index
---                                 (txid_index => false: no index, see below)
+--                                 (txid_index => false: no index, see below), and
+--                                 the created_txid column
 --   crwatch.publish(pub, tbl...)  creates or extends a publication
 --   crwatch.create_role(r, tbl...) a least-privilege LOGIN REPLICATION role for crwatch
 --   crwatch.prune_tombstones(age) deletes tombstones older than age
@@ -29,7 +30,7 @@
 --                                 has seen (crwatch's role may call it)
 --   crwatch.is_managed(tbl)       true when manage(tbl) would have nothing to do
 --   crwatch.convention_triggers() the triggers manage() installs
---   crwatch.tg_write(), crwatch.tg_tombstone(), crwatch.tg_truncate()
+--   crwatch.tg_write(), crwatch.tg_created(), crwatch.tg_tombstone(), crwatch.tg_truncate()
 --                                 the trigger functions manage() installs
 --
 -- The trigger functions are SECURITY DEFINER (owned by whoever first applied
@@ -163,6 +164,28 @@ $fn$;
 COMMENT ON FUNCTION crwatch.tg_write() IS
     'crwatch.manage() trigger: resource_version, generation, uid, created_at, updated_at, txid';
 
+-- BEFORE INSERT OR UPDATE, per row: created_txid, the transaction that
+-- created the row (the polling source tells ADDED from MODIFIED by it). A
+-- trigger of its own, so a table managed before it existed keeps working
+-- until manage() runs again and adds the column.
+CREATE OR REPLACE FUNCTION crwatch.tg_created()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    SECURITY DEFINER
+    SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        NEW.created_txid := pg_current_xact_id();
+    ELSE
+        NEW.created_txid := OLD.created_txid;   -- immutable
+    END IF;
+    RETURN NEW;
+END
+$fn$;
+COMMENT ON FUNCTION crwatch.tg_created() IS
+    'crwatch.manage() trigger: created_txid, the transaction that inserted the row';
+
 -- AFTER DELETE, per row: a tombstone for the polling source.
 CREATE OR REPLACE FUNCTION crwatch.tg_tombstone()
     RETURNS trigger
@@ -219,6 +242,8 @@ CREATE OR REPLACE FUNCTION crwatch.convention_triggers(
 AS $fn$
     VALUES ('zz_crwatch_write', 'crwatch.tg_write()'::regprocedure, 23::int2,
             'BEFORE INSERT OR UPDATE', 'ROW'),
+           ('zz_crwatch_created', 'crwatch.tg_created()'::regprocedure, 23::int2,
+            'BEFORE INSERT OR UPDATE', 'ROW'),
            ('zz_crwatch_tombstone', 'crwatch.tg_tombstone()'::regprocedure, 9::int2,
             'AFTER DELETE', 'ROW'),
            ('zz_crwatch_truncate', 'crwatch.tg_truncate()'::regprocedure, 34::int2,
@@ -233,8 +258,8 @@ DROP FUNCTION IF EXISTS crwatch.manage(regclass);
 DROP FUNCTION IF EXISTS crwatch.is_managed(regclass);
 
 -- is_managed(tbl [, txid_index]): true when tbl has the txid column (and,
--- unless txid_index is false, an index leading with it) and the three
--- triggers exactly as manage() installs them, enabled.
+-- unless txid_index is false, an index leading with it), created_txid and
+-- the four triggers exactly as manage() installs them, enabled.
 CREATE OR REPLACE FUNCTION crwatch.is_managed(tbl regclass, txid_index boolean DEFAULT true)
     RETURNS boolean
     LANGUAGE sql
@@ -247,6 +272,9 @@ AS $fn$
                       AND (NOT txid_index OR EXISTS (SELECT 1 FROM pg_index i
                                    WHERE i.indrelid = tbl AND i.indkey[0] = a.attnum
                                      AND i.indpred IS NULL AND i.indisvalid)))
+       AND EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attname = 'created_txid' AND NOT a.attisdropped
+                      AND a.atttypid = 'xid8'::regtype)
        AND NOT EXISTS (SELECT 1 FROM crwatch.convention_triggers() w
                         WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t
                                            WHERE t.tgrelid = tbl AND t.tgname = w.name
@@ -260,8 +288,8 @@ COMMENT ON FUNCTION crwatch.is_managed(regclass, boolean) IS
 
 -- ---------------------------------------------------------------------------
 -- manage(tbl [, txid_index]): check the convention, add txid (and an index
--- on it) when missing, install the three triggers. Calling it again changes
--- nothing.
+-- on it) and created_txid when missing, install the four triggers. Calling
+-- it again changes nothing.
 --
 -- txid_index => false skips the index (an existing one is kept): the polling
 -- source needs it, but it makes every UPDATE non-HOT, since txid changes on
@@ -301,7 +329,8 @@ BEGIN
                    (9, 'status', 'jsonb', true), (10, 'created_at', 'timestamp with time zone', true),
                    (11, 'updated_at', 'timestamp with time zone', true),
                    (12, 'deleted_at', 'timestamp with time zone', true),
-                   (13, 'kind', 'text', false), (14, 'txid', 'xid8', false))
+                   (13, 'kind', 'text', false), (14, 'txid', 'xid8', false),
+                   (15, 'created_txid', 'xid8', false))
            AS w(ord, col, typ, required)
       LEFT JOIN pg_attribute a
              ON a.attrelid = tbl AND a.attname = w.col AND a.attnum > 0 AND NOT a.attisdropped
@@ -329,6 +358,12 @@ BEGIN
         EXECUTE format('ALTER TABLE %s ADD COLUMN txid xid8', tbl);
         SELECT a.attnum INTO txid_att FROM pg_attribute a
          WHERE a.attrelid = tbl AND a.attname = 'txid' AND NOT a.attisdropped;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = tbl AND a.attname = 'created_txid' AND NOT a.attisdropped) THEN
+        -- Metadata only too; existing rows keep NULL (the polling source then
+        -- tells ADDED by their timestamps).
+        EXECUTE format('ALTER TABLE %s ADD COLUMN created_txid xid8', tbl);
     END IF;
     -- The polling source reads "txid >= its low watermark". Any valid index
     -- leading with txid will do (e.g. one built beforehand CONCURRENTLY).

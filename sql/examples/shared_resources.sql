@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS public.resources (
     updated_at       timestamptz NOT NULL,   -- *
     deleted_at       timestamptz,
     txid             xid8,                   -- *
+    created_txid     xid8,                   -- set by crwatch.tg_created
     -- Names are unique per kind and namespace, as in Kubernetes.
     PRIMARY KEY (kind, namespace, name)
 );

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS public.video_transcoding_jobs (
     updated_at       timestamptz NOT NULL,   -- set by crwatch.tg_write
     deleted_at       timestamptz,            -- soft delete: set it, crwatch says deletionTimestamp
     txid             xid8,                   -- set by crwatch.tg_write (the polling source reads it)
+    created_txid     xid8,                   -- set by crwatch.tg_created (the polling source tells ADDED by it)
     PRIMARY KEY (namespace, name)
 );
 

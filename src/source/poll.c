@@ -55,6 +55,7 @@
     "(SELECT md5(string_agg(concat_ws(':', a.attrelid, a.attnum, a.attname, a.atttypid, a.atttypmod), ',' "           \
     "ORDER BY a.attrelid, a.attnum)) FROM pg_attribute a WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 "         \
     "AND NOT a.attisdropped AND a.attgenerated = '')"
+#define QUERY_ERRORS_MAX 5                 /* the same poll failing this often in a row stops crwatch (exit 3) */
 #define META_COLS 5                      /* crw_op, crw_txid, crw_rv, crw_added, crw_time */
 
 /* A delivered batch: its position and the watermark it leaves. */
@@ -97,6 +98,7 @@ typedef struct {
     crw_stamp_t **stamps;  /* per resource: its timestamp-mode state, or NULL (kept across describes) */
     int ntxid;             /* tables polled by txid: none, and crwatch.offsets is not used */
     bool warned;           /* the timestamp mode's warning is out */
+    int query_errors;      /* polls in a row whose query failed on a live connection */
 } poll_t;
 
 #define P(s) ((poll_t *)(s))
@@ -477,16 +479,17 @@ int crw_poll_check(crw_session_t *ses, char *errstr, size_t n) {
             "            WHERE ns.nspname = $1 AND c.relname = $2), "
             "     x AS (SELECT a.attnum FROM pg_attribute a, t WHERE a.attrelid = t.oid AND a.attname = 'txid' "
             "            AND NOT a.attisdropped AND a.atttypid = 'xid8'::regtype) "
-            "SELECT EXISTS (SELECT 1 FROM x), "
+            "SELECT EXISTS (SELECT 1 FROM x) AND EXISTS (SELECT 1 FROM pg_attribute a, t WHERE a.attrelid = t.oid "
+            "              AND a.attname = 'created_txid' AND NOT a.attisdropped), "
             "       EXISTS (SELECT 1 FROM pg_index i, t, x WHERE i.indrelid = t.oid AND i.indkey[0] = x.attnum "
             "               AND i.indpred IS NULL AND i.indisvalid), "
             "       (SELECT count(*) FROM pg_trigger g JOIN pg_proc f ON f.oid = g.tgfoid, t "
             "         WHERE g.tgrelid = t.oid AND f.pronamespace = 'crwatch'::regnamespace AND g.tgenabled = 'O' "
-            "           AND f.proname IN ('tg_write', 'tg_tombstone', 'tg_truncate')) = 3",
+            "           AND f.proname IN ('tg_write', 'tg_created', 'tg_tombstone', 'tg_truncate')) = 4",
             2, params);
         if (rc < 0)
             return rc;
-        const char *missing = strcmp(PQgetvalue(res, 0, 0), "t")   ? "the txid column"
+        const char *missing = strcmp(PQgetvalue(res, 0, 0), "t")   ? "the txid or created_txid column"
                               : strcmp(PQgetvalue(res, 0, 1), "t") ? "an index on txid"
                               : strcmp(PQgetvalue(res, 0, 2), "t") ? "crwatch's triggers"
                                                                    : NULL;
@@ -494,8 +497,9 @@ int crw_poll_check(crw_session_t *ses, char *errstr, size_t n) {
         if (missing) {
             snprintf(errstr, n,
                      "table %s.%s is not managed for polling (it lacks %s): run SELECT crwatch.manage('%s.%s') as "
-                     "its owner (sql/crwatch.sql, docs/sql.md), or where no trigger may be installed poll it by a "
-                     "column every write sets (resource.<id>.poll.column, docs/poll.md)",
+                     "its owner (again, if it was managed by an older sql/crwatch.sql; docs/sql.md), or where no "
+                     "trigger may be installed poll it by a column every write sets (resource.<id>.poll.column, "
+                     "docs/poll.md)",
                      rs->schema, rs->table, missing, rs->schema, rs->table);
             return CRW_ERR_PREREQ;
         }
@@ -525,11 +529,13 @@ static void build_query(poll_t *p, ptable_t *t) {
     }
     crw_buf_t *b = &t->query;
     crw_buf_reset(b);
-    /* crw_added: created since the last poll, or never written by another transaction than
-     * its creator (docs/poll.md, "ADDED or MODIFIED"). crw_time: the writer's now(), PostgreSQL epoch µs. */
+    /* crw_added: its creator is not visible in the last watermark (created_txid; rows from before
+     * manage() added it: created since the last poll, or never written again since, by their
+     * timestamps). crw_time: the writer's now(), PostgreSQL epoch µs. */
     crw_buf_printf(b,
                    "SELECT * FROM (SELECT 'R' AS crw_op, x.txid AS crw_txid, x.resource_version AS crw_rv, "
-                   "(x.created_at > $2::timestamptz OR x.created_at = x.updated_at) AS crw_added, "
+                   "coalesce(NOT pg_visible_in_snapshot(x.created_txid, $1::pg_snapshot), "
+                   "         x.created_at > $2::timestamptz OR x.created_at = x.updated_at) AS crw_added, "
                    "((extract(epoch FROM x.updated_at) - 946684800) * 1000000)::bigint AS crw_time%s "
                    "FROM %s.%s x WHERE x.txid >= $4::xid8 "
                    "AND NOT pg_visible_in_snapshot(x.txid, $1::pg_snapshot) "
@@ -957,6 +963,14 @@ static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
                  ? crw_stamp_read(p->tables[i].stamp, p->read, &sp, stamp_emit, &sx, &srows, errstr, n)
                  : read_table(&b, &p->tables[i], last->watermark, last->watermark_time, errstr, n);
     }
+    /* A query that failed on a live connection is retried (the tables are described again); one that keeps
+     * failing is no passing change, and stops crwatch rather than retry it for ever. */
+    if (rc == CRW_ERR_CONN && PQstatus(p->read) == CONNECTION_OK && ++p->query_errors >= QUERY_ERRORS_MAX) {
+        size_t l = strlen(errstr);
+        snprintf(errstr + l, n - l, " (%d polls in a row)", p->query_errors);
+        rc = CRW_ERR_PREREQ;
+    } else if (rc == 0)
+        p->query_errors = 0;
     if (rc == 0 && (rc = exec_ok(p->read, "COMMIT", errstr, n)) == 0) {
         p->position = b.position;
         *rows = b.rows;

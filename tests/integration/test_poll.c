@@ -130,6 +130,29 @@ Test(poll, level_triggered_events_of_every_kind) {
 }
 
 /*
+ * ADDED is told by the row's creating transaction (created_txid), not by
+ * timestamps: T1 begins before a poll, inserts, commits after it, and T2
+ * updates the row before the next poll.  Its created_at is older than that
+ * poll and differs from updated_at, yet the consumer never saw the row.
+ */
+Test(poll, a_row_created_by_a_transaction_spanning_a_poll_is_added) {
+    char db[64];
+    PGconn *c = setup("polladded", db, sizeof db, "");
+    it_proc_t *p = start_poll(db, 1500, "log.level=debug");
+    PGconn *t1 = it_connect(db);
+    it_exec(t1, "BEGIN; INSERT INTO jobs (name, spec) VALUES ('k', '{}')");
+    /* A poll passes while T1 is open (batch 2 is the first, perhaps before T1 began; batch 3 is not). */
+    cr_assert(it_proc_stderr_wait(p, "poll: batch 3:", 5000), "no poll while T1 was open");
+    it_exec(t1, "COMMIT");
+    it_exec(c, "UPDATE jobs SET status = '{\"phase\":\"Running\"}' WHERE name = 'k'");
+    json_object *ev = expect(p, "ADDED", "k");
+    it_expect_str(ev, "data.object.status.phase", "Running");
+    json_object_put(ev);
+    PQfinish(t1);
+    teardown(p, c, db);
+}
+
+/*
  * Kafka Connect JDBC's miss: T1 writes a row and stays open while 200 short
  * transactions write and are polled; a timestamp poll has moved past T1's
  * timestamp by the time T1 commits.  Here T1's row arrives once, and the 200
@@ -547,6 +570,27 @@ Test(poll, values_render_as_the_logical_source_renders_them) {
     teardown(p, c, db);
 }
 
+/* ---- a poll that keeps failing ------------------------------------------------- */
+
+Test(poll, a_query_that_keeps_failing_stops_crwatch_naming_it, .timeout = 60) {
+    char db[64];
+    PGconn *c = setup("pollpoison", db, sizeof db, "");
+    it_proc_t *p = start_poll(db, 50, NULL);
+    /* A tombstone whose row cannot be read back as the table's (as after ALTER COLUMN TYPE). */
+    it_exec(c, "INSERT INTO crwatch.tombstones (resource_version, relid, namespace, name, txid, deleted_at, object) "
+               "VALUES (nextval('crwatch.resource_version'), 'public.jobs', 'default', 'x', pg_current_xact_id(), "
+               "now(), '{\"name\": \"x\", \"generation\": \"not a number\"}')");
+    int rc = it_proc_wait(p, 40000);
+    char *log = it_proc_stderr(p);
+    cr_assert_eq(rc, 3, "exit %d: %s", rc, log);
+    cr_assert(strstr(log, "reconnecting") && strstr(log, "not a number") && strstr(log, "5 polls in a row"), "%s",
+              log);
+    free(log);
+    it_proc_free(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
 /* ---- tombstones, refusals, check ---------------------------------------------- */
 
 static long long count_tombstones(PGconn *c) {
@@ -574,6 +618,13 @@ Test(poll, tombstones_go_once_every_poller_is_past_them) {
     it_exec(c, "DELETE FROM jobs WHERE name = 'b'");
     json_object_put(expect(p, "DELETED", "b"));
     cr_assert(it_proc_no_line_within(p, 300), "a came again");
+    /* A snapshot is past b's delete only once no older transaction runs anywhere in the cluster (an
+     * autovacuum ANALYZE holds one for a moment): wait for that, then for a poll after it. */
+    cr_assert(it_wait_sql_true(c, 20000,
+                               "SELECT pg_snapshot_xmin(pg_current_snapshot()) > "
+                               "coalesce((SELECT max(txid) FROM crwatch.tombstones WHERE name = 'b'), '0'::xid8)"),
+              "an old transaction stays open in the cluster");
+    sleep_ms(300);
     stop(p);
     cr_assert_eq(count_tombstones(c), 0, "tombstones every poller has seen were kept");
     PQfinish(c);

@@ -384,6 +384,24 @@ Test(sql, generation_counts_spec_changes_only) {
     it_db_drop(NULL, db);
 }
 
+/* A table managed before created_txid existed (3 triggers, no column) keeps taking writes; manage() upgrades it. */
+Test(sql, a_table_managed_before_created_txid_keeps_working_until_managed_again) {
+    char db[64];
+    PGconn *c = it_db_create("sqlold", db, sizeof db);
+    it_apply_sql(db, "sql/crwatch.sql");
+    create_managed(c, "public.j");
+    it_exec(c, "DROP TRIGGER zz_crwatch_created ON j; ALTER TABLE j DROP COLUMN created_txid");
+    it_exec(c, "INSERT INTO j (name, spec) VALUES ('old', '{}'); UPDATE j SET status = '{}'");
+    expect_value(c, "f", "SELECT crwatch.is_managed('public.j')");
+    it_exec(c, "SELECT crwatch.manage('public.j')");
+    expect_value(c, "t", "SELECT crwatch.is_managed('public.j')");
+    it_exec(c, "INSERT INTO j (name, spec) VALUES ('new', '{}')");
+    expect_value(c, "old:true,new:false", "SELECT string_agg(name || ':' || (created_txid IS NULL)::text, ',' ORDER BY "
+                                   "name DESC) FROM j");
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
 Test(sql, timestamps_uid_and_txid_are_the_writing_transactions) {
     char db[64];
     PGconn *c = it_db_create("sqltx", db, sizeof db);
@@ -394,9 +412,9 @@ Test(sql, timestamps_uid_and_txid_are_the_writing_transactions) {
 
     it_exec(c, "BEGIN");
     it_exec(c, "INSERT INTO j (name, spec) VALUES ('x', '{}')"); /* no uid, created_at, updated_at given */
-    expect_value(c, "t|t|t|t",
+    expect_value(c, "t|t|t|t|t",
                  "SELECT concat_ws('|', txid = pg_current_xact_id(), created_at = now(), updated_at = now(), "
-                 "uid IS NOT NULL) FROM j");
+                 "uid IS NOT NULL, created_txid = pg_current_xact_id()) FROM j");
     char *xid1 = it_query_value(c, "SELECT pg_current_xact_id()");
     it_exec(c, "COMMIT");
     char *uid = it_query_value(c, "SELECT uid FROM j");
@@ -411,16 +429,16 @@ Test(sql, timestamps_uid_and_txid_are_the_writing_transactions) {
 
     it_exec(c, "SELECT pg_sleep(0.01)");
     it_exec(c, "BEGIN");
-    /* uid and created_at are immutable: the update's values are dropped. */
+    /* uid, created_at and created_txid are immutable: the update's values are dropped. */
     it_exec(c, "UPDATE j SET status = '{\"phase\":\"Running\"}', uid = gen_random_uuid(), "
-               "created_at = '2000-01-01', updated_at = '2000-01-01' WHERE name = 'x'");
+               "created_at = '2000-01-01', updated_at = '2000-01-01', created_txid = '1' WHERE name = 'x'");
     char *q = NULL;
     cr_assert(asprintf(&q,
                        "SELECT concat_ws('|', txid = pg_current_xact_id(), txid <> '%s'::xid8, updated_at = now(), "
-                       "updated_at > '%s'::timestamptz, created_at = '%s'::timestamptz, uid = '%s'::uuid) "
-                       "FROM j WHERE name = 'x'",
-                       xid1, updated, created, uid) > 0);
-    expect_value(c, "t|t|t|t|t|t", q);
+                       "updated_at > '%s'::timestamptz, created_at = '%s'::timestamptz, uid = '%s'::uuid, "
+                       "created_txid = '%s'::xid8) FROM j WHERE name = 'x'",
+                       xid1, updated, created, uid, xid1) > 0);
+    expect_value(c, "t|t|t|t|t|t|t", q);
     free(q);
     it_exec(c, "COMMIT");
 
