@@ -22,6 +22,8 @@ struct crw_mapper {
     crw_ce_t *ce;
     crw_buf_t value[CRW_MAPPED_MAX], key[CRW_MAPPED_MAX];
     char id[CRW_LSN_BUFSIZE + 24]; /* the change's event id: every record of it shares it */
+    int64_t time;                  /* the last change's own time, and as text (crw_txn_ctx_t.time_str) */
+    char time_str[40];
     size_t idlen;
 };
 
@@ -137,7 +139,14 @@ int crw_mapper_change(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_chang
     if (ch->xid || ch->time) {
         own = *tx;
         own.xid = ch->xid ? ch->xid : tx->xid;
-        own.commit_time = ch->time ? ch->time : tx->commit_time;
+        if (ch->time && ch->time != tx->commit_time) {
+            own.commit_time = ch->time;
+            if (ch->time != mp->time) { /* many changes of a poll share their writer's time */
+                mp->time = ch->time;
+                crw_clock_format_iso(mp->time_str, sizeof mp->time_str, ch->time + CRW_PG_EPOCH_OFFSET_US);
+            }
+            memcpy(own.time_str, mp->time_str, sizeof own.time_str);
+        }
         tx = &own;
     }
     make_id(mp, ch, tx);

@@ -96,6 +96,10 @@ Test(poll, level_triggered_events_of_every_kind) {
     char id[128];
     snprintf(id, sizeof id, "%s/%s", txid, rv);
     it_expect_str(a, "id", id); /* the writer and the version: the same however often it is read */
+    char *at = it_query_value(c, "SELECT to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
+                                 "FROM jobs WHERE name = 'a'");
+    it_expect_str(a, "time", at); /* the last writer's time */
+    free(at);
     free(rv);
     free(txid);
     json_object *b = expect(p, "ADDED", "b");
