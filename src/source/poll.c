@@ -187,13 +187,6 @@ static void poll_confirm(crw_source_t *base, uint64_t position) {
         p->confirmed = position;
 }
 
-/* The error of a failed result, one line, and whether the connection went. */
-static int failed(PGconn *c, const PGresult *res, char *errstr, size_t n, const char *what) {
-    const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
-    snprintf(errstr, n, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
-    return PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
-}
-
 /* The row of this crwatch went from crwatch.offsets under it: a gap it will not stream over. */
 static int lost_row(const poll_t *p, char *errstr, size_t n) {
     snprintf(errstr, n, "crwatch.offsets' row of %s was removed, or moved ahead by another process, while crwatch was "
@@ -206,7 +199,7 @@ static int exec_ok(PGconn *c, const char *sql, char *errstr, size_t n) {
     PGresult *res = PQexec(c, sql);
     int rc = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK
                  ? 0
-                 : failed(c, res, errstr, n, sql);
+                 : crw_session_error(c, res, sql, errstr, n);
     PQclear(res);
     return rc;
 }
@@ -283,7 +276,7 @@ static int store(poll_t *p, bool force, char *errstr, size_t n) {
                                  4, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        rc = failed(p->ses.sql, res, errstr, n, "storing the watermark in crwatch.offsets");
+        rc = crw_session_error(p->ses.sql, res, "storing the watermark in crwatch.offsets", errstr, n);
     else if (strcmp(PQcmdTuples(res), "1") != 0)
         rc = lost_row(p, errstr, n);
     PQclear(res);
@@ -426,11 +419,10 @@ int crw_poll_check(crw_session_t *ses, char *errstr, size_t n) {
         return CRW_ERR_CONFIG;
     }
     PGresult *res;
-    int rc = crw_session_query(ses->sql, &res, errstr, n, "SELECT pg_is_in_recovery()", 0, NULL);
+    bool standby;
+    int rc = crw_session_standby(ses, &standby, errstr, n);
     if (rc < 0)
         return rc;
-    bool standby = PQgetvalue(res, 0, 0)[0] == 't';
-    PQclear(res);
     if (standby) {
         snprintf(errstr, n,
                  "database %s is on a standby: polling needs the primary (it writes its watermark to "
@@ -933,7 +925,7 @@ static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
                                  COLUMNS_DIGEST ", ((extract(epoch FROM clock_timestamp()) - 946684800) * 1000000)::bigint",
                                  1, NULL, oids, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = failed(p->read, res, errstr, n, "taking the poll's snapshot");
+        rc = crw_session_error(p->read, res, "taking the poll's snapshot", errstr, n);
         PQclear(res);
         PQclear(PQexec(p->read, "ROLLBACK"));
         return rc;
@@ -957,12 +949,9 @@ static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
                  .time = read_at};
     stamp_ctx_t sx = {&b, errstr, n};
     crw_stamp_poll_t sp = {started, crw_clock_mono_us(), b.position, p->confirmed};
-    for (int i = 0; i < p->ntables && rc == 0; i++) {
-        long srows = 0;
-        rc = p->tables[i].stamp
-                 ? crw_stamp_read(p->tables[i].stamp, p->read, &sp, stamp_emit, &sx, &srows, errstr, n)
-                 : read_table(&b, &p->tables[i], last->watermark, last->watermark_time, errstr, n);
-    }
+    for (int i = 0; i < p->ntables && rc == 0; i++)
+        rc = p->tables[i].stamp ? crw_stamp_read(p->tables[i].stamp, p->read, &sp, stamp_emit, &sx, errstr, n)
+                                : read_table(&b, &p->tables[i], last->watermark, last->watermark_time, errstr, n);
     /* A query that failed on a live connection is retried (the tables are described again); one that keeps
      * failing is no passing change, and stops crwatch rather than retry it for ever. */
     if (rc == CRW_ERR_CONN && PQstatus(p->read) == CONNECTION_OK && ++p->query_errors >= QUERY_ERRORS_MAX) {

@@ -228,8 +228,6 @@ typedef struct {
     int err;
 } pass_t;
 
-static int hexval(char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1; }
-
 /* The key of a row: each key column's length (or ~0u for NULL) and bytes. */
 static void key_of(crw_stamp_t *s, const crw_pgo_col_t *cols) {
     crw_buf_reset(&s->key);
@@ -242,15 +240,15 @@ static void key_of(crw_stamp_t *s, const crw_pgo_col_t *cols) {
     }
 }
 
-static void hex_id(crw_stamp_t *s, const unsigned char *digest, const char *suffix) {
+/* A DELETED's id: the digest of the last state sent, in hex, and "/deleted". */
+static void deleted_id(crw_stamp_t *s, const unsigned char *digest) {
     static const char hx[] = "0123456789abcdef";
     crw_buf_reset(&s->id);
     for (int i = 0; i < 16; i++) {
         crw_buf_putc(&s->id, hx[digest[i] >> 4]);
         crw_buf_putc(&s->id, hx[digest[i] & 15]);
     }
-    if (suffix)
-        crw_buf_puts(&s->id, suffix);
+    crw_buf_puts(&s->id, "/deleted");
 }
 
 static int pass_row(void *opaque, const PGresult *res) {
@@ -260,7 +258,7 @@ static int pass_row(void *opaque, const PGresult *res) {
     unsigned char digest[16];
     const char *hx = PQgetvalue(res, 0, 0);
     for (int i = 0; i < 16; i++)
-        digest[i] = (unsigned char)(hexval(hx[2 * i]) << 4 | hexval(hx[2 * i + 1]));
+        digest[i] = (unsigned char)(crw_hexval(hx[2 * i]) << 4 | crw_hexval(hx[2 * i + 1]));
     if (!PQgetisnull(res, 0, 1)) {
         crw_buf_reset(&ps->lastbuf);
         crw_buf_puts(&ps->lastbuf, PQgetvalue(res, 0, 1));
@@ -278,9 +276,9 @@ static int pass_row(void *opaque, const PGresult *res) {
         return 0;
     memcpy(v->digest, digest, sizeof digest);
     crw_pgo_tuple_t row = {rel->natts, s->cols};
-    hex_id(s, digest, NULL);
+    /* The id: the digest as the server wrote it. */
     crw_change_t ch = {.op = created ? CRW_OP_INSERT : CRW_OP_UPDATE, .rel = rel, .newtup = &row,
-                       .id = s->id.data, .idlen = s->id.len};
+                       .id = hx, .idlen = (size_t)PQgetlength(res, 0, 0)};
     if (created)
         ps->added++;
     else
@@ -312,7 +310,7 @@ static bool sweep_gone(void *opaque, const void *key, size_t len, void *value) {
         }
     }
     crw_pgo_tuple_t old = {rel->natts, s->keycols};
-    hex_id(s, v->digest, "/deleted");
+    deleted_id(s, v->digest);
     crw_change_t ch = {.op = CRW_OP_DELETE, .rel = rel, .oldtup = &old, .oldkind = 'K',
                        .id = s->id.data, .idlen = s->id.len};
     ps->deleted++;
@@ -324,7 +322,7 @@ static bool sweep_gone(void *opaque, const void *key, size_t len, void *value) {
 static int query_failed(long rc) { return rc == CRW_ERR_PREREQ ? CRW_ERR_CONN : (int)rc; }
 
 int crw_stamp_read(crw_stamp_t *s, PGconn *c, const crw_stamp_poll_t *poll, crw_stamp_emit_fn emit, void *opaque,
-                   long *rows, char *errstr, size_t n) {
+                   char *errstr, size_t n) {
     const crw_relation_t *rel = s->rel;
     char what[300];
     pass_t ps = {.s = s, .poll = poll, .emit = emit, .opaque = opaque};
@@ -373,7 +371,6 @@ int crw_stamp_read(crw_stamp_t *s, PGconn *c, const crw_stamp_poll_t *poll, crw_
             mark_add(s, now_us, ps.last);
     }
     crw_buf_free(&ps.lastbuf);
-    *rows = ps.added + ps.modified + ps.deleted;
     if (ps.err < 0)
         return ps.err;
     if (rc < 0)

@@ -54,10 +54,10 @@ typedef struct crw_stamp_poll {
 /*
  * This poll's part, inside the batch's REPEATABLE READ transaction on c:
  * the listing (first read), a reconciliation (when due), or the window.
- * *rows: the changes it emitted.  @returns 0, emit's error, CRW_ERR_CONN
- * (the connection went, or a query failed: the tables are described again).
+ * @returns 0, emit's error, CRW_ERR_CONN (the connection went, or a query
+ * failed: the tables are described again).
  */
 int crw_stamp_read(crw_stamp_t *s, PGconn *c, const crw_stamp_poll_t *poll, crw_stamp_emit_fn emit, void *opaque,
-                   long *rows, char *errstr, size_t errstr_size);
+                   char *errstr, size_t errstr_size);
 
 #endif

@@ -226,13 +226,11 @@ static int logical_start(crw_source_t *base, char *errstr, size_t n) {
     res = PQexec(r->ses.repl, cmd.data);
     crw_buf_free(&cmd);
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
-        const char *m = PQresultErrorMessage(res);
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        snprintf(errstr, n, "START_REPLICATION failed: %.*s", (int)strcspn(m, "\n"), m);
+        rc = crw_session_error(r->ses.repl, res, "START_REPLICATION failed", errstr, n);
         /* 55006 object_in_use: the slot is still held by a dying predecessor. */
-        rc = state && !strcmp(state, "55006") ? CRW_ERR_SLOT_BUSY
-             : PQstatus(r->ses.repl) == CONNECTION_BAD ? CRW_ERR_CONN
-                                                       : CRW_ERR_PREREQ;
+        if (state && !strcmp(state, "55006"))
+            rc = CRW_ERR_SLOT_BUSY;
         PQclear(res);
         goto fail;
     }

@@ -65,6 +65,12 @@ static PGconn *connect_one(crw_session_t *s, bool replication, char *errstr, siz
     return c;
 }
 
+int crw_session_error(PGconn *c, const PGresult *res, const char *what, char *errstr, size_t n) {
+    const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
+    snprintf(errstr, n, "%s%s%.*s", what ? what : "", what ? ": " : "", (int)strcspn(m, "\n"), m);
+    return PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+}
+
 /* Runs sql with params; keeps the result in *res; returns 0 or sets errstr. */
 int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t n, const char *sql, int nparams,
                  const char *const *params) {
@@ -72,9 +78,7 @@ int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t n, const c
     ExecStatusType st = PQresultStatus(*res);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return 0;
-    const char *m = PQresultErrorMessage(*res);
-    snprintf(errstr, n, "%.*s", (int)strcspn(m, "\n"), m);
-    int rc = PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+    int rc = crw_session_error(c, *res, NULL, errstr, n);
     PQclear(*res);
     *res = NULL;
     return rc;
@@ -82,11 +86,8 @@ int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t n, const c
 
 long crw_session_rows(PGconn *c, const char *sql, int nparams, const char *const *params, crw_session_row_fn fn,
                       void *opaque, const char *what, char *errstr, size_t n) {
-    if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0) || !PQsetSingleRowMode(c)) {
-        const char *m = PQerrorMessage(c);
-        snprintf(errstr, n, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
-        return PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
-    }
+    if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0) || !PQsetSingleRowMode(c))
+        return crw_session_error(c, NULL, what, errstr, n);
     long rows = 0, rc = 0;
     PGresult *res;
     while ((res = PQgetResult(c))) {
@@ -96,11 +97,8 @@ long crw_session_rows(PGconn *c, const char *sql, int nparams, const char *const
             int r = fn(opaque, res);
             if (r < 0)
                 rc = r;
-        } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc >= 0) {
-            const char *m = PQresultErrorMessage(res);
-            snprintf(errstr, n, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
-            rc = PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
-        }
+        } else if (st != PGRES_SINGLE_TUPLE && st != PGRES_TUPLES_OK && rc >= 0)
+            rc = crw_session_error(c, res, what, errstr, n);
         PQclear(res);
     }
     return rc < 0 ? rc : rows;
@@ -150,6 +148,16 @@ int crw_session_logical_ready(crw_session_t *s, char *errstr, size_t n) {
         PQclear(res);
         return CRW_ERR_PREREQ;
     }
+    PQclear(res);
+    return 0;
+}
+
+int crw_session_standby(crw_session_t *s, bool *standby, char *errstr, size_t n) {
+    PGresult *res;
+    int rc = crw_session_query(s->sql, &res, errstr, n, "SELECT pg_is_in_recovery()", 0, NULL);
+    if (rc < 0)
+        return rc;
+    *standby = PQgetvalue(res, 0, 0)[0] == 't';
     PQclear(res);
     return 0;
 }
@@ -319,10 +327,11 @@ int crw_session_create_slot(crw_session_t *s, bool export_snapshot, uint64_t *st
     res = PQexec(s->repl, sql.data);
     crw_buf_free(&sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        const char *m = PQresultErrorMessage(res);
-        snprintf(errstr, n, "creating slot %s: %.*s", cf->slot_name, (int)strcspn(m, "\n"), m);
+        char what[128];
+        snprintf(what, sizeof what, "creating slot %s", cf->slot_name);
+        int rc = crw_session_error(s->repl, res, what, errstr, n);
         PQclear(res);
-        return PQstatus(s->repl) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+        return rc;
     }
     crw_lsn_parse(PQgetvalue(res, 0, 1), start_lsn);
     free(s->snapshot);
@@ -357,10 +366,8 @@ int crw_session_open(crw_session_t *s, char *errstr, size_t n) {
     s->server_version = PQserverVersion(s->repl);
     PGresult *res = PQexec(s->repl, "IDENTIFY_SYSTEM");
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) < 4 || PQgetisnull(res, 0, 3)) {
-        const char *m = PQresultErrorMessage(res);
-        snprintf(errstr, n, "IDENTIFY_SYSTEM failed: %.*s", (int)strcspn(m, "\n"), m);
+        err = crw_session_error(s->repl, res, "IDENTIFY_SYSTEM failed", errstr, n);
         PQclear(res);
-        err = PQstatus(s->repl) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
         crw_session_close(s);
         return err;
     }

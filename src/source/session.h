@@ -46,6 +46,13 @@ int crw_session_open(crw_session_t *s, char *errstr, size_t errstr_size);
 /* Connects the plain SQL session only (the polling source: no walsender, no REPLICATION needed). */
 int crw_session_open_sql(crw_session_t *s, char *errstr, size_t errstr_size);
 
+/*
+ * The first line of the error of res (or, NULL, of c) into errstr, after
+ * "what: " when what is not NULL.  @returns CRW_ERR_CONN when c's connection
+ * went, else CRW_ERR_PREREQ (the server refused).
+ */
+int crw_session_error(PGconn *c, const PGresult *res, const char *what, char *errstr, size_t errstr_size);
+
 /* Runs sql with params on c; keeps the result in *res.  @returns 0, or an error with errstr (*res NULL). */
 int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t errstr_size, const char *sql, int nparams,
                       const char *const *params);
@@ -73,6 +80,9 @@ int crw_session_check_prereqs(crw_session_t *s, char *errstr, size_t errstr_size
 
 /* wal_level=logical and the REPLICATION attribute (or superuser): 0, or CRW_ERR_PREREQ saying which is missing. */
 int crw_session_logical_ready(crw_session_t *s, char *errstr, size_t errstr_size);
+
+/* *standby: the server is in recovery (a standby).  @returns 0, or an error with errstr. */
+int crw_session_standby(crw_session_t *s, bool *standby, char *errstr, size_t errstr_size);
 
 /* Every watched table exists and the role may SELECT from it. */
 int crw_session_check_tables(crw_session_t *s, char *errstr, size_t errstr_size);

@@ -71,18 +71,15 @@ int crw_source_choose(const crw_config_t *conf, const char *conninfo, crw_source
     int rc = crw_session_open_sql(&ses, why, n);
     if (rc == 0) {
         rc = crw_session_logical_ready(&ses, why, n);
-        if (rc == CRW_ERR_PREREQ && PQstatus(ses.sql) == CONNECTION_OK) {
-            /* Polling needs a primary: it writes its watermark, and a standby's snapshots do not list the
-             * primary's open transactions (their rows would pass for seen). */
-            PGresult *res = PQexec(ses.sql, "SELECT pg_is_in_recovery()");
-            bool standby = PQresultStatus(res) == PGRES_TUPLES_OK && PQgetvalue(res, 0, 0)[0] == 't';
-            PQclear(res);
-            if (standby) {
-                size_t l = strlen(why);
-                snprintf(why + l, n - l, "; and polling needs the primary: point crwatch at it");
-                crw_session_free(&ses);
-                return CRW_ERR_PREREQ;
-            }
+        /* Polling needs a primary: it writes its watermark, and a standby's snapshots do not list the
+         * primary's open transactions (their rows would pass for seen). */
+        bool standby = false;
+        char e2[256];
+        if (rc == CRW_ERR_PREREQ && crw_session_standby(&ses, &standby, e2, sizeof e2) == 0 && standby) {
+            size_t l = strlen(why);
+            snprintf(why + l, n - l, "; and polling needs the primary: point crwatch at it");
+            crw_session_free(&ses);
+            return CRW_ERR_PREREQ;
         }
         if (rc == 0) {
             *kind = CRW_SOURCE_LOGICAL;

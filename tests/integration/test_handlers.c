@@ -155,13 +155,7 @@ static void assert_not_confirmed(PGconn *c, const char *db, const char *commit_l
     free(v);
 }
 
-static void stop_crwatch(it_proc_t *p) {
-    int rc = it_proc_signal_wait(p, SIGTERM, 20000);
-    if (rc != 0)
-        it_proc_dump_stderr(p);
-    cr_assert_eq(rc, 0, "crwatch exited %d", rc);
-    it_proc_free(p);
-}
+static void stop_crwatch(it_proc_t *p) { it_crwatch_stop(p, 20000); }
 
 /* Shell fragments the handler scripts share: the event id and subject of $line. */
 #define SH_FIELDS                                                                                                      \

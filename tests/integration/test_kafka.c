@@ -654,6 +654,24 @@ typedef struct {
     char err[256];
 } writer_t;
 
+/* Each of rows 1..n exactly once among ev, by subject (prefix, then the row's number). */
+static void expect_each_once(const kmsgs_t *ev, const char *prefix, int n) {
+    size_t pl = strlen(prefix);
+    char *count = calloc((size_t)n + 1, 1);
+    for (int i = 0; i < ev->n; i++) {
+        json_object *e = event_of(&ev->v[i]);
+        const char *subject = it_json_str(e, "subject");
+        int k = subject && !strncmp(subject, prefix, pl) ? atoi(subject + pl) : -1;
+        cr_assert(k >= 1 && k <= n, "unexpected row %s", subject ? subject : "(none)");
+        cr_assert_eq(count[k], 0, "row %d delivered twice to read_committed (%s)", k, it_json_str(e, "id"));
+        count[k]++;
+        json_object_put(e);
+    }
+    for (int k = 1; k <= n; k++)
+        cr_assert_eq(count[k], 1, "row %d of %d lost", k, n);
+    free(count);
+}
+
 static void *writer_main(void *arg) {
     writer_t *w = arg;
     char conninfo[128];
@@ -723,17 +741,7 @@ Test(kafka, exactly_once_under_repeated_kill_9) {
     cr_assert_gt(ck.n, 0, "no checkpoint records");
     for (int i = 0; i < ck.n; i++)
         cr_assert_eq(ck.v[i].part, 0, "checkpoints go to partition 0");
-    char *count = calloc((size_t)w.written + 1, 1);
-    for (int i = 0; i < ev.n; i++) {
-        json_object *e = event_of(&ev.v[i]);
-        int k = atoi(it_json_str(e, "subject"));
-        cr_assert(k >= 1 && k <= w.written, "unexpected row %d", k);
-        cr_assert_eq(count[k], 0, "row %d delivered twice to read_committed (%s)", k, it_json_str(e, "id"));
-        count[k]++;
-        json_object_put(e);
-    }
-    for (int k = 1; k <= w.written; k++)
-        cr_assert_eq(count[k], 1, "row %d of %d lost", k, w.written);
+    expect_each_once(&ev, "", w.written);
     /* The log also holds what the killed processes left in open transactions,
      * aborted when the next one fenced them: read_uncommitted sees it. */
     kmsgs_t raw = consume(m->bs, "crwatch.public.t", false, ev.n, EV_TIMEOUT);
@@ -744,7 +752,6 @@ Test(kafka, exactly_once_under_repeated_kill_9) {
     free(kcat_consume(m->bs, "crwatch.public.t", "%k\n", true, &lines));
     cr_assert_eq(lines, w.written, "kcat read_committed read %d messages, want %d", lines, w.written);
     kmsgs_free(&raw);
-    free(count);
     kmsgs_free(&ev);
     kmsgs_free(&ck);
     mock_stop(m);
@@ -852,19 +859,7 @@ static it_proc_t *start_poll_kafka(const char *db, const char *bs, const char *s
 /* Every row 1..n exactly once in what a read_committed consumer of crwatch.public.jobs gets. */
 static void expect_rows_once(const char *bs, int n) {
     kmsgs_t ev = consume(bs, "crwatch.public.jobs", true, n, EV_TIMEOUT);
-    char *count = calloc((size_t)n + 1, 1);
-    for (int i = 0; i < ev.n; i++) {
-        json_object *e = event_of(&ev.v[i]);
-        const char *subject = it_json_str(e, "subject");
-        int k = subject && !strncmp(subject, "default/", 8) ? atoi(subject + 8) : -1;
-        cr_assert(k >= 1 && k <= n, "unexpected row %s", subject ? subject : "(none)");
-        cr_assert_eq(count[k], 0, "row %d delivered twice to read_committed (%s)", k, it_json_str(e, "id"));
-        count[k]++;
-        json_object_put(e);
-    }
-    for (int k = 1; k <= n; k++)
-        cr_assert_eq(count[k], 1, "row %d of %d lost", k, n);
-    free(count);
+    expect_each_once(&ev, "default/", n);
     kmsgs_free(&ev);
 }
 

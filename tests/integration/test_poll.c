@@ -60,10 +60,7 @@ static json_object *expect(it_proc_t *p, const char *type, const char *name) {
 }
 
 /* Stops p with SIGTERM: it must exit 0. */
-static void stop(it_proc_t *p) {
-    cr_assert_eq(it_proc_signal_wait(p, SIGTERM, 10000), 0);
-    it_proc_free(p);
-}
+static void stop(it_proc_t *p) { it_crwatch_stop(p, 10000); }
 
 /* Stops p, closes c and drops db. */
 static void teardown(it_proc_t *p, PGconn *c, const char *db) {
@@ -411,11 +408,9 @@ Test(poll, kill_9_mid_load_resumes_from_the_stored_watermark, .timeout = 180) {
     it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('done', '{}')");
     read_until_done(p, v, false);
     view_equals_table(v, c);
-    stop(p);
     view_check_ids(v);
     free(v);
-    PQfinish(c);
-    it_db_drop(NULL, db);
+    teardown(p, c, db);
 }
 
 Test(poll, a_clean_restart_sends_only_what_is_new) {
@@ -457,15 +452,6 @@ Test(poll, a_table_altered_while_polling_is_described_again) {
     teardown(p, c, db);
 }
 
-/* True when the JSON array at path holds the string s. */
-static bool array_has(json_object *ev, const char *path, const char *s) {
-    json_object *a = it_json_get(ev, path);
-    for (size_t i = 0; a && i < json_object_array_length(a); i++)
-        if (!strcmp(json_object_get_string(json_object_array_get_idx(a, i)), s))
-            return true;
-    return false;
-}
-
 Test(poll, crd_events_carry_old_object_and_changed_from_the_cache) {
     char db[64];
     PGconn *c = setup("pollcrd", db, sizeof db, "");
@@ -481,8 +467,8 @@ Test(poll, crd_events_carry_old_object_and_changed_from_the_cache) {
     cr_assert(it_json_exists(m, "data.oldObject.status"), "no oldObject from the seeded cache: %s",
               json_object_to_json_string(m));
     cr_assert(!it_json_get(m, "data.oldObject.status.phase"));
-    cr_assert(array_has(m, "data.changed", "/status/phase"), "%s", json_object_to_json_string(m));
-    cr_assert(!array_has(m, "data.changed", "/spec"));
+    cr_assert(it_json_array_has(m, "data.changed", "/status/phase"), "%s", json_object_to_json_string(m));
+    cr_assert(!it_json_array_has(m, "data.changed", "/spec"));
     json_object_put(m);
     it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('job-2', '{}')");
     json_object_put(expect(p, "ADDED", "job-2"));
@@ -490,7 +476,7 @@ Test(poll, crd_events_carry_old_object_and_changed_from_the_cache) {
     m = expect(p, "MODIFIED", "job-2");
     it_expect_str(m, "data.oldObject.metadata.generation", "1");
     it_expect_str(m, "data.object.metadata.generation", "2");
-    cr_assert(array_has(m, "data.changed", "/spec/preset"), "%s", json_object_to_json_string(m));
+    cr_assert(it_json_array_has(m, "data.changed", "/spec/preset"), "%s", json_object_to_json_string(m));
     json_object_put(m);
     it_exec(c, "DELETE FROM jobs WHERE name = 'job-2'");
     m = expect(p, "DELETED", "job-2");

@@ -809,6 +809,14 @@ int it_proc_signal_wait(it_proc_t *p, int sig, int timeout_ms) {
     return st;
 }
 
+void it_crwatch_stop(it_proc_t *p, int timeout_ms) {
+    int rc = it_proc_signal_wait(p, SIGTERM, timeout_ms);
+    if (rc != 0)
+        it_proc_dump_stderr(p);
+    cr_assert_eq(rc, 0, "crwatch exited %d", rc);
+    it_proc_free(p);
+}
+
 bool it_proc_running(it_proc_t *p) {
     cr_assert(p != NULL, "it_proc_running: NULL process");
     return !reap(p, false);
@@ -1006,6 +1014,14 @@ json_object *it_json_get(json_object *o, const char *path) {
 const char *it_json_str(json_object *o, const char *path) {
     json_object *v = it_json_get(o, path);
     return v != NULL ? json_object_get_string(v) : NULL;
+}
+
+bool it_json_array_has(json_object *o, const char *path, const char *s) {
+    json_object *a = it_json_get(o, path);
+    for (size_t i = 0; a && json_object_is_type(a, json_type_array) && i < json_object_array_length(a); i++)
+        if (!strcmp(json_object_get_string(json_object_array_get_idx(a, i)), s))
+            return true;
+    return false;
 }
 
 void it_expect_str(json_object *o, const char *path, const char *want) {

@@ -129,6 +129,9 @@ bool it_proc_no_line_within(it_proc_t *p, int ms);
  * dump stderr, abort the test. */
 int it_proc_signal_wait(it_proc_t *p, int sig, int timeout_ms);
 
+/* SIGTERM and wait up to timeout_ms: crwatch must exit 0 (else its stderr is dumped and the test fails); frees p. */
+void it_crwatch_stop(it_proc_t *p, int timeout_ms);
+
 /* Wait for exit (stdout keeps being buffered meanwhile); returns the exit code, 128+signal if
  * killed, -1 on timeout (child left running). */
 int it_proc_wait(it_proc_t *p, int timeout_ms);
@@ -176,6 +179,9 @@ const char *it_json_str(json_object *o, const char *path);
 
 /* Asserts that the value at path is the string want (non-strings compare by their JSON text). */
 void it_expect_str(json_object *o, const char *path, const char *want);
+
+/* True when the JSON array at path holds the string s. */
+bool it_json_array_has(json_object *o, const char *path, const char *s);
 
 /* True when path exists, even if its value is JSON null. */
 bool it_json_exists(json_object *o, const char *path);
