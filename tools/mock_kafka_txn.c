@@ -526,14 +526,23 @@ static int64_t append_marker(crw_txnlayer_t *t, const tpart_t *tp, int64_t pid, 
     return offset;
 }
 
-/* Ends x's open transaction: markers everywhere it wrote, then its batches' states. */
-static void txn_end(crw_txnlayer_t *t, txn_t *x, bool commit) {
+/*
+ * Ends x's open transaction: markers everywhere it wrote, then its batches'
+ * states.  A partition whose marker cannot be appended (the broker is down)
+ * stays in x: @returns false then, and the transaction is not over there.
+ */
+static bool txn_end(crw_txnlayer_t *t, txn_t *x, bool commit) {
+    size_t kept = 0;
     for (size_t i = 0; i < x->np; i++) {
         tpart_t *tp = &t->tps[x->parts[i].tp];
         int64_t at = append_marker(t, tp, x->pid, x->epoch, commit);
         trace("%s [%d]: %s of %s (producer %lld/%d, first @%lld) marker @%lld", tp->topic, tp->part,
               commit ? "COMMIT" : "ABORT", x->tid, (long long)x->pid, x->epoch, (long long)x->parts[i].first,
               (long long)at);
+        if (at < 0 && commit) {
+            x->parts[kept++] = x->parts[i];
+            continue;
+        }
         /* Its batches are at or after its first offset there: b is sorted. */
         for (size_t k = tp->nb; k-- > 0 && tp->b[k].base >= x->parts[i].first;)
             if (tp->b[k].pid == x->pid && tp->b[k].state == TXB_OPEN)
@@ -543,7 +552,8 @@ static void txn_end(crw_txnlayer_t *t, txn_t *x, bool commit) {
             tp->ab[tp->nab++] = (aborted_t){x->pid, x->parts[i].first, at >= 0 ? at : INT64_MAX};
         }
     }
-    x->np = 0;
+    x->np = kept;
+    return kept == 0;
 }
 
 /* A transactional data batch appended at base (from a Produce response). */
@@ -894,7 +904,10 @@ static void on_end_txn(crw_txnlayer_t *t, const pend_t *p, rd_t *r) {
         errp[1] = 47; /* INVALID_PRODUCER_EPOCH */
         return;
     }
-    txn_end(t, x, p->commit);
+    if (!txn_end(t, x, p->commit)) { /* a marker could not be written: the client must ask again */
+        errp[0] = 0;
+        errp[1] = 15; /* COORDINATOR_NOT_AVAILABLE: retriable */
+    }
 }
 
 /*
@@ -953,7 +966,27 @@ static bool on_fetch(crw_txnlayer_t *t, const pend_t *p, rd_t *r, buf_t *out) {
                     (!tp || batch_state(tp, base) < 0) && base < lso)
                     lso = base;
             }
-            bool hide = p->isolation == 1 && is_batch && base >= lso;
+            /* read_committed, as a broker serves it: only the batches below the
+             * LSO (a fetch often holds several), with the aborted transactions
+             * of all of them. */
+            int32_t keep = rlen;
+            if (p->isolation == 1 && is_batch && err == 0) {
+                keep = 0;
+                for (int32_t o = 0; o + RB_HEADER_SIZE <= rlen;) {
+                    int64_t b = get_i64(rec + o + RB_BASE_OFFSET);
+                    int32_t size = 12 + (int32_t)get_u32(rec + o + 8);
+                    uint16_t ba = get_u16(rec + o + RB_ATTRIBUTES);
+                    if ((ba & RB_ATTR_TRANSACTIONAL) && !(ba & RB_ATTR_CONTROL) && (!tp || batch_state(tp, b) < 0) &&
+                        b < lso)
+                        lso = b;
+                    if (b >= lso || size <= 12 || o + size > rlen)
+                        break;
+                    last = b + (int32_t)get_u32(rec + o + RB_RECORD_COUNT) - 1;
+                    o += size;
+                    keep = o;
+                }
+            }
+            bool hide = p->isolation == 1 && is_batch && (base >= lso || keep == 0);
             put_i32(out, part);
             put_i16(out, err);
             put_i64(out, hwm);
@@ -976,8 +1009,8 @@ static bool on_fetch(crw_txnlayer_t *t, const pend_t *p, rd_t *r, buf_t *out) {
             if (hide || !rec) {
                 put_i32(out, 0);
             } else {
-                put_i32(out, rlen);
-                buf_put(out, rec, (size_t)rlen);
+                put_i32(out, keep);
+                buf_put(out, rec, (size_t)keep);
             }
         }
     }

@@ -7,6 +7,7 @@
  */
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
+#include "app/backfill.h"
 #include "app/stream.h"
 #include "sink/sinks.h"
 #include "source/admin.h"
@@ -33,7 +35,7 @@ static void usage(FILE *f) {
             "\n"
             "Commands:\n"
             "  stream                 run the change stream (Ctrl-C/SIGTERM: drain, confirm, exit 0)\n"
-            "  backfill               current rows as SYNC events, then exit (not in this version)\n"
+            "  backfill               every current row as a SYNC event, in one snapshot, then exit\n"
             "  resync                 diff the sink's view against the tables (not in this version)\n"
             "  check                  verify database + config prerequisites, print a report (changes nothing)\n"
             "  slot status|create|drop  show (one JSON line), create or drop the replication slot\n"
@@ -43,6 +45,8 @@ static void usage(FILE *f) {
             "  -X key=value           set any config key (repeatable; wins over the file)\n"
             "  -d, --dbname CONNINFO  libpq conninfo or URI; PG* environment variables apply\n"
             "      --endpos LSN       stream: stop once every change up to LSN is confirmed\n"
+            "      --resume           backfill: continue from snapshot.state.file instead of starting over\n"
+            "      --table T          backfill: read only table T (schema.table; repeatable)\n"
             "  -h, --help             this help\n"
             "  -V, --version          print the version\n"
             "\n"
@@ -63,12 +67,15 @@ int main(int argc, char **argv) {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'}, {"dbname", required_argument, NULL, 'd'},
         {"endpos", required_argument, NULL, 'E'}, {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+        {"version", no_argument, NULL, 'V'},      {"resume", no_argument, NULL, 'R'},
+        {"table", required_argument, NULL, 'T'},  {NULL, 0, NULL, 0},
     };
     const char *config_file = NULL, *conninfo = NULL;
     const char **overrides = calloc((size_t)argc, sizeof(char *));
     int noverrides = 0;
     uint64_t endpos = 0;
+    bool resume = false;
+    crw_strlist_t only = {0};
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "c:d:X:hV", longopts, NULL)) != -1) {
@@ -80,6 +87,8 @@ int main(int argc, char **argv) {
             if (crw_lsn_parse(optarg, &endpos) < 0 || endpos == 0)
                 exit(fail_usage("--endpos: '%s' is not an LSN like 0/16B3748", optarg));
             break;
+        case 'R': resume = true; break;
+        case 'T': crw_strlist_add(&only, optarg); break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("crwatch %s\n", CRW_VERSION); exit(0);
         default:
@@ -98,14 +107,16 @@ int main(int argc, char **argv) {
         if (strcmp(verb, "status") && strcmp(verb, "create") && strcmp(verb, "drop"))
             exit(fail_usage("slot: unknown action '%s' (status, create, drop)", verb));
         want_args = 2;
-    } else if (!strcmp(cmd, "backfill") || !strcmp(cmd, "resync"))
+    } else if (!strcmp(cmd, "resync"))
         exit(fail_usage("'%s' is not available in this version of crwatch", cmd));
-    else if (strcmp(cmd, "stream") && strcmp(cmd, "check"))
+    else if (strcmp(cmd, "stream") && strcmp(cmd, "check") && strcmp(cmd, "backfill"))
         exit(fail_usage("unknown command '%s'", cmd));
     if (optind + want_args < argc)
         exit(fail_usage("unexpected argument '%s'", argv[optind + want_args]));
     if (endpos && strcmp(cmd, "stream"))
         exit(fail_usage("--endpos goes with 'stream', not '%s'", cmd));
+    if ((resume || only.n) && strcmp(cmd, "backfill"))
+        exit(fail_usage("--resume and --table go with 'backfill', not '%s'", cmd));
 
     /* Configuration: defaults, then the file, then -X; all before any connection. */
     char err[1024];
@@ -143,12 +154,16 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "stream")) {
         crw_stream_opts_t so = {conninfo, endpos, &stop_requested, NULL, NULL};
         rc = crw_stream_run(conf, &so, err, sizeof err);
+    } else if (!strcmp(cmd, "backfill")) {
+        crw_backfill_opts_t bo = {conninfo, &stop_requested, resume, &only};
+        rc = crw_backfill_run(conf, &bo, err, sizeof err);
     } else {
         rc = verb ? crw_admin_slot(conf, conninfo, verb, stdout, err, sizeof err)
                   : crw_admin_check(conf, conninfo, stdout, err, sizeof err);
         fflush(stdout);
     }
     crw_config_destroy(conf);
+    crw_strlist_clear(&only);
     if (rc < 0) {
         crw_error("%s: %s", crw_err_str(rc), err);
         exit(crw_err_exit_code(rc));

@@ -258,6 +258,8 @@ static int stream_connected(stream_t *st, const crw_stream_opts_t *opts) {
         if ((rc = crw_sinks_poll(&st->sinks, 0)) < 0)
             return rc;
         confirm(st);
+        if (opts->progress)
+            opts->progress(opts->arg, st->src);
         if (crw_source_at_end(st->src) && !st->txn_open && crw_pipeline_idle(st->pipeline)) {
             /* Everything committed up to endpos arrived (commit order) and was
              * acknowledged: the slot may move to endpos itself. */
@@ -278,7 +280,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.cache = conf->cache_max_entries > 0 ? crw_cache_new((uint32_t)conf->cache_max_entries) : NULL;
     st.mapper = crw_mapper_new(conf, st.cache);
     st.deadletter = crw_deadletter_new(conf->deadletter_file);
-    st.env = (crw_sink_env_t){conf, st.pipeline, st.deadletter, keepalive, &st, opts->stop};
+    st.env = (crw_sink_env_t){conf, st.pipeline, st.deadletter, keepalive, &st, opts->stop, opts->checkpoint_id};
     crw_source_events_t ev = {.begin = on_begin,
                               .change = on_change,
                               .commit = on_commit,
@@ -288,7 +290,8 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
                               .opaque = &st};
     crw_source_opts_t so = {opts->conninfo, opts->endpos};
     int rc = 0;
-    st.src = crw_source_open(conf, &so, &ev, &rc, errstr, n);
+    st.src = opts->source_new ? opts->source_new(opts->arg, conf, &so, &ev, &rc, errstr, n)
+                              : crw_source_open(conf, &so, &ev, &rc, errstr, n);
     if (!st.src)
         goto out;
     st.types = crw_typecache_new(lookup_type, &st);
@@ -365,6 +368,8 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
              st.unmapped ? ", some changes were dead-lettered" : "");
 out:
     crw_sinks_close(&st.sinks);
+    if (st.src && opts->finished)
+        opts->finished(opts->arg, st.src);
     crw_source_destroy(st.src);
     crw_deadletter_destroy(st.deadletter);
     crw_relmap_destroy(st.relmap);

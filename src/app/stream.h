@@ -12,6 +12,7 @@
 
 #include "core/conf.h"
 #include "sink/sink.h"
+#include "source/source.h"
 
 typedef struct crw_stream_opts {
     const char *conninfo;        /* NULL: PG* environment */
@@ -20,6 +21,15 @@ typedef struct crw_stream_opts {
     /* An extra sink beside the configured ones (the embedding API's callbacks); may be NULL. */
     crw_sink_t *(*extra_sink_new)(const crw_sink_env_t *env, void *arg, char *errstr, size_t errstr_size);
     void *extra_sink_arg;
+    /* Another source than conf's (a backfill's snapshot); NULL: crw_source_open. */
+    crw_source_t *(*source_new)(void *arg, const crw_config_t *conf, const crw_source_opts_t *opts,
+                                const crw_source_events_t *ev, int *err, char *errstr, size_t errstr_size);
+    /* Called after each round of the loop (a backfill's progress line); may be NULL. */
+    void (*progress)(void *arg, crw_source_t *src);
+    /* Called once at the end, before the source is destroyed; may be NULL. */
+    void (*finished)(void *arg, crw_source_t *src);
+    void *arg;                   /* of source_new and progress */
+    const char *checkpoint_id;   /* the sinks' checkpoint name (crw_sink_env_t); NULL: slot.name */
 } crw_stream_opts_t;
 
 /*

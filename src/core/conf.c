@@ -36,6 +36,7 @@ static const char *const format_choices[] = {"cloudevents", "debezium", NULL};
 static const char *const delivery_choices[] = {"at-least-once", "exactly-once", NULL};
 static const char *const exec_mode_choices[] = {"stream", "per-event", NULL};
 static const char *const shape_choices[] = {"row", "crd", NULL};
+static const char *const snapshot_mode_choices[] = {"never", "initial", "incremental", NULL};
 
 #define OFF(f) offsetof(crw_config_t, f)
 
@@ -67,6 +68,16 @@ static const keydef_t keys[] = {
      "cap of the reconnect backoff"},
     {"spool.dir", T_STR, OFF(spool_dir), "", NULL, 0, 0, "where streamed in-progress transactions wait ($TMPDIR)"},
     {"log.level", T_LOGLEVEL, OFF(log_level), "info", NULL, 0, 0, "error, warn, info or debug"},
+    {"snapshot.mode", T_ENUM, OFF(snapshot_mode), "never", snapshot_mode_choices, 0, 0,
+     "stream: never (initial and incremental are not in this version)"},
+    {"snapshot.workers", T_INT, OFF(snapshot_workers), "2", NULL, 1, 64,
+     "backfill/initial: connections reading one snapshot in parallel"},
+    {"snapshot.chunk.rows", T_INT, OFF(snapshot_chunk_rows), "10000", NULL, 1, 100000000,
+     "backfill/initial: rows per chunk (the unit of resume)"},
+    {"snapshot.chunking", T_ENUM, OFF(snapshot_chunking), "ctid", (const char *const[]){"ctid", "key", NULL}, 0, 0,
+     "backfill/initial: chunks of block ranges (ctid: the table's own order) or primary-key ranges (key)"},
+    {"snapshot.state.file", T_STR, OFF(snapshot_state_file), "", NULL, 0, 0,
+     "backfill: progress kept for --resume (default crwatch-backfill.<slot.name>.state)"},
     {"deadletter.file", T_STR, OFF(deadletter_file), "crwatch-deadletter.jsonl", NULL, 0, 0,
      "JSON lines of changes that could not be mapped or delivered"},
 
@@ -120,6 +131,7 @@ static const keydef_t resource_keys[] = {
     {"columns.exclude", T_LIST, ROFF(exclude), "", NULL, 0, 0, "columns left out of the object"},
     {"poll.column", T_STR, ROFF(poll_column), "", NULL, 0, 0,
      "polling a table outside the convention: the column every write sets (updated_at, a sequence)"},
+    {"filter", T_STR, ROFF(filter), "", NULL, 0, 0, "backfill/snapshots: SQL condition on the rows read (default: all)"},
 };
 
 void crw_strlist_add(crw_strlist_t *l, const char *s) {
@@ -451,6 +463,14 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
                          r->table, c->resources[j].id, r->id);
                 return CRW_ERR_CONFIG;
             }
+        /* A snapshot reads a table once: its kinds share one filter. */
+        for (int j = 0; j < i; j++)
+            if (!strcmp(c->resources[j].schema, r->schema) && !strcmp(c->resources[j].table, r->table) &&
+                strcmp(r->filter ? r->filter : "", c->resources[j].filter ? c->resources[j].filter : "")) {
+                snprintf(errstr, n, "table %s.%s: resource.%s and resource.%s set different filter", r->schema,
+                         r->table, c->resources[j].id, r->id);
+                return CRW_ERR_CONFIG;
+            }
     }
     if (!*c->slot_name || !*c->publication_name) {
         snprintf(errstr, n, "%s: must not be empty", !*c->slot_name ? "slot.name" : "publication.name");
@@ -464,6 +484,12 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
             return CRW_ERR_CONFIG;
         }
 
+    if (!*c->snapshot_state_file) {
+        free(c->snapshot_state_file);
+        size_t len = strlen(c->slot_name) + 32;
+        c->snapshot_state_file = crw_malloc(len);
+        snprintf(c->snapshot_state_file, len, "crwatch-backfill.%s.state", c->slot_name);
+    }
     if (!*c->spool_dir) {
         const char *t = getenv("TMPDIR");
         free(c->spool_dir);
@@ -489,6 +515,7 @@ static void resource_free(crw_resource_conf_t *r) {
     free(r->api_version);
     free(r->kind_column);
     free(r->poll_column);
+    free(r->filter);
     crw_strlist_clear(&r->key);
     crw_strlist_clear(&r->include);
     crw_strlist_clear(&r->exclude);

@@ -19,6 +19,7 @@ typedef enum { CRW_SHAPE_ROW, CRW_SHAPE_CRD } crw_shape_t;
 typedef enum { CRW_FORMAT_CLOUDEVENTS, CRW_FORMAT_DEBEZIUM } crw_format_t;
 typedef enum { CRW_DELIVERY_AT_LEAST_ONCE, CRW_DELIVERY_EXACTLY_ONCE } crw_delivery_t;
 typedef enum { CRW_EXEC_STREAM, CRW_EXEC_PER_EVENT } crw_exec_mode_t;
+typedef enum { CRW_SNAPSHOT_NEVER, CRW_SNAPSHOT_INITIAL, CRW_SNAPSHOT_INCREMENTAL } crw_snapshot_mode_t;
 
 typedef struct crw_strlist {
     char **v;
@@ -43,6 +44,7 @@ typedef struct crw_resource_conf {
     crw_strlist_t include; /* columns in the object (empty: all) */
     crw_strlist_t exclude; /* columns left out of the object */
     char *poll_column; /* timestamp polling (a table outside the convention): the column every write sets */
+    char *filter;      /* snapshots: an SQL condition on the table's rows ("": every row) */
     bool seen_table;   /* resource.<id>.table was given */
 } crw_resource_conf_t;
 
@@ -78,6 +80,13 @@ typedef struct crw_config {
     char *spool_dir;          /* streamed in-progress transactions; default $TMPDIR or /tmp */
     int log_level;
     char *deadletter_file;    /* changes that cannot be mapped or delivered */
+
+    /* --- snapshots: backfill, snapshot.mode (source/snapshot.c) --- */
+    crw_snapshot_mode_t snapshot_mode;
+    int snapshot_workers;     /* connections sharing one exported snapshot */
+    int snapshot_chunk_rows;  /* rows per chunk (the unit of progress and resume) */
+    int snapshot_chunking;    /* 0: ctid (block ranges), 1: key (primary-key ranges) */
+    char *snapshot_state_file; /* backfill progress, for --resume ("": crwatch-backfill.<slot.name>.state) */
 
     /* --- Kafka sink (sink/kafka.c) --- */
     char *deadletter_topic;   /* events the broker refuses for good ("": the dead-letter file only) */

@@ -58,7 +58,6 @@ void crw_ce_destroy(crw_ce_t *ce) {
     free(ce);
 }
 
-enum { VERB_ADDED, VERB_MODIFIED, VERB_DELETED, VERB_TRUNCATED };
 
 /* ---- rendering ------------------------------------------------------- */
 
@@ -339,9 +338,10 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
     char oldkind = ch->oldkind;
     int verb;
     switch (ch->op) {
-    case CRW_OP_INSERT: verb = VERB_ADDED; ev->type = "ADDED"; break;
-    case CRW_OP_UPDATE: verb = VERB_MODIFIED; ev->type = "MODIFIED"; break;
-    case CRW_OP_DELETE: verb = VERB_DELETED; ev->type = "DELETED"; break;
+    case CRW_OP_INSERT: verb = CRW_VERB_ADDED; ev->type = "ADDED"; break;
+    case CRW_OP_UPDATE: verb = CRW_VERB_MODIFIED; ev->type = "MODIFIED"; break;
+    case CRW_OP_DELETE: verb = CRW_VERB_DELETED; ev->type = "DELETED"; break;
+    case CRW_OP_READ: verb = CRW_VERB_SYNC; ev->type = "SYNC"; break;
     default: snprintf(errstr, n, "not a row change: '%c'", ch->op); return CRW_ERR_UNMAPPED;
     }
     if (!newt && !oldt) {
@@ -367,7 +367,8 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
             rekeyed = true;
     }
     cache_key(ce, v, ri, rekeyed ? oldkey : key);
-    const crw_jdoc_t *cached = oldkind == 'O' ? NULL : cached_doc(ce, ri);
+    /* A read (SYNC) is the whole current object: it has no older one to show. */
+    const crw_jdoc_t *cached = oldkind == 'O' || ch->op == CRW_OP_READ ? NULL : cached_doc(ce, ri);
 
     /* object, and oldObject when the old row is known */
     crw_buf_reset(&ce->unknown);
@@ -468,7 +469,7 @@ void crw_ce_truncate(crw_ce_t *ce, crw_buf_t *out, crw_event_t *ev, const crw_re
         crw_cache_clear_relation(ce->cache, ri->rel->relid);
     const crw_rel_variant_t *v = &ri->variants[0];
     crw_buf_reset(out);
-    put_header(out, ri, v, ev, VERB_TRUNCATED);
+    put_header(out, ri, v, ev, CRW_VERB_TRUNCATED);
     put_tail(out, tx);
     open_data(out, ev);
     crw_buf_put(out, "{\"type\":\"TRUNCATED\",\"kind\":", 27);
@@ -477,5 +478,5 @@ void crw_ce_truncate(crw_ce_t *ce, crw_buf_t *out, crw_event_t *ev, const crw_re
     ev->type = "TRUNCATED";
     ev->kind = v->kind;
     ev->object = ev->old_object = (crw_span_t){0, 0};
-    set_attrs(ce, ev, ri, v, tx, VERB_TRUNCATED, NULL);
+    set_attrs(ce, ev, ri, v, tx, CRW_VERB_TRUNCATED, NULL);
 }

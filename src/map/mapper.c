@@ -109,6 +109,18 @@ static int debezium(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_change_
         attach(ev, &mp->value[0], &mp->key[0]);
         return 0;
     }
+    if (ch->op == CRW_OP_READ) {
+        /* A snapshot read: "r", at the snapshot's position, read by the snapshot's transaction. */
+        crw_event_t *ev = record(mp, out, ri, tx, "SYNC");
+        crw_dbz_source_t rs = src;
+        rs.lsn = tx->commit_lsn;
+        crw_dbz_read_t rd = {tx->xid, tx->commit_time ? tx->commit_time + CRW_PG_EPOCH_OFFSET_US : 0,
+                             CRW_DBZ_SNAPSHOT_TRUE};
+        if ((rc = crw_debezium_encode_read(&mp->value[0], &mp->key[0], ev, ri, ch->newtup, &rs, &rd, errstr, n)) < 0)
+            return rc;
+        attach(ev, &mp->value[0], &mp->key[0]);
+        return 0;
+    }
     if (crw_debezium_key_changed(ri, ch)) {
         /* Debezium's key change: a delete and its tombstone under the old key, a create under the new. */
         crw_event_t *del = record(mp, out, ri, tx, "DELETED");

@@ -47,13 +47,13 @@ static const char *const crd_pointers[CRW_CRD_NCOLS] = {
     "/metadata/creationTimestamp", "/metadata/deletionTimestamp", "/spec", "/status"};
 
 static void set_variant(crw_rel_variant_t *v, const crw_resource_conf_t *res, const char *kind) {
-    static const char *const verbs[4] = {"added", "modified", "deleted", "truncated"};
+    static const char *const verbs[CRW_NVERBS] = {"added", "modified", "deleted", "truncated", "sync"};
     v->res = res;
     v->kind = crw_strdup(kind);
     v->js_kind = json_dup(kind);
     v->js_api_version = res && res->api_version && *res->api_version ? json_dup(res->api_version) : NULL;
     crw_buf_t b = CRW_BUF_INIT;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < CRW_NVERBS; i++) {
         crw_buf_reset(&b);
         crw_buf_printf(&b, "crwatch.%s.%s", kind, verbs[i]);
         v->type[i] = crw_strndup(b.data, b.len);
@@ -68,7 +68,7 @@ void crw_relinfo_clear(crw_relinfo_t *ri) {
         free(x->kind);
         free(x->js_kind);
         free(x->js_api_version);
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < CRW_NVERBS; i++) {
             free(x->js_type[i]);
             free(x->type[i]);
         }

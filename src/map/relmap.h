@@ -21,6 +21,9 @@
 #include "decode/relcache.h"
 #include "decode/types.h"
 
+/* Event verbs, in the order of crw_rel_variant_t's type arrays. */
+enum { CRW_VERB_ADDED, CRW_VERB_MODIFIED, CRW_VERB_DELETED, CRW_VERB_TRUNCATED, CRW_VERB_SYNC, CRW_NVERBS };
+
 /* One column, as the mapper renders it. */
 typedef struct crw_col_map {
     crw_typeinfo_t ti;     /* how its values render (decode/types.h) */
@@ -38,8 +41,8 @@ typedef struct crw_rel_variant {
     /* Pre-escaped JSON strings (quotes included) the encoder copies per row. */
     char *js_kind;
     char *js_api_version; /* NULL: none configured */
-    char *js_type[4];     /* "crwatch.<Kind>.added" | modified | deleted | truncated */
-    char *type[4];        /* the same, not escaped (CloudEvents binary content mode) */
+    char *js_type[CRW_NVERBS]; /* "crwatch.<Kind>.added" | modified | deleted | truncated | sync */
+    char *type[CRW_NVERBS];    /* the same, not escaped (CloudEvents binary content mode) */
 } crw_rel_variant_t;
 
 /* Convention columns of a crd-shaped table (docs/sql.md), in crd_col[] order. */

@@ -545,10 +545,12 @@ CRW_SINK_CONSTRUCTOR(crw_sink_kafka_new) {
     const char *txn_id = user_prop(c, "transactional.id");
     if (eos) {
         crw_buf_t b = CRW_BUF_INIT;
-        if (txn_id)
-            crw_buf_puts(&b, txn_id);
+        const char *ckpt = env->checkpoint_id ? env->checkpoint_id : c->slot_name;
+        if (txn_id) /* a run under another checkpoint (a backfill) must not fence the stream's producer */
+            crw_buf_printf(&b, "%s%s%s", txn_id, env->checkpoint_id ? "." : "",
+                           env->checkpoint_id ? env->checkpoint_id : "");
         else
-            crw_buf_printf(&b, "crwatch.%s", c->slot_name); /* stable across restarts of this slot */
+            crw_buf_printf(&b, "crwatch.%s", ckpt); /* stable across restarts of this slot */
         s->txn_id = b.data;
     }
 

@@ -80,7 +80,7 @@ int kafka_eos_commit(kafka_sink_t *s, int64_t deadline) {
     if (s->ckpt_position) {
         char v[CRW_LSN_BUFSIZE];
         crw_lsn_format(v, s->ckpt_position);
-        const char *slot = s->conf->slot_name;
+        const char *slot = kafka_checkpoint_id(s);
         /* Partition 0 always: where the checkpoint is does not depend on the
          * partitioner or on partitions added later. */
         rd_kafka_resp_err_t e = kafka_produce(s, s->ckpt_rkt, 0, slot, strlen(slot), v, strlen(v), NULL,
@@ -206,7 +206,7 @@ int kafka_eos_read_checkpoint(kafka_sink_t *s, uint64_t *lsn) {
             crw_debug("kafka: checkpoint reader: kafka.%s not applied", kv->key);
     }
     char group[300];
-    snprintf(group, sizeof group, "crwatch-checkpoint-reader.%s", s->conf->slot_name);
+    snprintf(group, sizeof group, "crwatch-checkpoint-reader.%s", kafka_checkpoint_id(s));
     const char *fixed[][2] = {{"bootstrap.servers", s->bootstrap}, {"group.id", group},
                               {"isolation.level", "read_committed"}, {"enable.partition.eof", "true"},
                               {"enable.auto.commit", "false"},      {"enable.auto.offset.store", "false"},
@@ -220,7 +220,7 @@ int kafka_eos_read_checkpoint(kafka_sink_t *s, uint64_t *lsn) {
         kafka_set_fatal(s, "checkpoint reader: %s%s", errstr, "");
         return CRW_ERR_SINK;
     }
-    const char *topic = s->conf->checkpoint_topic, *slot = s->conf->slot_name;
+    const char *topic = s->conf->checkpoint_topic, *slot = kafka_checkpoint_id(s);
     size_t slotlen = strlen(slot);
     int64_t lo = 0, hi = 0, deadline = crw_clock_mono_ms() + EOS_START_TIMEOUT_MS;
     int rc = 0;

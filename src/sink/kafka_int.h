@@ -132,6 +132,11 @@ typedef struct {
     int npoison, cappoison;
 } kafka_sink_t;
 
+/* The key of this run's checkpoint records (exactly-once): slot.name, or the run's own (a backfill). */
+static inline const char *kafka_checkpoint_id(const kafka_sink_t *s) {
+    return s->base.env->checkpoint_id ? s->base.env->checkpoint_id : s->conf->slot_name;
+}
+
 /* kafka_producer.c */
 void kafka_keepalive(kafka_sink_t *s);
 /* True once per WARN_EVERY_MS: a wait that goes on is reported, not spammed. */

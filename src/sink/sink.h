@@ -52,6 +52,9 @@ typedef struct crw_sink_env {
     void (*keepalive)(void *opaque); /* keep the source alive while blocked; may be NULL */
     void *keepalive_opaque;
     volatile sig_atomic_t *stop;     /* set when a stop was asked: a blocked emit() returns CRW_ERR_STOPPED */
+    /* What a sink's own checkpoint is kept under (exactly-once: the checkpoint record's key and the
+     * transactional.id): slot.name for the stream; NULL is slot.name.  A backfill has its own. */
+    const char *checkpoint_id;
 } crw_sink_env_t;
 
 typedef struct crw_sink crw_sink_t;

@@ -195,14 +195,6 @@ static int lost_row(const poll_t *p, char *errstr, size_t n) {
 }
 
 /* Runs a command on c (no rows wanted). */
-static int exec_ok(PGconn *c, const char *sql, char *errstr, size_t n) {
-    PGresult *res = PQexec(c, sql);
-    int rc = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK
-                 ? 0
-                 : crw_session_error(c, res, sql, errstr, n);
-    PQclear(res);
-    return rc;
-}
 
 /*
  * Stores the newest confirmed batch's watermark in crwatch.offsets: at once
@@ -596,14 +588,14 @@ static int describe_in_snapshot(poll_t *p, char *errstr, size_t n) {
  * was altered.
  */
 static int describe_tables(poll_t *p, char *errstr, size_t n) {
-    int rc = exec_ok(p->ses.sql, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", errstr, n);
+    int rc = crw_session_exec(p->ses.sql, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", errstr, n);
     if (rc < 0)
         return rc;
     if ((rc = describe_in_snapshot(p, errstr, n)) < 0) {
         PQclear(PQexec(p->ses.sql, "ROLLBACK"));
         return rc;
     }
-    return exec_ok(p->ses.sql, "COMMIT", errstr, n);
+    return crw_session_exec(p->ses.sql, "COMMIT", errstr, n);
 }
 
 /* The stored watermark of this crwatch, or a new one (first start) registered in crwatch.offsets. */
@@ -661,7 +653,7 @@ static int load_offsets(poll_t *p, char *errstr, size_t n) {
                  p->conf->slot_name);
         return CRW_ERR_PREREQ;
     }
-    if ((rc = exec_ok(p->ses.sql, "BEGIN ISOLATION LEVEL REPEATABLE READ", errstr, n)) < 0)
+    if ((rc = crw_session_exec(p->ses.sql, "BEGIN ISOLATION LEVEL REPEATABLE READ", errstr, n)) < 0)
         return rc;
     rc = crw_session_query(p->ses.sql, &res, errstr, n, "SELECT pg_current_snapshot()::text, clock_timestamp()::text", 0, NULL);
     if (rc < 0) {
@@ -675,7 +667,7 @@ static int load_offsets(poll_t *p, char *errstr, size_t n) {
             goto out;
         p->snapshot_done = true;
     }
-    if ((rc = exec_ok(p->ses.sql, "COMMIT", errstr, n)) < 0)
+    if ((rc = crw_session_exec(p->ses.sql, "COMMIT", errstr, n)) < 0)
         goto out;
     const char *upd[3] = {p->conf->slot_name, wm, wt};
     rc = crw_session_query(p->ses.sql, &res, errstr, n,
@@ -914,7 +906,7 @@ static int read_table(batch_t *b, const ptable_t *t, const char *watermark, cons
 static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
     const mark_t *last = &p->marks[p->nmarks - 1];
     int64_t started = crw_clock_mono_us();
-    int rc = exec_ok(p->read, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", errstr, n);
+    int rc = crw_session_exec(p->read, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", errstr, n);
     if (rc < 0)
         return rc;
     /* The snapshot, and (in it) a digest of the watched tables' columns: a table altered since the
@@ -960,7 +952,7 @@ static int poll_once(poll_t *p, long *rows, char *errstr, size_t n) {
         rc = CRW_ERR_PREREQ;
     } else if (rc == 0)
         p->query_errors = 0;
-    if (rc == 0 && (rc = exec_ok(p->read, "COMMIT", errstr, n)) == 0) {
+    if (rc == 0 && (rc = crw_session_exec(p->read, "COMMIT", errstr, n)) == 0) {
         p->position = b.position;
         *rows = b.rows;
         mark_push(p, b.position, wm, wt, b.rows > 0);

@@ -123,18 +123,12 @@ static int run_snapshot(logical_t *r, char *errstr, size_t n) {
     PGconn *sql = r->ses.sql;
     bool in_snap = false;
     if (r->ses.snapshot) {
-        char *lit = PQescapeLiteral(sql, r->ses.snapshot, strlen(r->ses.snapshot));
-        crw_buf_t q = CRW_BUF_INIT;
-        crw_buf_printf(&q, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT %s", lit);
-        PQfreemem(lit);
-        PGresult *res = PQexec(sql, q.data);
-        crw_buf_free(&q);
-        in_snap = PQresultStatus(res) == PGRES_COMMAND_OK;
-        if (!in_snap)
-            crw_warn("could not use the slot's snapshot (%s); reading the current state", PQresultErrorMessage(res));
-        PQclear(res);
-        if (!in_snap)
+        char why[512];
+        in_snap = crw_session_import_snapshot(sql, r->ses.snapshot, why, sizeof why) == 0;
+        if (!in_snap) {
+            crw_warn("could not use the slot's snapshot (%s); reading the current state", why);
             PQclear(PQexec(sql, "ROLLBACK"));
+        }
     }
     int rc = r->ev.snapshot(r->ev.opaque, r->cat, in_snap);
     if (in_snap)

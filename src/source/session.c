@@ -71,6 +71,26 @@ int crw_session_error(PGconn *c, const PGresult *res, const char *what, char *er
     return PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
 }
 
+int crw_session_exec(PGconn *c, const char *sql, char *errstr, size_t n) {
+    PGresult *res = PQexec(c, sql);
+    int rc = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK
+                 ? 0
+                 : crw_session_error(c, res, sql, errstr, n);
+    PQclear(res);
+    return rc;
+}
+
+int crw_session_import_snapshot(PGconn *c, const char *name, char *errstr, size_t n) {
+    char *lit = PQescapeLiteral(c, name, strlen(name));
+    crw_buf_t q = CRW_BUF_INIT;
+    crw_buf_printf(&q, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT %s",
+                   lit ? lit : "''");
+    PQfreemem(lit);
+    int rc = crw_session_exec(c, q.data, errstr, n);
+    crw_buf_free(&q);
+    return rc;
+}
+
 /* Runs sql with params; keeps the result in *res; returns 0 or sets errstr. */
 int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t n, const char *sql, int nparams,
                  const char *const *params) {

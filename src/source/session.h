@@ -53,6 +53,12 @@ int crw_session_open_sql(crw_session_t *s, char *errstr, size_t errstr_size);
  */
 int crw_session_error(PGconn *c, const PGresult *res, const char *what, char *errstr, size_t errstr_size);
 
+/* Runs sql (one or more statements, no rows wanted) on c.  @returns 0, or an error with errstr naming sql. */
+int crw_session_exec(PGconn *c, const char *sql, char *errstr, size_t errstr_size);
+
+/* Opens a REPEATABLE READ, READ ONLY transaction on c in the exported snapshot name.  @returns 0, or an error. */
+int crw_session_import_snapshot(PGconn *c, const char *name, char *errstr, size_t errstr_size);
+
 /* Runs sql with params on c; keeps the result in *res.  @returns 0, or an error with errstr (*res NULL). */
 int crw_session_query(PGconn *c, PGresult **res, char *errstr, size_t errstr_size, const char *sql, int nparams,
                       const char *const *params);

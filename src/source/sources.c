@@ -53,6 +53,11 @@ int crw_sources_check(const crw_config_t *conf, char *errstr, size_t n) {
         snprintf(errstr, n, "delivery=exactly-once: %s", stamp_table(conf));
         return CRW_ERR_CONFIG;
     }
+    if (conf->snapshot_mode != CRW_SNAPSHOT_NEVER) {
+        snprintf(errstr, n, "snapshot.mode=%s is not available in this version of crwatch (crwatch backfill is)",
+                 conf->snapshot_mode == CRW_SNAPSHOT_INITIAL ? "initial" : "incremental");
+        return CRW_ERR_CONFIG;
+    }
     if (conf->source == CRW_SOURCE_POLL && conf->nresources == 0) {
         snprintf(errstr, n, "source=poll reads the tables it is told: set tables= or resource.<id>.table");
         return CRW_ERR_CONFIG;

@@ -1175,3 +1175,122 @@ Test(kafka, configuration_errors_exit_2_and_never_show_secrets) {
     PQfinish(c);
     it_db_drop(NULL, db);
 }
+
+/* ---- backfill into Kafka (src/app/backfill.c) --------------------------- */
+
+/* Counts the events of ms by data.type into added/sync, and how many sync subjects came more than once. */
+static void count_types(const kmsgs_t *ms, int n, int *added, int *sync, int *sync_twice) {
+    char *seen = calloc((size_t)n + 1, 1);
+    *added = *sync = *sync_twice = 0;
+    for (int i = 0; i < ms->n; i++) {
+        json_object *e = event_of(&ms->v[i]);
+        const char *type = it_json_str(e, "data.type"), *subject = it_json_str(e, "subject");
+        int k = subject && !strncmp(subject, "default/", 8) ? atoi(subject + 8) : 0;
+        if (type && !strcmp(type, "ADDED"))
+            (*added)++;
+        else if (type && !strcmp(type, "SYNC") && k >= 1 && k <= n) {
+            (*sync)++;
+            if (seen[k]++)
+                (*sync_twice)++;
+        }
+        json_object_put(e);
+    }
+    free(seen);
+}
+
+static int run_backfill_kafka(const char *db, const char *bs, const char *more, char **err) {
+    char boot[256], sf[200];
+    snprintf(boot, sizeof boot, "kafka.bootstrap.servers=%s", bs);
+    snprintf(sf, sizeof sf, "snapshot.state.file=/tmp/crw-it-%s.state", db);
+    const char *args[] = {"backfill", "-X", "tables=public.jobs", "-X", "sink=kafka", "-X", boot, "-X", sf,
+                          "-X", "delivery=exactly-once", "-X", "transaction.interval.ms=30", more, NULL};
+    return it_run_crwatch(db, args, 120000, NULL, err);
+}
+
+Test(kafka, backfill_exactly_once_beside_a_running_stream) {
+    char db[64];
+    PGconn *c = poll_db("kbackfill", db, sizeof db);
+    mock_t *m = mock_start();
+    mock_cmd(m, "create crwatch.checkpoints 1");
+    it_proc_t *p = start_poll_kafka(db, m->bs, "status.interval.ms=200");
+    for (int i = 1; i <= 30; i++)
+        it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('%d', '{}')", i);
+    expect_rows_once(m->bs, 30);
+
+    /* A backfill with the same slot.name and delivery=exactly-once: its own transactional.id and checkpoint. */
+    char *err = NULL;
+    cr_assert_eq(run_backfill_kafka(db, m->bs, NULL, &err), 0, "%s", err);
+    cr_expect(strstr(err, "transactional.id crwatch.") && strstr(err, ".backfill"), "its own id: %s", err);
+    free(err);
+    /* The stream was not fenced: it goes on, and after a kill -9 resumes from its own checkpoint. */
+    for (int i = 31; i <= 40; i++)
+        it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('%d', '{}')", i);
+    sleep_ms(500);
+    cr_assert(it_proc_running(p), "the stream still runs");
+    cr_assert_eq(it_proc_signal_wait(p, SIGKILL, 10000), 128 + SIGKILL);
+    it_proc_free(p);
+    p = start_poll_kafka(db, m->bs, "status.interval.ms=200");
+    for (int i = 41; i <= 45; i++)
+        it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('%d', '{}')", i);
+    kmsgs_t ev = consume(m->bs, "crwatch.public.jobs", true, 45 + 30, EV_TIMEOUT);
+    int added, sync, twice;
+    count_types(&ev, 45, &added, &sync, &twice);
+    cr_expect_eq(added, 45, "each insert once (%d ADDED)", added);
+    cr_expect_eq(sync, 30, "each row of the backfill once (%d SYNC)", sync);
+    cr_expect_eq(twice, 0);
+    kmsgs_free(&ev);
+    stop_clean(p);
+    mock_stop(m);
+    char state[200];
+    snprintf(state, sizeof state, "/tmp/crw-it-%s.state", db);
+    unlink(state);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(kafka, backfill_exactly_once_under_kill_9_and_resume) {
+    char db[64];
+    enum { N = 12000 }; /* the mock keeps ~5 MB per partition */
+    PGconn *c = poll_db("kbfkill", db, sizeof db);
+    it_exec(c, "INSERT INTO jobs (name, uid, generation, resource_version, spec, created_at, updated_at) "
+               "SELECT g::text, gen_random_uuid(), 1, g, '{}', now(), now() FROM generate_series(1, %d) g", N);
+    it_exec(c, "ANALYZE jobs");
+    mock_t *m = mock_start();
+    mock_cmd(m, "create crwatch.checkpoints 1");
+    char boot[256], sf[200];
+    snprintf(boot, sizeof boot, "kafka.bootstrap.servers=%s", m->bs);
+    snprintf(sf, sizeof sf, "snapshot.state.file=/tmp/crw-it-%s.state", db);
+    const char *args[] = {"backfill", "-X", "tables=public.jobs", "-X", "sink=kafka", "-X", boot, "-X", sf,
+                          "-X", "delivery=exactly-once", "-X", "transaction.interval.ms=30", "-X",
+                          "snapshot.chunk.rows=200", "-X", "log.level=debug", NULL};
+    it_proc_t *p = it_crwatch_start(db, args);
+    /* The broker goes away after the first Kafka transaction: the kill comes mid-backfill, with a transaction
+     * open. */
+    cr_assert(it_proc_stderr_wait(p, "kafka: committed a transaction", 30000), "the backfill started");
+    mock_cmd(m, "down");
+    sleep_ms(300);
+    kill(it_proc_pid(p), SIGKILL);
+    it_proc_wait(p, 10000);
+    char *log = it_proc_stderr(p);
+    bool cut_short = !strstr(log, "backfill done");
+    free(log);
+    it_proc_free(p);
+    cr_expect(cut_short, "the kill came before the end (else this test shows little)");
+    mock_cmd(m, "up");
+    char *err = NULL;
+    cr_assert_eq(run_backfill_kafka(db, m->bs, "--resume", &err), 0, "%s", err);
+    cr_expect(strstr(err, "the sinks hold everything up to") || strstr(err, "--resume:"), "%s", err);
+    free(err);
+    kmsgs_t ev = consume(m->bs, "crwatch.public.jobs", true, N, 60000);
+    int added, sync, twice;
+    count_types(&ev, N, &added, &sync, &twice);
+    cr_expect_eq(sync, N, "every row (%d SYNC of %d)", sync, N);
+    cr_expect_eq(twice, 0, "%d rows twice for read_committed", twice);
+    kmsgs_free(&ev);
+    mock_stop(m);
+    char state[200];
+    snprintf(state, sizeof state, "/tmp/crw-it-%s.state", db);
+    unlink(state);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
