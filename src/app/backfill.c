@@ -55,7 +55,7 @@ static void table_line(char *out, size_t n, const crw_snapshot_table_t *t, doubl
     int64_t est = t->estimate > t->rows ? t->estimate : t->rows;
     double frac = t->done ? 1.0 : est > 0 ? (double)t->rows / (double)est : 0;
     char eta[16];
-    fmt_secs(eta, sizeof eta, t->done ? 0 : rate > 0 && est > t->rows ? (double)(est - t->rows) / rate : -1);
+    fmt_secs(eta, sizeof eta, t->done ? 0 : secs >= 1 && rate > 0 && est > t->rows ? (double)(est - t->rows) / rate : -1);
     char name[200];
     snprintf(name, sizeof name, "%s.%s", t->schema, t->table);
     if (bar) {
@@ -117,7 +117,12 @@ static void finished(void *arg, crw_source_t *src) {
 int crw_backfill_run(const crw_config_t *conf, const crw_backfill_opts_t *opts, char *errstr, size_t n) {
     backfill_t b = {0};
     b.opts = opts;
-    b.so = (crw_snapshot_opts_t){NULL, 0, conf->snapshot_state_file, opts->resume, opts->tables};
+    char state[512];
+    if (*conf->snapshot_state_file)
+        snprintf(state, sizeof state, "%s", conf->snapshot_state_file);
+    else
+        snprintf(state, sizeof state, "crwatch-backfill.%s.state", conf->slot_name);
+    b.so = (crw_snapshot_opts_t){NULL, 0, state, opts->resume, opts->tables, 0};
     b.tty = isatty(STDERR_FILENO);
     b.started_ms = b.last_ms = crw_clock_mono_ms();
     /* A backfill's exactly-once checkpoint is its own: it must neither fence nor overwrite the stream's. */
@@ -135,7 +140,7 @@ int crw_backfill_run(const crw_config_t *conf, const crw_backfill_opts_t *opts, 
         double secs = (double)(crw_clock_mono_ms() - b.started_ms) / 1000.0;
         const char *s = b.ntables == 1 ? "" : "s";
         if (b.finished_before)
-            crw_info("backfill: finished already (%s says so); nothing to do", conf->snapshot_state_file);
+            crw_info("backfill: finished already (%s says so); nothing to do", state);
         else if (b.ndone < b.ntables)
             crw_info("backfill stopped: %" PRId64 " rows of %d table%s in %.1f s, %d done; continue with --resume",
                      b.rows, b.ntables, s, secs, b.ndone);

@@ -11,6 +11,7 @@
  */
 #include "app/stream.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,10 +31,15 @@
 #include "map/mapper.h"
 #include "map/relmap.h"
 #include "sink/sinks.h"
+#include "source/admin.h"
+#include "source/snapshot.h"
 #include "source/source.h"
 
 typedef struct {
     const crw_config_t *conf;
+    const char *conninfo;
+    volatile sig_atomic_t *stop;
+    crw_source_events_t ev;   /* the source's callbacks (an initial snapshot's source gets them too) */
     crw_source_t *src;
     crw_pipeline_t *pipeline;
     crw_sinks_t sinks;
@@ -93,13 +99,124 @@ static int seed_row(void *opaque, const crw_pgo_tuple_t *row) {
     return 0;
 }
 
+/* ---- snapshot.mode=initial (docs/snapshots.md) --------------------------- */
+
+/* The file recording an initial snapshot: snapshot.state.file, or crwatch-initial.<slot.name>.state. */
+static const char *initial_file(const crw_config_t *cf, char *buf, size_t n) {
+    if (*cf->snapshot_state_file)
+        return cf->snapshot_state_file;
+    snprintf(buf, n, "crwatch-initial.%s.state", cf->slot_name);
+    return buf;
+}
+
+/* Appends line to path (truncated first when fresh), synced.  @returns 0 or -1 (logged). */
+static int note_line(const char *path, const char *line, bool fresh) {
+    FILE *f = fopen(path, fresh ? "w" : "a");
+    int ok = f && fputs(line, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (f)
+        ok = fclose(f) == 0 && ok;
+    if (!ok)
+        crw_warn("snapshot.mode=initial: cannot write %s: %s", path, strerror(errno));
+    return ok ? 0 : -1;
+}
+
+/* True when path records an initial snapshot that began and did not finish. */
+static bool initial_interrupted(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char line[512];
+    bool began = false, done = false;
+    while (fgets(line, sizeof line, f)) {
+        began = began || strstr(line, "\"initial\"");
+        done = done || strstr(line, "\"done\":true");
+    }
+    fclose(f);
+    return began && !done;
+}
+
 /*
- * The source's snapshot callback: lists every watched table once, before
- * streaming, to fill the resource cache.
+ * Every row of the watched tables as SYNC events, read in snap (the new
+ * slot's exported snapshot, or polling's first watermark), through this
+ * driver's own callbacks and sinks, before the first change streams: each
+ * chunk stands at snap->position, where the stream continues, so the stream
+ * brings exactly what committed after the read.  Drained before it returns:
+ * what follows is recorded as done only once the sinks have every row.
  */
-static int on_snapshot(void *opaque, crw_catalog_t *cat, bool consistent) {
+static int initial_snapshot(stream_t *st, const crw_src_snapshot_t *snap) {
+    const crw_config_t *cf = st->conf;
+    char buf[512], line[256];
+    const char *path = initial_file(cf, buf, sizeof buf);
+    snprintf(line, sizeof line, "{\"initial\":\"%s\",\"position\":%" PRIu64 "}\n", cf->slot_name, snap->position);
+    if (note_line(path, line, true) < 0) {
+        snprintf(st->err, sizeof st->err, "snapshot.mode=initial: cannot record the initial snapshot in %s", path);
+        return CRW_ERR_IO;
+    }
+    uint64_t held;
+    int rc = crw_sinks_resume_position(&st->sinks, &held); /* exactly-once: the producer is ready first */
+    if (rc < 0) {
+        snprintf(st->err, sizeof st->err, "a sink could not report what it already holds");
+        return rc;
+    }
+    crw_snapshot_opts_t so = {snap->name, snap->lsn, NULL, false, NULL, snap->position};
+    crw_source_opts_t sopts = {st->conninfo, 0};
+    crw_source_t *sub = crw_source_snapshot_new(cf, &sopts, &so, &st->ev, &rc, st->err, sizeof st->err);
+    if (!sub)
+        return rc;
+    crw_info("snapshot.mode=initial: every row as of the stream's start, as SYNC events");
+    uint64_t before = st->events;
+    rc = crw_source_start(sub, st->err, sizeof st->err);
+    bool stopping = false;
+    while (rc == 0 && !crw_source_at_end(sub)) {
+        if (!stopping && st->stop && *st->stop) {
+            crw_source_stop_after_commit(sub);
+            stopping = true;
+        }
+        if ((rc = crw_source_poll(sub, 100, st->err, sizeof st->err)) == 0)
+            rc = crw_sinks_poll(&st->sinks, 0);
+    }
+    if (st->txn_open) {
+        crw_pipeline_abandon(st->pipeline, st->seq);
+        st->txn_open = false;
+    }
+    if (rc == 0 && crw_sinks_drain(&st->sinks, 30000) < 0) {
+        snprintf(st->err, sizeof st->err, "not every sink acknowledged the initial snapshot");
+        rc = CRW_ERR_SINK;
+    }
+    crw_source_finish(sub, 0);
+    crw_source_destroy(sub);
+    crw_relmap_invalidate(st->relmap); /* the snapshot source's relations are gone */
+    if (rc == 0 && stopping)
+        rc = CRW_ERR_STOPPED;
+    if (rc < 0) {
+        crw_warn("snapshot.mode=initial: the initial snapshot did not finish (%s); the next start takes it again",
+                 rc == CRW_ERR_STOPPED ? "stopped" : st->err);
+        return rc;
+    }
+    if (note_line(path, "{\"done\":true}\n", false) < 0) {
+        snprintf(st->err, sizeof st->err, "snapshot.mode=initial: cannot record the end of the initial snapshot");
+        return CRW_ERR_IO;
+    }
+    crw_info("snapshot.mode=initial: %" PRIu64 " SYNC events; streaming what committed after them", st->events - before);
+    return 0;
+}
+
+/*
+ * The source's snapshot callback, once before streaming: the initial
+ * snapshot (snapshot.mode=initial), and the resource cache's listing.
+ */
+static int on_snapshot(void *opaque, crw_catalog_t *cat, const crw_src_snapshot_t *snap) {
     stream_t *st = opaque;
     const crw_config_t *cf = st->conf;
+    bool consistent = snap->name != NULL;
+    if (cf->snapshot_mode == CRW_SNAPSHOT_INITIAL) {
+        if (consistent)
+            return initial_snapshot(st, snap); /* it fills the cache too */
+        crw_info("snapshot.mode=initial: the slot (or poll watermark) existed, so the stream goes on from it "
+                 "without an initial snapshot (crwatch backfill sends the current rows)");
+    }
+    if (!st->cache || !cf->cache_seed)
+        return 0;
     crw_info("cache: listing the watched tables (%s)",
              consistent ? "in the new slot's snapshot" : "current state; the slot existed already");
     for (int i = 0; i < cf->nresources; i++) {
@@ -281,15 +398,29 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.mapper = crw_mapper_new(conf, st.cache);
     st.deadletter = crw_deadletter_new(conf->deadletter_file);
     st.env = (crw_sink_env_t){conf, st.pipeline, st.deadletter, keepalive, &st, opts->stop, opts->checkpoint_id};
+    st.conninfo = opts->conninfo;
+    st.stop = opts->stop;
+    bool initial = conf->snapshot_mode == CRW_SNAPSHOT_INITIAL && !opts->source_new;
     crw_source_events_t ev = {.begin = on_begin,
                               .change = on_change,
                               .commit = on_commit,
                               .tick = on_tick,
                               .invalidate = on_invalidate,
-                              .snapshot = st.cache && conf->cache_seed ? on_snapshot : NULL,
+                              .snapshot = (st.cache && conf->cache_seed) || initial ? on_snapshot : NULL,
                               .opaque = &st};
-    crw_source_opts_t so = {opts->conninfo, opts->endpos};
+    st.ev = ev;
     int rc = 0;
+    char ibuf[512];
+    if (initial && initial_interrupted(initial_file(conf, ibuf, sizeof ibuf))) {
+        /* Its snapshot ended with the process: a new first start takes a new one. */
+        const char *what = "";
+        if ((rc = crw_admin_forget(conf, opts->conninfo, &what, errstr, n)) < 0)
+            return rc;
+        crw_warn("snapshot.mode=initial: the initial snapshot recorded in %s did not finish: %s is dropped, and "
+                 "this first start takes it again",
+                 initial_file(conf, ibuf, sizeof ibuf), what);
+    }
+    crw_source_opts_t so = {opts->conninfo, opts->endpos};
     st.src = opts->source_new ? opts->source_new(opts->arg, conf, &so, &ev, &rc, errstr, n)
                               : crw_source_open(conf, &so, &ev, &rc, errstr, n);
     if (!st.src)
@@ -315,6 +446,10 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             break;
         }
         rc = crw_source_start(st.src, st.err, sizeof st.err);
+        if (rc == CRW_ERR_STOPPED) { /* stopped inside the initial snapshot: said already */
+            rc = 0;
+            break;
+        }
         if (rc < 0) {
             if (!crw_err_retriable(rc))
                 break;

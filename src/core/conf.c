@@ -69,7 +69,8 @@ static const keydef_t keys[] = {
     {"spool.dir", T_STR, OFF(spool_dir), "", NULL, 0, 0, "where streamed in-progress transactions wait ($TMPDIR)"},
     {"log.level", T_LOGLEVEL, OFF(log_level), "info", NULL, 0, 0, "error, warn, info or debug"},
     {"snapshot.mode", T_ENUM, OFF(snapshot_mode), "never", snapshot_mode_choices, 0, 0,
-     "stream: never (initial and incremental are not in this version)"},
+     "stream: never, or initial (SYNC every row when the slot is created, then stream); incremental is not in this "
+     "version"},
     {"snapshot.workers", T_INT, OFF(snapshot_workers), "2", NULL, 1, 64,
      "backfill/initial: connections reading one snapshot in parallel"},
     {"snapshot.chunk.rows", T_INT, OFF(snapshot_chunk_rows), "10000", NULL, 1, 100000000,
@@ -77,7 +78,8 @@ static const keydef_t keys[] = {
     {"snapshot.chunking", T_ENUM, OFF(snapshot_chunking), "ctid", (const char *const[]){"ctid", "key", NULL}, 0, 0,
      "backfill/initial: chunks of block ranges (ctid: the table's own order) or primary-key ranges (key)"},
     {"snapshot.state.file", T_STR, OFF(snapshot_state_file), "", NULL, 0, 0,
-     "backfill: progress kept for --resume (default crwatch-backfill.<slot.name>.state)"},
+     "progress kept for backfill --resume (default crwatch-backfill.<slot.name>.state) and of the initial snapshot "
+     "(crwatch-initial.<slot.name>.state)"},
     {"deadletter.file", T_STR, OFF(deadletter_file), "crwatch-deadletter.jsonl", NULL, 0, 0,
      "JSON lines of changes that could not be mapped or delivered"},
 
@@ -484,12 +486,6 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
             return CRW_ERR_CONFIG;
         }
 
-    if (!*c->snapshot_state_file) {
-        free(c->snapshot_state_file);
-        size_t len = strlen(c->slot_name) + 32;
-        c->snapshot_state_file = crw_malloc(len);
-        snprintf(c->snapshot_state_file, len, "crwatch-backfill.%s.state", c->slot_name);
-    }
     if (!*c->spool_dir) {
         const char *t = getenv("TMPDIR");
         free(c->spool_dir);

@@ -86,7 +86,7 @@ typedef struct crw_config {
     int snapshot_workers;     /* connections sharing one exported snapshot */
     int snapshot_chunk_rows;  /* rows per chunk (the unit of progress and resume) */
     int snapshot_chunking;    /* 0: ctid (block ranges), 1: key (primary-key ranges) */
-    char *snapshot_state_file; /* backfill progress, for --resume ("": crwatch-backfill.<slot.name>.state) */
+    char *snapshot_state_file; /* backfill progress, or the initial snapshot's ("": a name from slot.name) */
 
     /* --- Kafka sink (sink/kafka.c) --- */
     char *deadletter_topic;   /* events the broker refuses for good ("": the dead-letter file only) */

@@ -227,3 +227,37 @@ int crw_admin_slot(const crw_config_t *cf, const char *conninfo, const char *ver
     crw_session_free(s);
     return rc;
 }
+
+int crw_admin_forget(const crw_config_t *cf, const char *conninfo, const char **what, char *errstr, size_t n) {
+    crw_source_kind_t kind;
+    char why[512];
+    int rc = crw_source_choose(cf, conninfo, &kind, why, sizeof why);
+    if (rc < 0) {
+        snprintf(errstr, n, "%s", why);
+        return rc;
+    }
+    crw_session_t ses;
+    crw_session_init(&ses, cf, conninfo);
+    if ((rc = crw_session_open_sql(&ses, errstr, n)) == 0) {
+        PGresult *res = NULL;
+        const char *p[1] = {cf->slot_name};
+        *what = kind == CRW_SOURCE_POLL ? "the poll watermark" : "the slot";
+        rc = kind == CRW_SOURCE_POLL
+                 ? crw_session_query(ses.sql, &res, errstr, n,
+                                     "DELETE FROM crwatch.offsets WHERE name = $1",
+                                     1, p)
+                 : crw_session_query(ses.sql, &res, errstr, n,
+                                     "SELECT CASE WHEN active THEN 'active' ELSE "
+                                     "pg_drop_replication_slot(slot_name)::text END FROM pg_replication_slots "
+                                     "WHERE slot_name = $1",
+                                     1, p);
+        if (rc == 0 && kind != CRW_SOURCE_POLL && PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "active")) {
+            snprintf(errstr, n, "slot %s is in use by another process", cf->slot_name);
+            rc = CRW_ERR_SLOT_BUSY;
+        }
+        if (res)
+            PQclear(res);
+    }
+    crw_session_free(&ses);
+    return rc;
+}

@@ -21,4 +21,14 @@ int crw_admin_check(const crw_config_t *conf, const char *conninfo, FILE *out, c
 int crw_admin_slot(const crw_config_t *conf, const char *conninfo, const char *verb, FILE *out, char *errstr,
                    size_t errstr_size);
 
+/*
+ * Forgets where the stream continues from, so that its next start is a
+ * first start: drops the slot (logical replication) or the poll watermark's
+ * row in crwatch.offsets (polling); what was not there is no error.  *what
+ * says which it was.  @returns 0, or an error with errstr (a slot in use:
+ * CRW_ERR_SLOT_BUSY).
+ */
+int crw_admin_forget(const crw_config_t *conf, const char *conninfo, const char **what, char *errstr,
+                     size_t errstr_size);
+
 #endif

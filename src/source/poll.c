@@ -618,7 +618,8 @@ static int load_offsets(poll_t *p, char *errstr, size_t n) {
                  (unsigned long long)stored, PQgetvalue(res, 0, 1));
         PQclear(res);
         if (p->ev.snapshot && !p->snapshot_done) {
-            if ((rc = p->ev.snapshot(p->ev.opaque, p->cat, false)) < 0)
+            crw_src_snapshot_t none = {NULL, p->position, 0};
+            if ((rc = p->ev.snapshot(p->ev.opaque, p->cat, &none)) < 0)
                 return rc;
             p->snapshot_done = true;
         }
@@ -655,18 +656,28 @@ static int load_offsets(poll_t *p, char *errstr, size_t n) {
     }
     if ((rc = crw_session_exec(p->ses.sql, "BEGIN ISOLATION LEVEL REPEATABLE READ", errstr, n)) < 0)
         return rc;
-    rc = crw_session_query(p->ses.sql, &res, errstr, n, "SELECT pg_current_snapshot()::text, clock_timestamp()::text", 0, NULL);
+    rc = crw_session_query(p->ses.sql, &res, errstr, n,
+                           "SELECT pg_current_snapshot()::text, clock_timestamp()::text, "
+                           "CASE WHEN $1 THEN pg_export_snapshot() END",
+                           1, (const char *[]){p->ev.snapshot && !p->snapshot_done ? "t" : "f"});
     if (rc < 0) {
         PQclear(PQexec(p->ses.sql, "ROLLBACK"));
         return rc;
     }
     char *wm = crw_strdup(PQgetvalue(res, 0, 0)), *wt = crw_strdup(PQgetvalue(res, 0, 1));
+    char *exported = PQgetisnull(res, 0, 2) ? NULL : crw_strdup(PQgetvalue(res, 0, 2));
     PQclear(res);
     if (p->ev.snapshot && !p->snapshot_done) {
-        if ((rc = p->ev.snapshot(p->ev.opaque, p->cat, true)) < 0)
+        /* The rows as of the first watermark: what the first poll does not bring. */
+        crw_src_snapshot_t snap = {exported, p->position, 0};
+        rc = p->ev.snapshot(p->ev.opaque, p->cat, &snap);
+        if (rc < 0) {
+            free(exported);
             goto out;
+        }
         p->snapshot_done = true;
     }
+    free(exported);
     if ((rc = crw_session_exec(p->ses.sql, "COMMIT", errstr, n)) < 0)
         goto out;
     const char *upd[3] = {p->conf->slot_name, wm, wt};
@@ -748,7 +759,8 @@ static int poll_start(crw_source_t *base, char *errstr, size_t n) {
         /* Only tables polled by a column: no watermark to keep, each start lists them. */
         mark_push(p, p->position, "", "", false);
         if (p->ev.snapshot && !p->snapshot_done) {
-            if ((rc = p->ev.snapshot(p->ev.opaque, p->cat, false)) < 0)
+            crw_src_snapshot_t none = {NULL, p->position, 0};
+            if ((rc = p->ev.snapshot(p->ev.opaque, p->cat, &none)) < 0)
                 goto fail;
             p->snapshot_done = true;
         }

@@ -117,7 +117,7 @@ static void logical_confirm(crw_source_t *base, uint64_t position) {
 }
 
 /* Runs the snapshot callback once, inside the slot's exported snapshot when there is one. */
-static int run_snapshot(logical_t *r, char *errstr, size_t n) {
+static int run_snapshot(logical_t *r, uint64_t start, char *errstr, size_t n) {
     if (!r->ev.snapshot || r->snapshot_done)
         return 0;
     PGconn *sql = r->ses.sql;
@@ -130,11 +130,13 @@ static int run_snapshot(logical_t *r, char *errstr, size_t n) {
             PQclear(PQexec(sql, "ROLLBACK"));
         }
     }
-    int rc = r->ev.snapshot(r->ev.opaque, r->cat, in_snap);
+    crw_src_snapshot_t snap = {in_snap ? r->ses.snapshot : NULL, start, start};
+    int rc = r->ev.snapshot(r->ev.opaque, r->cat, &snap);
     if (in_snap)
         PQclear(PQexec(sql, "COMMIT"));
     if (rc < 0) {
-        snprintf(errstr, n, "initial listing of the watched tables failed");
+        if (rc != CRW_ERR_STOPPED)
+            snprintf(errstr, n, "reading the watched tables as of the slot's start failed");
         return rc;
     }
     r->snapshot_done = true;
@@ -195,7 +197,7 @@ static int logical_start(crw_source_t *base, char *errstr, size_t n) {
     logical_confirm(base, start);
     if (r->ev.tick)
         r->ev.tick(r->ev.opaque, start);
-    rc = run_snapshot(r, errstr, n);
+    rc = run_snapshot(r, start, errstr, n);
     free(r->ses.snapshot);
     r->ses.snapshot = NULL;
     if (rc < 0)

@@ -975,7 +975,7 @@ static bool ready(const worker_t *w) {
 static int begin_chunk(snap_t *s, int wi, char *errstr, size_t n) {
     worker_t *w = &s->w[wi];
     chunk_t *c = &s->ch[w->chunk];
-    c->position = s->next_position++;
+    c->position = s->so.position ? s->so.position : s->next_position++;
     crw_buf_t line = CRW_BUF_INIT;
     c->epoch = s->nep - 1;
     /* with what is confirmed by now: the line is synced anyway */

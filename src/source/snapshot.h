@@ -35,6 +35,7 @@ typedef struct crw_snapshot_opts {
     const char *state_file;    /* progress kept here; NULL: none (nothing to resume) */
     bool resume;               /* continue from state_file */
     const crw_strlist_t *only; /* read only these schema.table (NULL or empty: every watched table) */
+    uint64_t position;         /* nonzero: every chunk stands at it (an initial snapshot: where the stream starts) */
 } crw_snapshot_opts_t;
 
 /* A snapshot source over conf's watched tables (connects nothing yet). */

@@ -40,6 +40,13 @@ typedef struct crw_src_txn {
     int64_t commit_time; /* PostgreSQL epoch microseconds */
 } crw_src_txn_t;
 
+/* Where a source's changes continue from, for reading the tables as of that point. */
+typedef struct crw_src_snapshot {
+    const char *name;  /* an exported snapshot the changes continue from exactly; NULL: none (the current state) */
+    uint64_t position; /* the position changes continue from: what is read in the snapshot stands there */
+    uint64_t lsn;      /* its WAL position (events' pglsn); 0: unknown */
+} crw_src_snapshot_t;
+
 /*
  * The driver's callbacks.  Each returns 0, or a negative crw_err_t that
  * stops the source's poll() and is returned by it (CRW_ERR_STOPPED: cleanly).
@@ -55,11 +62,12 @@ typedef struct crw_source_events {
     void (*invalidate)(void *opaque, uint32_t typoid);
     /*
      * May be NULL.  Called once, before the first change, with the catalog
-     * inside the snapshot the changes continue from when consistent (the
-     * logical source created its slot), else on the current state: to read
-     * the tables as of the start (the resource cache's listing).
+     * inside the snapshot the changes continue from when there is one (the
+     * logical source created its slot, polling starts its first watermark;
+     * snap->name names it, exported), else on the current state: to read the
+     * tables as of the start (snapshot.mode=initial, the cache's listing).
      */
-    int (*snapshot)(void *opaque, crw_catalog_t *cat, bool consistent);
+    int (*snapshot)(void *opaque, crw_catalog_t *cat, const crw_src_snapshot_t *snap);
     void *opaque;
 } crw_source_events_t;
 

@@ -53,9 +53,9 @@ int crw_sources_check(const crw_config_t *conf, char *errstr, size_t n) {
         snprintf(errstr, n, "delivery=exactly-once: %s", stamp_table(conf));
         return CRW_ERR_CONFIG;
     }
-    if (conf->snapshot_mode != CRW_SNAPSHOT_NEVER) {
-        snprintf(errstr, n, "snapshot.mode=%s is not available in this version of crwatch (crwatch backfill is)",
-                 conf->snapshot_mode == CRW_SNAPSHOT_INITIAL ? "initial" : "incremental");
+    if (conf->snapshot_mode == CRW_SNAPSHOT_INCREMENTAL) {
+        snprintf(errstr, n, "snapshot.mode=incremental is not available in this version of crwatch (initial and "
+                            "crwatch backfill are)");
         return CRW_ERR_CONFIG;
     }
     if (conf->source == CRW_SOURCE_POLL && conf->nresources == 0) {

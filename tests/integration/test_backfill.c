@@ -88,6 +88,16 @@ static void tally_line(tally_t *t, const char *line) {
     t->events++;
 }
 
+/* Reads the next count lines of p, which must come. */
+static void tally_some(tally_t *t, it_proc_t *p, int count) {
+    for (int i = 0; i < count; i++) {
+        char *line = it_proc_read_line(p, RUN_TIMEOUT);
+        cr_assert(line, "line %d of %d", i, count);
+        tally_line(t, line);
+        free(line);
+    }
+}
+
 /* Reads every line p writes until it exits. */
 static void tally_all(tally_t *t, it_proc_t *p) {
     char *line;
@@ -322,12 +332,7 @@ static void kill_and_resume(const char *chunking) {
     tally_t t;
     tally_init(&t, n);
     /* Read a third, then stop reading: crwatch blocks on the full pipe, mid-backfill. */
-    for (int i = 0; i < n / 3; i++) {
-        char *line = it_proc_read_line(p, RUN_TIMEOUT);
-        cr_assert(line, "event %d of the first run", i);
-        tally_line(&t, line);
-        free(line);
-    }
+    tally_some(&t, p, n / 3);
     sleep_ms(800);
     cr_assert(it_proc_running(p), "the backfill waits for its reader");
     kill(it_proc_pid(p), SIGKILL);
@@ -390,12 +395,7 @@ Test(backfill, resume_by_blocks_catches_rows_that_moved, .timeout = 180) {
     it_proc_t *p = it_crwatch_start(db, args);
     tally_t t;
     tally_init(&t, n);
-    for (int i = 0; i < n / 2; i++) {
-        char *line = it_proc_read_line(p, RUN_TIMEOUT);
-        cr_assert(line);
-        tally_line(&t, line);
-        free(line);
-    }
+    tally_some(&t, p, n / 2);
     sleep_ms(500);
     kill(it_proc_pid(p), SIGKILL);
     tally_all(&t, p);
@@ -430,6 +430,37 @@ Test(backfill, resume_by_blocks_catches_rows_that_moved, .timeout = 180) {
     bf_close(&b);
 }
 
+/* ---- a lost connection ------------------------------------------------- */
+
+Test(backfill, lost_connections_mid_run_are_resumed_in_a_new_snapshot, .timeout = 180) {
+    bf_t b;
+    const int n = 30000;
+    bf_open(&b, "bfconn", n);
+    const char *args[] = {"backfill", "-X", "tables=public.acct", "-X", "snapshot.chunk.rows=1000", "-X", b.sf, NULL};
+    it_proc_t *p = it_crwatch_start(b.db, args);
+    tally_t t;
+    tally_init(&t, n);
+    tally_some(&t, p, n / 3);
+    /* Every session of the backfill goes, while it waits for its reader. */
+    char *killed = it_query_value(b.c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                       "WHERE datname = current_database() AND application_name = 'crwatch'");
+    cr_assert(killed && atoi(killed) >= 2, "terminated %s sessions", killed ? killed : "no");
+    free(killed);
+    tally_all(&t, p);
+    cr_assert_eq(it_proc_wait(p, RUN_TIMEOUT), 0);
+    char *err = it_proc_stderr(p);
+    cr_expect(strstr(err, "read again in a new snapshot"), "%s", err);
+    free(err);
+    it_proc_free(p);
+    int missing = 0;
+    for (int i = 1; i <= n; i++)
+        missing += t.seen[i] == 0;
+    cr_expect_eq(t.bad, 0);
+    cr_expect_eq(missing, 0, "%d rows never came", missing);
+    free(t.seen);
+    bf_close(&b);
+}
+
 /* ---- Ctrl-C ------------------------------------------------------------ */
 
 Test(backfill, sigterm_stops_cleanly_and_resume_finishes, .timeout = 180) {
@@ -441,12 +472,7 @@ Test(backfill, sigterm_stops_cleanly_and_resume_finishes, .timeout = 180) {
     it_proc_t *p = it_crwatch_start(db, args);
     tally_t t;
     tally_init(&t, n);
-    for (int i = 0; i < n / 3; i++) {
-        char *line = it_proc_read_line(p, RUN_TIMEOUT);
-        cr_assert(line);
-        tally_line(&t, line);
-        free(line);
-    }
+    tally_some(&t, p, n / 3);
     kill(it_proc_pid(p), SIGTERM);
     tally_all(&t, p);
     cr_assert_eq(it_proc_wait(p, 20000), 0, "SIGTERM: exit 0");
@@ -533,7 +559,7 @@ Test(backfill, refusals_exit_2_naming_what_is_wrong) {
         {{"stream", "--resume", NULL}, "--resume"},
         {{"backfill", "-X", "snapshot.workers=0", NULL}, "snapshot.workers"},
         {{"backfill", "-X", "snapshot.chunking=pages", NULL}, "snapshot.chunking"},
-        {{"stream", "-X", "tables=public.acct", "-X", "snapshot.mode=initial", NULL}, "snapshot.mode=initial"},
+        {{"stream", "-X", "tables=public.acct", "-X", "snapshot.mode=incremental", NULL}, "snapshot.mode=incremental"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *err = NULL;
@@ -551,5 +577,157 @@ Test(backfill, refusals_exit_2_naming_what_is_wrong) {
     cr_expect_eq(it_run_crwatch(db, other, RUN_TIMEOUT, NULL, &err), 2);
     cr_expect(strstr(err, "other tables"), "%s", err);
     free(err);
+    bf_close(&b);
+}
+
+/* ---- stream with snapshot.mode=initial --------------------------------- */
+
+/* The state per key that a consumer of the events builds: bal, or -1 when the key is deleted or never seen. */
+typedef struct {
+    int n;
+    int *bal;
+    long sync;
+} fold_t;
+
+static void fold_line(fold_t *f, const char *line) {
+    json_object *ev = json_tokener_parse(line);
+    if (!ev)
+        return;
+    const char *type = it_json_str(ev, "data.type"), *key = it_json_str(ev, "data.key");
+    int id = key ? atoi(key) : 0;
+    if (type && id >= 1 && id <= f->n) {
+        if (!strcmp(type, "DELETED"))
+            f->bal[id] = -1;
+        else {
+            const char *bal = it_json_str(ev, "data.object.bal");
+            f->bal[id] = bal ? atoi(bal) : -2;
+        }
+        f->sync += !strcmp(type, "SYNC");
+    }
+    json_object_put(ev);
+}
+
+static it_proc_t *start_initial(const char *db, const char *sf, const char *extra) {
+    const char *const base[] = {"tables=public.acct", "snapshot.mode=initial", "snapshot.chunk.rows=500", sf, extra,
+                                NULL};
+    return it_crwatch_stream(db, base, NULL);
+}
+
+Test(initial, sync_of_every_row_then_the_stream_with_writers_running, .timeout = 180) {
+    bf_t b;
+    const int n = 20000;
+    bf_open(&b, "bfinit", n);
+    it_exec(b.c, "ALTER TABLE acct REPLICA IDENTITY FULL");
+    writer_t w[2] = {{b.db, 0, n, 0}, {b.db, 0, n, 0}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, writer, &w[i]);
+    sleep_ms(200);
+    it_proc_t *p = start_initial(b.db, b.sf, NULL);
+    sleep_ms(1000);
+    for (int i = 0; i < 2; i++) {
+        w[i].stop = 1;
+        pthread_join(th[i], NULL);
+    }
+    /* deletes after the snapshot, then a fence: everything committed before it has come once it has */
+    it_exec(b.c, "DELETE FROM acct WHERE id <= 10");
+    it_exec(b.c, "UPDATE acct SET pad = 'fence' WHERE id = %d", n);
+    fold_t f = {n, calloc((size_t)n + 1, sizeof(int)), 0};
+    for (int i = 0; i <= n; i++)
+        f.bal[i] = -1;
+    int fence_seen = 0;
+    char *line;
+    while (fence_seen < 1 && (line = it_proc_read_line(p, 30000))) {
+        if (strstr(line, "\"fence\""))
+            fence_seen++;
+        fold_line(&f, line);
+        free(line);
+    }
+    cr_assert_eq(fence_seen, 1, "the stream reached the fence");
+    cr_expect(w[0].transfers + w[1].transfers > 20, "writers ran (%ld)", w[0].transfers + w[1].transfers);
+    cr_expect_eq(f.sync, n, "one SYNC per row present at the start (%ld)", f.sync);
+    PGresult *r = it_query(b.c, "SELECT g, coalesce(a.bal, -1) FROM generate_series(1, %d) g LEFT JOIN acct a ON a.id = g "
+                                "ORDER BY g",
+                           n);
+    int wrong = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int id = atoi(PQgetvalue(r, i, 0)), bal = atoi(PQgetvalue(r, i, 1));
+        if (f.bal[id] != bal && wrong++ < 5)
+            cr_log_error("key %d: the events say %d, the table %d", id, f.bal[id], bal);
+    }
+    PQclear(r);
+    cr_expect_eq(wrong, 0, "%d keys end in another state than the table's", wrong);
+    free(f.bal);
+    it_crwatch_stop(p, 10000);
+    /* A restart goes on from the slot: no second snapshot. */
+    p = start_initial(b.db, b.sf, NULL);
+    cr_expect(it_proc_no_line_within(p, 1500), "no SYNC again after a restart");
+    it_crwatch_stop(p, 10000);
+    bf_close(&b);
+}
+
+Test(initial, an_interrupted_initial_snapshot_is_taken_again, .timeout = 180) {
+    bf_t b;
+    const int n = 60000;
+    bf_open(&b, "bfinitk", n);
+    const char *args[] = {"stream", "-X", "tables=public.acct", "-X", "snapshot.mode=initial", "-X",
+                          "snapshot.chunk.rows=500", "-X", b.sf, "-X", "slot.name=bfinitk", NULL};
+    it_proc_t *p = it_crwatch_start(b.db, args);
+    /* Read a little, then let the pipe fill: the initial snapshot waits for its reader, half done. */
+    for (int i = 0; i < 100; i++) {
+        char *line = it_proc_read_line(p, 30000);
+        cr_assert(line);
+        free(line);
+    }
+    sleep_ms(500);
+    cr_assert(it_proc_running(p));
+    kill(it_proc_pid(p), SIGKILL);
+    it_proc_wait(p, 10000);
+    it_proc_free(p);
+    cr_assert(it_wait_sql_true(b.c, 10000, "SELECT NOT active FROM pg_replication_slots WHERE slot_name = 'bfinitk'"),
+              "the killed stream's slot is released");
+    it_exec(b.c, "UPDATE acct SET bal = 5 WHERE id = 1");
+    p = it_crwatch_start(b.db, args);
+    tally_t t;
+    tally_init(&t, n);
+    char *line;
+    while (t.events < n && (line = it_proc_read_line(p, 30000))) {
+        tally_line(&t, line);
+        free(line);
+    }
+    expect_each_once(&t);
+    cr_expect_eq(t.sum, 100LL * n - 95, "the new snapshot has the update made while crwatch was down");
+    char *err = it_proc_stderr(p);
+    cr_expect(strstr(err, "did not finish: the slot is dropped"), "%s", err);
+    free(err);
+    it_crwatch_stop(p, 10000);
+    free(t.seen);
+    bf_close(&b);
+}
+
+Test(initial, with_polling_the_first_watermark_is_the_snapshot, .timeout = 120) {
+    bf_t b;
+    bf_open(&b, "bfinitp", 0);
+    it_apply_sql(b.db, "sql/crwatch.sql");
+    it_exec(b.c, "CREATE TABLE jobs (" IT_CONVENTION_COLUMNS ", PRIMARY KEY (namespace, name))");
+    it_exec(b.c, "SELECT crwatch.manage('public.jobs')");
+    it_exec(b.c, "INSERT INTO jobs (name, uid, generation, resource_version, spec, created_at, updated_at) "
+                 "SELECT 'j' || g, gen_random_uuid(), 1, g, '{}', now(), now() FROM generate_series(1, 300) g");
+    const char *const base[] = {"source=poll", "tables=public.jobs", "snapshot.mode=initial", "poll.interval.ms=100",
+                                b.sf, NULL};
+    it_proc_t *p = it_crwatch_stream(b.db, base, NULL);
+    int sync = 0;
+    for (int i = 0; i < 300; i++) {
+        json_object *ev = it_proc_expect_event(p, 15000);
+        sync += !strcmp(it_json_str(ev, "data.type"), "SYNC");
+        json_object_put(ev);
+    }
+    cr_expect_eq(sync, 300);
+    it_exec(b.c, "UPDATE jobs SET spec = '{\"v\":1}' WHERE name = 'j7'");
+    json_object *ev = it_proc_expect_event(p, 15000);
+    it_expect_str(ev, "data.type", "MODIFIED");
+    it_expect_str(ev, "subject", "default/j7");
+    json_object_put(ev);
+    it_crwatch_stop(p, 10000);
     bf_close(&b);
 }
