@@ -397,3 +397,35 @@ Test(event, debezium_records_and_tombstones, .fini = teardown_all) {
     cr_assert(!memcmp(tomb->key, ev->key, ev->keylen));
     cr_assert(!memcmp(ev->key, "{\"namespace\":\"ns\",\"name\":\"j\"}", ev->keylen), "%.*s", (int)ev->keylen, ev->key);
 }
+
+Test(event, a_snapshot_read_is_sync_without_old_object_and_fills_the_cache, .fini = teardown_all) {
+    const crw_relinfo_t *rel = crd_relation(true, CRW_SHAPE_CRD);
+    /* The cache knows an older state: a read still shows only the current object. */
+    crw_pgo_tuple_t seed = tuple(c_old, V_OLD);
+    cr_assert_eq(crw_mapper_seed(mp, rel, &seed, err, sizeof err), 0, "%s", err);
+    const char *v_read[NCOL] = {"ns", "j", "1", "6", "{\"preset\": \"1080p\", \"outs\": [1, 2]}",
+                                "{\"phase\": \"Running\"}", NULL};
+    crw_pgo_tuple_t row = tuple(c_new, v_read);
+    crw_change_t rd = {.op = CRW_OP_READ, .rel = rel->rel, .newtup = &row, .id = "0/10/sync/ns,j", .idlen = 14};
+    cr_assert_eq(crw_mapper_change(mp, rel, &rd, &tx, &mapped, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(mapped.n, 1);
+    cr_assert_str_eq(mapped.ev[0].type, "SYNC");
+    json_object *ev = json_tokener_parse(mapped.ev[0].value);
+    cr_assert(ev);
+    cr_assert_str_eq(at(ev, "type"), "crwatch.Job.sync");
+    cr_assert_str_eq(at(ev, "id"), "0/10/sync/ns,j");
+    cr_assert_str_eq(at(ev, "data.type"), "SYNC");
+    cr_assert_str_eq(at(ev, "data.object.status.phase"), "Running");
+    cr_assert_null(at(ev, "data.oldObject"), "a SYNC is the whole current object");
+    cr_assert_null(at(ev, "data.changed"));
+    json_object_put(ev);
+    /* The next update's oldObject is what the read saw. */
+    const char *v_new[NCOL] = {"ns", "j", "1", "7", UNCH, "{\"phase\": \"Succeeded\"}", NULL};
+    crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
+    m.u.update.relid = rel->rel->relid;
+    m.u.update.newtup = tuple(c_new, v_new);
+    ev = map(rel, &m);
+    cr_assert_str_eq(at(ev, "data.oldObject.status.phase"), "Running");
+    cr_assert_str_eq(at(ev, "data.object.spec.preset"), "1080p");
+    json_object_put(ev);
+}
