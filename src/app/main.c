@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/lsn.h"
 #include "app/backfill.h"
+#include "app/resync.h"
 #include "app/stream.h"
 #include "sink/sinks.h"
 #include "source/admin.h"
@@ -36,7 +37,7 @@ static void usage(FILE *f) {
             "Commands:\n"
             "  stream                 run the change stream (Ctrl-C/SIGTERM: drain, confirm, exit 0)\n"
             "  backfill               every current row as a SYNC event, in one snapshot, then exit\n"
-            "  resync                 diff the sink's view against the tables (not in this version)\n"
+            "  resync                 the sink's view (resync.from) against the tables: only corrections, then exit\n"
             "  check                  verify database + config prerequisites, print a report (changes nothing)\n"
             "  slot status|create|drop  show (one JSON line), create or drop the replication slot\n"
             "\n"
@@ -46,7 +47,8 @@ static void usage(FILE *f) {
             "  -d, --dbname CONNINFO  libpq conninfo or URI; PG* environment variables apply\n"
             "      --endpos LSN       stream: stop once every change up to LSN is confirmed\n"
             "      --resume           backfill: continue from snapshot.state.file instead of starting over\n"
-            "      --table T          backfill: read only table T (schema.table; repeatable)\n"
+            "      --table T          backfill, resync: read only table T (schema.table; repeatable)\n"
+            "      --dry-run          resync: print the corrections to stdout, send nothing\n"
             "  -h, --help             this help\n"
             "  -V, --version          print the version\n"
             "\n"
@@ -68,13 +70,14 @@ int main(int argc, char **argv) {
         {"config", required_argument, NULL, 'c'}, {"dbname", required_argument, NULL, 'd'},
         {"endpos", required_argument, NULL, 'E'}, {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},      {"resume", no_argument, NULL, 'R'},
-        {"table", required_argument, NULL, 'T'},  {NULL, 0, NULL, 0},
+        {"table", required_argument, NULL, 'T'},  {"dry-run", no_argument, NULL, 'D'},
+        {NULL, 0, NULL, 0},
     };
     const char *config_file = NULL, *conninfo = NULL;
     const char **overrides = calloc((size_t)argc, sizeof(char *));
     int noverrides = 0;
     uint64_t endpos = 0;
-    bool resume = false;
+    bool resume = false, dry_run = false;
     crw_strlist_t only = {0};
     int opt;
     opterr = 0;
@@ -88,6 +91,7 @@ int main(int argc, char **argv) {
                 exit(fail_usage("--endpos: '%s' is not an LSN like 0/16B3748", optarg));
             break;
         case 'R': resume = true; break;
+        case 'D': dry_run = true; break;
         case 'T': crw_strlist_add(&only, optarg); break;
         case 'h': usage(stdout); exit(0);
         case 'V': printf("crwatch %s\n", CRW_VERSION); exit(0);
@@ -107,16 +111,18 @@ int main(int argc, char **argv) {
         if (strcmp(verb, "status") && strcmp(verb, "create") && strcmp(verb, "drop"))
             exit(fail_usage("slot: unknown action '%s' (status, create, drop)", verb));
         want_args = 2;
-    } else if (!strcmp(cmd, "resync"))
-        exit(fail_usage("'%s' is not available in this version of crwatch", cmd));
-    else if (strcmp(cmd, "stream") && strcmp(cmd, "check") && strcmp(cmd, "backfill"))
+    } else if (strcmp(cmd, "stream") && strcmp(cmd, "check") && strcmp(cmd, "backfill") && strcmp(cmd, "resync"))
         exit(fail_usage("unknown command '%s'", cmd));
     if (optind + want_args < argc)
         exit(fail_usage("unexpected argument '%s'", argv[optind + want_args]));
     if (endpos && strcmp(cmd, "stream"))
         exit(fail_usage("--endpos goes with 'stream', not '%s'", cmd));
-    if ((resume || only.n) && strcmp(cmd, "backfill"))
-        exit(fail_usage("--resume and --table go with 'backfill', not '%s'", cmd));
+    if (resume && strcmp(cmd, "backfill"))
+        exit(fail_usage("--resume goes with 'backfill', not '%s'", cmd));
+    if (only.n && strcmp(cmd, "backfill") && strcmp(cmd, "resync"))
+        exit(fail_usage("--table goes with 'backfill' or 'resync', not '%s'", cmd));
+    if (dry_run && strcmp(cmd, "resync"))
+        exit(fail_usage("--dry-run goes with 'resync', not '%s'", cmd));
 
     /* Configuration: defaults, then the file, then -X; all before any connection. */
     char err[1024];
@@ -130,6 +136,10 @@ int main(int argc, char **argv) {
         if (rc < 0)
             snprintf(err, sizeof err, "-X %s", inner);
     }
+    /* resync --dry-run: the corrections go to stdout, and nowhere else */
+    if (rc == 0 && dry_run && ((rc = crw_config_set(conf, "sink", "stdout", err, sizeof err)) < 0 ||
+                               (rc = crw_config_set(conf, "delivery", "at-least-once", err, sizeof err)) < 0))
+        snprintf(err + strlen(err), sizeof err - strlen(err), " (--dry-run)");
     if (rc == 0)
         rc = crw_config_finalize(conf, err, sizeof err);
     if (rc == 0)
@@ -157,6 +167,9 @@ int main(int argc, char **argv) {
     } else if (!strcmp(cmd, "backfill")) {
         crw_backfill_opts_t bo = {conninfo, &stop_requested, resume, &only};
         rc = crw_backfill_run(conf, &bo, err, sizeof err);
+    } else if (!strcmp(cmd, "resync")) {
+        crw_resync_opts_t ro = {conninfo, &stop_requested, dry_run, &only};
+        rc = crw_resync_run(conf, &ro, err, sizeof err);
     } else {
         rc = verb ? crw_admin_slot(conf, conninfo, verb, stdout, err, sizeof err)
                   : crw_admin_check(conf, conninfo, stdout, err, sizeof err);

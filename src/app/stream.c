@@ -39,6 +39,7 @@ typedef struct {
     const crw_config_t *conf;
     const char *conninfo;
     volatile sig_atomic_t *stop;
+    const crw_stream_opts_t *opts;
     crw_source_events_t ev;   /* the source's callbacks (an initial snapshot's source gets them too) */
     crw_source_t *src;
     crw_pipeline_t *pipeline;
@@ -61,6 +62,7 @@ typedef struct {
     uint64_t events;
     uint64_t unmapped;
     uint64_t commits;         /* transactions committed on the current connection */
+    bool at_end_done;         /* crw_stream_opts_t.at_end ran */
 } stream_t;
 
 /* Tells the source what the pipeline confirmed. */
@@ -300,6 +302,19 @@ static int on_change(void *opaque, const crw_change_t *ch) {
         return dead_letter(st, ri, ch, why);
     if (rc < 0)
         return rc;
+    if (st->opts->verdict && st->mapped.n > 0) {
+        crw_stream_verdict_t v = st->opts->verdict(st->opts->arg, &st->mapped.ev[0]);
+        if (v == CRW_VERDICT_SKIP)
+            return 0;
+        if (v == CRW_VERDICT_ADDED || v == CRW_VERDICT_MODIFIED) { /* the same row, as the change it stands for */
+            crw_change_t again = *ch;
+            again.op = v == CRW_VERDICT_ADDED ? CRW_OP_INSERT : CRW_OP_UPDATE;
+            again.oldtup = NULL;
+            again.oldkind = 0;
+            if ((rc = crw_mapper_change(st->mapper, ri, &again, &st->tx, &st->mapped, why, sizeof why)) < 0)
+                return rc == CRW_ERR_UNMAPPED ? dead_letter(st, ri, ch, why) : rc;
+        }
+    }
     for (int i = 0; i < st->mapped.n; i++) {
         crw_event_t *ev = &st->mapped.ev[i];
         ev->txn = st->seq;
@@ -328,6 +343,30 @@ static void keepalive(void *opaque) {
     stream_t *st = opaque;
     confirm(st);
     crw_source_keepalive(st->src);
+}
+
+/* crw_stream_opts_t.at_end's emit: one more event of the last transaction. */
+static int emit_more(void *ctx, crw_event_t *ev) {
+    stream_t *st = ctx;
+    ev->txn = st->seq;
+    st->events++;
+    return crw_sinks_emit(&st->sinks, ev);
+}
+
+/* The at_end hook's events, as one transaction at the last position. */
+static int run_at_end(stream_t *st, const crw_stream_opts_t *opts) {
+    st->seq = crw_pipeline_begin(st->pipeline);
+    int rc = opts->at_end(opts->arg, emit_more, st);
+    if (rc == 0 && (rc = crw_sinks_commit(&st->sinks, st->seq)) < 0)
+        snprintf(st->err, sizeof st->err, "a sink failed to commit a transaction");
+    if (rc < 0) {
+        crw_pipeline_abandon(st->pipeline, st->seq);
+        return rc;
+    }
+    crw_pipeline_commit(st->pipeline, st->seq, crw_pipeline_confirmed(st->pipeline) > st->tx.last_end
+                                                   ? crw_pipeline_confirmed(st->pipeline)
+                                                   : st->tx.last_end);
+    return 0;
 }
 
 /* ---- the service loop -------------------------------------------------- */
@@ -377,6 +416,12 @@ static int stream_connected(stream_t *st, const crw_stream_opts_t *opts) {
         confirm(st);
         if (opts->progress)
             opts->progress(opts->arg, st->src);
+        if (opts->at_end && !st->at_end_done && crw_source_at_end(st->src) && !st->txn_open &&
+            !(opts->stop && *opts->stop)) {
+            st->at_end_done = true;
+            if ((rc = run_at_end(st, opts)) < 0)
+                return rc;
+        }
         if (crw_source_at_end(st->src) && !st->txn_open && crw_pipeline_idle(st->pipeline)) {
             /* Everything committed up to endpos arrived (commit order) and was
              * acknowledged: the slot may move to endpos itself. */
@@ -400,6 +445,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.env = (crw_sink_env_t){conf, st.pipeline, st.deadletter, keepalive, &st, opts->stop, opts->checkpoint_id};
     st.conninfo = opts->conninfo;
     st.stop = opts->stop;
+    st.opts = opts;
     bool initial = conf->snapshot_mode == CRW_SNAPSHOT_INITIAL && !opts->source_new;
     crw_source_events_t ev = {.begin = on_begin,
                               .change = on_change,

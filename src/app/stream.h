@@ -11,8 +11,17 @@
 #include <stdint.h>
 
 #include "core/conf.h"
+#include "core/event.h"
 #include "sink/sink.h"
 #include "source/source.h"
+
+/* What reaches the sinks of one event (crw_stream_opts_t.verdict). */
+typedef enum {
+    CRW_VERDICT_EMIT,     /* as mapped */
+    CRW_VERDICT_SKIP,     /* nothing */
+    CRW_VERDICT_ADDED,    /* the change mapped again as an insert */
+    CRW_VERDICT_MODIFIED, /* the change mapped again as an update (no old row) */
+} crw_stream_verdict_t;
 
 typedef struct crw_stream_opts {
     const char *conninfo;        /* NULL: PG* environment */
@@ -28,7 +37,18 @@ typedef struct crw_stream_opts {
     void (*progress)(void *arg, crw_source_t *src);
     /* Called once at the end, before the source is destroyed; may be NULL. */
     void (*finished)(void *arg, crw_source_t *src);
-    void *arg;                   /* of source_new and progress */
+    /*
+     * Decides, for each event mapped from the source, what reaches the sinks
+     * (crwatch resync: only corrections); NULL: every event as it is.
+     */
+    crw_stream_verdict_t (*verdict)(void *arg, const crw_event_t *ev);
+    /*
+     * Called once when the source is at its end, before the final drain:
+     * emit(emit_ctx, ev) hands more events to the sinks in one last
+     * transaction (resync's DELETED).  May be NULL.
+     */
+    int (*at_end)(void *arg, int (*emit)(void *emit_ctx, crw_event_t *ev), void *emit_ctx);
+    void *arg;                   /* of source_new, progress, finished, verdict and at_end */
     const char *checkpoint_id;   /* the sinks' checkpoint name (crw_sink_env_t); NULL: slot.name */
 } crw_stream_opts_t;
 

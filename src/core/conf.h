@@ -72,6 +72,7 @@ typedef struct crw_config {
     int poll_batch_rows;      /* a poll with this many changes: poll again at once */
     int poll_lag_ms;          /* timestamp polling: how far back each poll re-reads */
     int resync_interval_ms;   /* timestamp polling: the whole-table reconciliation period */
+    char *resync_from;        /* crwatch resync: the sink's view, a JSON-lines file of events */
     char *exec_command;
     crw_exec_mode_t exec_mode;
     char *plugin_path;

@@ -278,6 +278,22 @@ static bool key_matches(const char *tok, size_t toklen, const char *seg, size_t 
     return j == n;
 }
 
+uint64_t crw_jdoc_fingerprint(const crw_jdoc_t *doc, int tok) {
+    uint64_t h = UINT64_C(14695981039346656037);
+    if (tok < 0 || (uint32_t)tok >= doc->ntoks)
+        return 0;
+    for (uint32_t i = (uint32_t)tok, end = doc->toks[tok].next; i < end; i++) {
+        const crw_jtok_t *t = &doc->toks[i];
+        h = (h ^ (uint8_t)t->type) * UINT64_C(1099511628211);
+        if (t->type == 's' || t->type == 'p')
+            for (uint32_t k = t->start; k < t->end; k++)
+                h = (h ^ (uint8_t)doc->text[k]) * UINT64_C(1099511628211);
+        else
+            h = (h ^ t->count) * UINT64_C(1099511628211);
+    }
+    return h;
+}
+
 int crw_jdoc_lookup(const crw_jdoc_t *doc, const char *pointer) {
     if (doc->ntoks == 0)
         return -1;

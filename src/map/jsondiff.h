@@ -41,6 +41,13 @@ void crw_jdoc_free(crw_jdoc_t *doc);
 int crw_jdoc_lookup(const crw_jdoc_t *doc, const char *pointer);
 
 /*
+ * A 64-bit fingerprint (FNV-1a) of the value at token tok of doc: its tokens'
+ * types and texts in order, so whitespace does not count and equal JSON
+ * written by the same renderer has the same fingerprint.
+ */
+uint64_t crw_jdoc_fingerprint(const crw_jdoc_t *doc, int tok);
+
+/*
  * Compares a (old) with b (new) from their roots.  Appends to changed the
  * pointers that differ as comma-separated JSON strings, and to patch (when
  * not NULL) RFC 6902 operations as comma-separated JSON objects turning a

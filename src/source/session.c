@@ -68,7 +68,10 @@ static PGconn *connect_one(crw_session_t *s, bool replication, char *errstr, siz
 int crw_session_error(PGconn *c, const PGresult *res, const char *what, char *errstr, size_t n) {
     const char *m = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
     snprintf(errstr, n, "%s%s%.*s", what ? what : "", what ? ": " : "", (int)strcspn(m, "\n"), m);
-    return PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+    /* The session is going (a terminated backend, a shutting-down server) even while libpq still says OK. */
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    bool going = state && (!strncmp(state, "08", 2) || !strncmp(state, "57P", 3));
+    return going || PQstatus(c) == CONNECTION_BAD ? CRW_ERR_CONN : CRW_ERR_PREREQ;
 }
 
 int crw_session_exec(PGconn *c, const char *sql, char *errstr, size_t n) {

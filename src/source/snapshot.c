@@ -70,6 +70,7 @@ typedef struct {
 typedef struct {
     crw_snapshot_table_t pub;
     const crw_resource_conf_t *rs;
+    const char *filter;        /* resource.<id>.filter, NULL when none applies */
     const crw_relation_t *rel; /* as described in the snapshot (the source's relation cache) */
     char *qname;               /* "schema"."table" */
     char *cols;                /* the quoted column list */
@@ -193,8 +194,8 @@ static void put_compare(PGconn *c, crw_buf_t *out, const stable_t *t, const char
 static void put_where(PGconn *c, crw_buf_t *out, const stable_t *t, const bound_t *lo, const bound_t *hi,
                       uint64_t since) {
     const char *sep = " WHERE ";
-    if (t->rs->filter && *t->rs->filter) {
-        crw_buf_printf(out, "%s(%s)", sep, t->rs->filter);
+    if (t->filter) {
+        crw_buf_printf(out, "%s(%s)", sep, t->filter);
         sep = " AND ";
     }
     if (since) {
@@ -579,11 +580,11 @@ static int describe(snap_t *s, stable_t *t, char *errstr, size_t n) {
     crw_buf_reset(&s->sql);
     crw_buf_printf(&s->sql, "EXPLAIN SELECT 1 FROM %s", t->qname);
     put_where(c, &s->sql, t, NULL, NULL, 0);
-    if (t->rs->filter && *t->rs->filter && (rc = crw_session_query(c, &res, why, sizeof why, s->sql.data, 0, NULL)) < 0) {
+    if (t->filter && (rc = crw_session_query(c, &res, why, sizeof why, s->sql.data, 0, NULL)) < 0) {
         snprintf(errstr, n, "resource.%s.filter: %s", t->rs->id, why);
         return rc == CRW_ERR_CONN ? rc : CRW_ERR_CONFIG;
     }
-    if (t->rs->filter && *t->rs->filter)
+    if (t->filter)
         PQclear(res);
 
     rc = crw_session_query(c, &res, errstr, n,
@@ -998,7 +999,9 @@ static int begin_chunk(snap_t *s, int wi, char *errstr, size_t n) {
 static void row_id(snap_t *s, const stable_t *t, int chunk, const crw_pgo_col_t *cols) {
     crw_buf_reset(&s->id);
     crw_buf_puts(&s->id, s->lsn_str);
-    crw_buf_puts(&s->id, "/sync/");
+    crw_buf_putc(&s->id, '/');
+    crw_buf_puts(&s->id, s->so.tag ? s->so.tag : "sync");
+    crw_buf_putc(&s->id, '/');
     if (!t->keyq.n) {
         crw_buf_putc(&s->id, 'c');
         crw_buf_put_i64(&s->id, chunk);
@@ -1286,6 +1289,7 @@ crw_source_t *crw_source_snapshot_new(const crw_config_t *conf, const crw_source
         t->pub.table = rs->table;
         t->pub.estimate = -1;
         t->by_ctid = conf->snapshot_chunking == 0;
+        t->filter = !so->whole && rs->filter && *rs->filter ? rs->filter : NULL;
     }
     if (so->only)
         for (int i = 0; i < so->only->n; i++) {

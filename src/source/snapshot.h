@@ -36,6 +36,8 @@ typedef struct crw_snapshot_opts {
     bool resume;               /* continue from state_file */
     const crw_strlist_t *only; /* read only these schema.table (NULL or empty: every watched table) */
     uint64_t position;         /* nonzero: every chunk stands at it (an initial snapshot: where the stream starts) */
+    const char *tag;           /* events' ids are "<snapshot LSN>/<tag>/<key>"; NULL: "sync" */
+    bool whole;                /* every row, resource.<id>.filter left aside (resync compares whole tables) */
 } crw_snapshot_opts_t;
 
 /* A snapshot source over conf's watched tables (connects nothing yet). */
