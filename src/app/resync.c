@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "app/stream.h"
 #include "core/buf.h"
@@ -34,6 +35,7 @@
 #include "core/lsn.h"
 #include "core/strmap.h"
 #include "map/jsondiff.h"
+#include "sink/kafka.h"
 #include "source/snapshot.h"
 
 typedef struct {
@@ -63,6 +65,8 @@ static int put_string(const crw_jdoc_t *doc, const char *p, crw_buf_t *out) {
     const crw_jtok_t *k = &doc->toks[t];
     return crw_json_unescape(out, doc->text + k->start + 1, k->end - k->start - 2);
 }
+
+static bool read_here(const resync_t *r, const char *schema, const char *table);
 
 /* A TRUNCATED empties its table in the view: every key of that source so far is deleted. */
 static bool truncate_key(void *opaque, const void *key, size_t len, void *value) {
@@ -100,10 +104,50 @@ static void view_line(resync_t *r, const char *line, size_t len, int64_t offset)
     v->rv = rv >= 0 ? crw_jdoc_fingerprint(&r->doc, rv) : 0;
 }
 
+/* resync.from=kafka: the watched tables' topics, read to their ends into an unlinked file in spool.dir. */
+static int kafka_view(resync_t *r, char *errstr, size_t n) {
+    const crw_config_t *cf = r->conf;
+    crw_strlist_t topics = {0};
+    crw_buf_t t = CRW_BUF_INIT;
+    for (int i = 0; i < cf->nresources; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        if (!read_here(r, rs->schema, rs->table))
+            continue;
+        crw_kafka_topic_expand(&t, cf->topic_template, rs->schema, rs->table, rs->kind);
+        bool dup = false;
+        for (int k = 0; k < topics.n && !dup; k++)
+            dup = !strcmp(topics.v[k], t.data);
+        if (!dup)
+            crw_strlist_add(&topics, t.data);
+    }
+    crw_buf_free(&t);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/crwatch-resync-view.XXXXXX", cf->spool_dir);
+    int fd = mkstemp(path);
+    int rc = 0;
+    if (fd < 0 || !(r->f = fdopen(fd, "w+"))) {
+        snprintf(errstr, n, "resync.from=kafka: cannot make a file in spool.dir %s: %s", cf->spool_dir,
+                 strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        rc = CRW_ERR_IO;
+    } else {
+        unlink(path); /* gone with the process */
+        long messages = 0;
+        rc = crw_kafka_dump_topics(cf, &topics, r->f, &messages, errstr, n);
+        rewind(r->f);
+    }
+    crw_strlist_clear(&topics);
+    return rc;
+}
+
 static int load_view(resync_t *r, char *errstr, size_t n) {
-    const char *path = r->conf->resync_from;
-    r->f = fopen(path, "r");
-    if (!r->f) {
+    bool kafka = !strcmp(r->conf->resync_from, "kafka");
+    const char *path = kafka ? "the Kafka topics" : r->conf->resync_from;
+    int rc = kafka ? kafka_view(r, errstr, n) : 0;
+    if (rc < 0)
+        return rc;
+    if (!kafka && !(r->f = fopen(path, "r"))) {
         snprintf(errstr, n, "resync.from: cannot read %s: %s", path, strerror(errno));
         return CRW_ERR_CONFIG;
     }
@@ -122,7 +166,7 @@ static int load_view(resync_t *r, char *errstr, size_t n) {
     free(line);
     if (r->lines > 0 && r->skipped == r->lines) {
         snprintf(errstr, n,
-                 "resync.from: %s holds no CloudEvents events (resync reads what crwatch wrote with "
+                 "resync.from: no CloudEvents events in %s (resync reads what crwatch wrote with "
                  "event.format=cloudevents)",
                  path);
         return CRW_ERR_CONFIG;
@@ -336,7 +380,7 @@ int crw_resync_run(const crw_config_t *conf, const crw_resync_opts_t *opts, char
     if (!*conf->resync_from) {
         snprintf(errstr, n,
                  "resync compares the tables with what the sink holds: set resync.from=FILE, a JSON-lines file of "
-                 "the events (what sink=stdout wrote); reading a Kafka topic is not in this version");
+                 "the events (what sink=stdout wrote), or resync.from=kafka (the tables' topics)");
         return CRW_ERR_CONFIG;
     }
     if (conf->event_format != CRW_FORMAT_CLOUDEVENTS) {

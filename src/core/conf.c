@@ -60,7 +60,7 @@ static const keydef_t keys[] = {
     {"resync.interval.ms", T_INT, OFF(resync_interval_ms), "300000", NULL, 1000, 604800000,
      "timestamp polling: reconcile the whole table this often (deletes, longer transactions)"},
     {"resync.from", T_STR, OFF(resync_from), "", NULL, 0, 0,
-     "crwatch resync: what the sink holds, a JSON-lines file of its events"},
+     "crwatch resync: what the sink holds: a JSON-lines file of its events, or kafka (the tables' topics)"},
     {"exec.command", T_STR, OFF(exec_command), "", NULL, 0, 0, "local handler command (/bin/sh -c)"},
     {"exec.mode", T_ENUM, OFF(exec_mode), "stream", exec_mode_choices, 0, 0, "stream or per-event"},
     {"plugin.path", T_STR, OFF(plugin_path), "", NULL, 0, 0, "handler shared object"},

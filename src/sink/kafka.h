@@ -21,8 +21,10 @@
 #define CRW_SINK_KAFKA_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "core/buf.h"
+#include "core/conf.h"
 
 /* topic.template: @returns 0, or -1 with errstr naming the bad placeholder or character. */
 int crw_kafka_template_check(const char *tmpl, char *errstr, size_t errstr_size);
@@ -41,5 +43,15 @@ void crw_kafka_topic_expand(crw_buf_t *out, const char *tmpl, const char *schema
  * datacontenttype, which is "content-type".  Written into out (n bytes).
  */
 void crw_kafka_ce_header_name(char *out, size_t n, const char *name, size_t len);
+
+/*
+ * crwatch resync's view of the Kafka sink (kafka_view.c): every topic of
+ * topics read with a read_committed consumer (conf's kafka.<prop> keys) from
+ * its beginning to its end as of now, each message's value written to out as
+ * one line.  A topic that does not exist holds nothing.  *messages counts the
+ * lines.  @returns 0, or CRW_ERR_CONFIG / CRW_ERR_SINK with errstr.
+ */
+int crw_kafka_dump_topics(const crw_config_t *conf, const crw_strlist_t *topics, FILE *out, long *messages,
+                          char *errstr, size_t errstr_size);
 
 #endif

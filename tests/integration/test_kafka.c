@@ -1294,3 +1294,62 @@ Test(kafka, backfill_exactly_once_under_kill_9_and_resume) {
     PQfinish(c);
     it_db_drop(NULL, db);
 }
+
+/* ---- resync from what the topics hold (src/app/resync.c, src/sink/kafka_view.c) ---- */
+
+static int run_resync_kafka(const char *db, const char *bs, bool dry_run, char **out, char **err) {
+    char boot[256];
+    snprintf(boot, sizeof boot, "kafka.bootstrap.servers=%s", bs);
+    const char *args[] = {"resync", "-X", "tables=public.t", "-X", "sink=kafka", "-X", boot, "-X", "resync.from=kafka",
+                          dry_run ? "--dry-run" : NULL, NULL};
+    return it_run_crwatch(db, args, 120000, out, err);
+}
+
+Test(kafka, resync_from_the_topic_after_the_slot_was_dropped) {
+    char db[64];
+    PGconn *c = it_db_create("kresync", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY, v text)");
+    mock_t *m = mock_start();
+    it_proc_t *p = start_kafka(db, m->bs, NULL);
+    it_exec(c, "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 40) g");
+    it_exec(c, "UPDATE t SET v = 'seen' WHERE id <= 3");
+    kmsgs_t ev = consume(m->bs, "crwatch.public.t", true, 43, EV_TIMEOUT);
+    cr_assert_eq(ev.n, 43);
+    kmsgs_free(&ev);
+    stop_clean(p);
+    char slot[128];
+    snprintf(slot, sizeof slot, "slot.name=%s", db);
+    const char *drop[] = {"slot", "drop", "-X", slot, NULL};
+    cr_assert_eq(it_run_crwatch(db, drop, 30000, NULL, NULL), 0);
+    it_exec(c, "INSERT INTO t VALUES (50, 'new'), (51, 'new')");
+    it_exec(c, "UPDATE t SET v = 'later' WHERE id IN (5, 6)");
+    it_exec(c, "DELETE FROM t WHERE id IN (7, 8)");
+
+    char *out = NULL, *err = NULL;
+    cr_assert_eq(run_resync_kafka(db, m->bs, true, &out, &err), 0, "%s", err);
+    cr_expect(strstr(err, "2 ADDED, 2 MODIFIED, 2 DELETED, 36 unchanged"), "%s", err);
+    int lines = 0;
+    for (char *s = out; (s = strchr(s, '\n')); s++)
+        lines++;
+    cr_expect_eq(lines, 6, "the corrections on stdout: %s", out);
+    free(out);
+    free(err);
+    ev = consume(m->bs, "crwatch.public.t", true, 43, 3000);
+    cr_expect_eq(ev.n, 43, "--dry-run sent nothing to the topic");
+    kmsgs_free(&ev);
+
+    /* Sent: the topic then holds the tables' state, and a second resync finds nothing. */
+    cr_assert_eq(run_resync_kafka(db, m->bs, false, &out, &err), 0, "%s", err);
+    free(out);
+    free(err);
+    ev = consume(m->bs, "crwatch.public.t", true, 49, EV_TIMEOUT);
+    cr_expect_eq(ev.n, 49);
+    kmsgs_free(&ev);
+    cr_assert_eq(run_resync_kafka(db, m->bs, true, &out, &err), 0, "%s", err);
+    cr_expect(strstr(err, "0 ADDED, 0 MODIFIED, 0 DELETED, 40 unchanged"), "%s", err);
+    free(out);
+    free(err);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
