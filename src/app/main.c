@@ -21,6 +21,7 @@
 #include "app/stream.h"
 #include "sink/sinks.h"
 #include "source/admin.h"
+#include "source/incremental.h"
 #include "source/source.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -38,6 +39,7 @@ static void usage(FILE *f) {
             "  stream                 run the change stream (Ctrl-C/SIGTERM: drain, confirm, exit 0)\n"
             "  backfill               every current row as a SYNC event, in one snapshot, then exit\n"
             "  resync                 the sink's view (resync.from) against the tables: only corrections, then exit\n"
+            "  snapshot [TABLE ...]   ask the running stream to re-read tables (an incremental snapshot)\n"
             "  check                  verify database + config prerequisites, print a report (changes nothing)\n"
             "  slot status|create|drop  show (one JSON line), create or drop the replication slot\n"
             "\n"
@@ -63,6 +65,48 @@ static int fail_usage(const char *fmt, const char *arg) {
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nTry 'crwatch --help'.\n");
     return 2;
+}
+
+/*
+ * `crwatch snapshot [TABLE ...]`: writes a request through the slot for each
+ * table (every watched one when none is named); the stream re-reads them.
+ */
+static int request_snapshots(const crw_config_t *conf, const char *conninfo, int n, char **tables, char *err,
+                             size_t errn) {
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < conf->nresources; i++) {
+        const crw_resource_conf_t *rs = &conf->resources[i];
+        if (crw_config_table_named_before(conf, i))
+            continue;
+        bool wanted = n == 0;
+        for (int k = 0; k < n && !wanted; k++) {
+            char q[300];
+            snprintf(q, sizeof q, "%s.%s", rs->schema, rs->table);
+            wanted = !strcmp(tables[k], q) || (!strchr(tables[k], '.') && !strcmp(rs->schema, "public") &&
+                                                !strcmp(tables[k], rs->table));
+        }
+        if (wanted && (rc = crw_incr_request(conf, conninfo, rs->schema, rs->table, err, errn)) == 0)
+            printf("{\"slot\":\"%s\",\"snapshot\":\"%s.%s\",\"requested\":true}\n", conf->slot_name, rs->schema,
+                   rs->table);
+    }
+    return rc;
+}
+
+/* Each TABLE of `crwatch snapshot` must be watched: exit 2 before anything connects. */
+static void check_snapshot_tables(const crw_config_t *conf, int n, char **tables) {
+    for (int k = 0; k < n; k++) {
+        bool found = false;
+        for (int i = 0; i < conf->nresources && !found; i++) {
+            char q[300];
+            snprintf(q, sizeof q, "%s.%s", conf->resources[i].schema, conf->resources[i].table);
+            found = !strcmp(tables[k], q) || (!strchr(tables[k], '.') && !strcmp(conf->resources[i].schema, "public") &&
+                                              !strcmp(tables[k], conf->resources[i].table));
+        }
+        if (!found)
+            exit(fail_usage("snapshot: '%s' is not a watched table (set tables= or resource.<id>.table)", tables[k]));
+    }
+    if (conf->nresources == 0)
+        exit(fail_usage("%s", "snapshot: no watched tables (set tables= or resource.<id>.table)"));
 }
 
 int main(int argc, char **argv) {
@@ -111,6 +155,8 @@ int main(int argc, char **argv) {
         if (strcmp(verb, "status") && strcmp(verb, "create") && strcmp(verb, "drop"))
             exit(fail_usage("slot: unknown action '%s' (status, create, drop)", verb));
         want_args = 2;
+    } else if (!strcmp(cmd, "snapshot")) {
+        want_args = argc - optind; /* the tables */
     } else if (strcmp(cmd, "stream") && strcmp(cmd, "check") && strcmp(cmd, "backfill") && strcmp(cmd, "resync"))
         exit(fail_usage("unknown command '%s'", cmd));
     if (optind + want_args < argc)
@@ -153,6 +199,8 @@ int main(int argc, char **argv) {
         exit(2);
     }
     crw_log_level = conf->log_level;
+    if (!strcmp(cmd, "snapshot"))
+        check_snapshot_tables(conf, argc - optind - 1, argv + optind + 1);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -167,6 +215,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(cmd, "backfill")) {
         crw_backfill_opts_t bo = {conninfo, &stop_requested, resume, &only};
         rc = crw_backfill_run(conf, &bo, err, sizeof err);
+    } else if (!strcmp(cmd, "snapshot")) {
+        rc = request_snapshots(conf, conninfo, argc - optind - 1, argv + optind + 1, err, sizeof err);
     } else if (!strcmp(cmd, "resync")) {
         crw_resync_opts_t ro = {conninfo, &stop_requested, dry_run, &only};
         rc = crw_resync_run(conf, &ro, err, sizeof err);

@@ -31,7 +31,9 @@
 #include "map/mapper.h"
 #include "map/relmap.h"
 #include "sink/sinks.h"
+#include "core/strmap.h"
 #include "source/admin.h"
+#include "source/incremental.h"
 #include "source/snapshot.h"
 #include "source/source.h"
 
@@ -63,6 +65,13 @@ typedef struct {
     uint64_t unmapped;
     uint64_t commits;         /* transactions committed on the current connection */
     bool at_end_done;         /* crw_stream_opts_t.at_end ran */
+    /* incremental snapshots (DBLog): the chunk read between two watermarks, awaiting its high one */
+    crw_incr_t *incr;
+    uint64_t window;          /* its number; 0: none */
+    bool window_open;         /* its low watermark came */
+    crw_strmap_t *changed;    /* keys of that table changed since the window was made */
+    uint32_t recent[256];      /* xids of the last transactions delivered (a ring): the chunk's snapshot must see them */
+    int nrecent, recent_at;
 } stream_t;
 
 /* Tells the source what the pipeline confirmed. */
@@ -100,6 +109,8 @@ static int seed_row(void *opaque, const crw_pgo_tuple_t *row) {
         sd->seeded++;
     return 0;
 }
+
+static int incr_queue(stream_t *st, const char *schema, const char *table);
 
 /* ---- snapshot.mode=initial (docs/snapshots.md) --------------------------- */
 
@@ -211,6 +222,11 @@ static int on_snapshot(void *opaque, crw_catalog_t *cat, const crw_src_snapshot_
     stream_t *st = opaque;
     const crw_config_t *cf = st->conf;
     bool consistent = snap->name != NULL;
+    if (cf->snapshot_mode == CRW_SNAPSHOT_INCREMENTAL && consistent) {
+        for (int i = 0; i < cf->nresources; i++)
+            if (!crw_config_table_named_before(cf, i))
+                incr_queue(st, cf->resources[i].schema, cf->resources[i].table);
+    }
     if (cf->snapshot_mode == CRW_SNAPSHOT_INITIAL) {
         if (consistent)
             return initial_snapshot(st, snap); /* it fills the cache too */
@@ -252,6 +268,12 @@ static int on_begin(void *opaque, const crw_src_txn_t *t) {
     st->seq = crw_pipeline_begin(st->pipeline);
     st->txn_open = true;
     st->skipping = t->position <= st->skip_position;
+    if (t->xid) {
+        st->recent[st->recent_at] = t->xid;
+        st->recent_at = (st->recent_at + 1) % 256;
+        if (st->nrecent < 256)
+            st->nrecent++;
+    }
     crw_txn_init(&st->tx, t->lsn, t->xid, t->commit_time);
     st->tx.position = t->position;
     return 0;
@@ -315,6 +337,11 @@ static int on_change(void *opaque, const crw_change_t *ch) {
                 return rc == CRW_ERR_UNMAPPED ? dead_letter(st, ri, ch, why) : rc;
         }
     }
+    if (st->window && ch->rel == crw_incr_table(st->incr)) {
+        bool created;
+        for (int i = 0; i < st->mapped.n; i++)
+            crw_strmap_put(st->changed, st->mapped.ev[i].key, st->mapped.ev[i].keylen, &created);
+    }
     for (int i = 0; i < st->mapped.n; i++) {
         crw_event_t *ev = &st->mapped.ev[i];
         ev->txn = st->seq;
@@ -323,6 +350,127 @@ static int on_change(void *opaque, const crw_change_t *ch) {
             return rc;
     }
     return 0;
+}
+
+/* ---- incremental snapshots (docs/snapshots.md, "snapshot.mode=incremental") ---- */
+
+/* Queues schema.table for an incremental snapshot, described by the source's catalog. */
+static int incr_queue(stream_t *st, const char *schema, const char *table) {
+    char why[512];
+    crw_catalog_t *cat = crw_source_catalog(st->src);
+    const crw_relation_t *rel = cat ? crw_catalog_describe(cat, schema, table, why, sizeof why) : NULL;
+    if (!rel) {
+        crw_warn("snapshot: cannot re-read %s.%s: %s", schema, table, cat ? why : "no catalog");
+        return 0;
+    }
+    if (!st->incr) {
+        st->incr = crw_incr_new(st->conf, st->conninfo);
+        st->changed = crw_strmap_new(1);
+    }
+    crw_info("snapshot: incremental snapshot of %s.%s queued (chunks of %d rows between watermarks)", schema, table,
+             st->conf->snapshot_chunk_rows);
+    return crw_incr_queue(st->incr, rel, why, sizeof why);
+}
+
+/* The high watermark of the window: its rows whose keys did not change since the low one, as SYNC events. */
+static int incr_deliver(stream_t *st) {
+    const crw_relation_t *rel = crw_incr_table(st->incr);
+    crw_relinfo_t *ri;
+    int rc = info_for(st, rel, &ri);
+    if (rc < 0)
+        return rc;
+    int rows = crw_incr_nrows(st->incr), sent = 0;
+    for (int i = 0; i < rows && ri->watched; i++) {
+        crw_change_t ch = {.op = CRW_OP_READ, .rel = rel, .newtup = crw_incr_row(st->incr, i)};
+        char why[512];
+        st->tx.ordinal++;
+        rc = crw_mapper_change(st->mapper, ri, &ch, &st->tx, &st->mapped, why, sizeof why);
+        if (rc == CRW_ERR_UNMAPPED) {
+            if ((rc = dead_letter(st, ri, &ch, why)) < 0)
+                return rc;
+            continue;
+        }
+        if (rc < 0)
+            return rc;
+        if (st->mapped.n < 1 ||
+            crw_strmap_get(st->changed, st->mapped.ev[0].key, st->mapped.ev[0].keylen)) /* the stream has it newer */
+            continue;
+        for (int k = 0; k < st->mapped.n; k++) {
+            crw_event_t *ev = &st->mapped.ev[k];
+            ev->txn = st->seq;
+            st->events++;
+            if ((rc = crw_sinks_emit(&st->sinks, ev)) < 0)
+                return rc;
+        }
+        sent++;
+    }
+    crw_debug("snapshot: window %llu of %s.%s: %d of %d rows sent, %zu changed in it",
+              (unsigned long long)st->window, rel->nspname, rel->relname, sent, rows, crw_strmap_count(st->changed));
+    crw_incr_advance(st->incr);
+    st->window = 0;
+    st->window_open = false;
+    crw_strmap_clear(st->changed);
+    return 0;
+}
+
+/* A "crwatch..." logical message: this slot's incremental snapshot watermarks and requests. */
+static int on_message(void *opaque, const char *prefix, const char *content, size_t len) {
+    stream_t *st = opaque;
+    if (strcmp(prefix, CRW_INCR_PREFIX) || st->skipping)
+        return 0;
+    char msg[600];
+    snprintf(msg, sizeof msg, "%.*s", (int)(len < sizeof msg - 1 ? len : sizeof msg - 1), content);
+    size_t sl = strlen(st->conf->slot_name);
+    if (strncmp(msg, st->conf->slot_name, sl) || msg[sl] != ':')
+        return 0; /* another crwatch's */
+    const char *verb = msg + sl + 1, *arg = strchr(verb, ':');
+    if (!arg)
+        return 0;
+    arg++;
+    if (!strncmp(verb, "request:", 8)) {
+        char schema[256];
+        const char *dot = strchr(arg, '.');
+        if (!dot)
+            return 0;
+        snprintf(schema, sizeof schema, "%.*s", (int)(dot - arg), arg);
+        return incr_queue(st, schema, dot + 1);
+    }
+    uint64_t w = strtoull(arg, NULL, 10);
+    if (!st->incr || w == 0 || w != st->window)
+        return 0; /* a window of an earlier connection or process */
+    if (!strncmp(verb, "low:", 4)) {
+        st->window_open = true;
+    } else if (!strncmp(verb, "high:", 5)) {
+        if (st->window_open)
+            return incr_deliver(st);
+        crw_incr_forget(st->incr); /* its low watermark was not seen: read the chunk again */
+        st->window = 0;
+    }
+    return 0;
+}
+
+/* Between transactions: the next chunk of a queued incremental snapshot, when no window is open. */
+static void incr_step(stream_t *st) {
+    if (!st->incr || st->window || st->txn_open || !crw_incr_table(st->incr))
+        return;
+    char why[512];
+    /*
+     * Changes are noted from here, not only from the low watermark: a writer
+     * whose commit record precedes the low watermark in WAL may still be
+     * invisible to the chunk's snapshot (its backend has not yet left the
+     * proc array, e.g. waiting on a group commit's flush), so its change
+     * comes before the low watermark and is not in the chunk.
+     */
+    crw_strmap_clear(st->changed);
+    int rc = crw_incr_next(st->incr, st->recent, st->nrecent, &st->window, why, sizeof why);
+    if (rc == CRW_ERR_CONN) {
+        crw_warn("snapshot: the incremental snapshot's session failed (%s); trying again", why);
+    } else if (rc < 0) {
+        crw_warn("snapshot: the incremental snapshot stops: %s", why);
+        crw_incr_destroy(st->incr);
+        st->incr = NULL;
+        st->window = 0;
+    }
 }
 
 static void on_tick(void *opaque, uint64_t position) {
@@ -416,6 +564,8 @@ static int stream_connected(stream_t *st, const crw_stream_opts_t *opts) {
         confirm(st);
         if (opts->progress)
             opts->progress(opts->arg, st->src);
+        if (!stop_deadline)
+            incr_step(st);
         if (opts->at_end && !st->at_end_done && crw_source_at_end(st->src) && !st->txn_open &&
             !(opts->stop && *opts->stop)) {
             st->at_end_done = true;
@@ -447,12 +597,14 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.stop = opts->stop;
     st.opts = opts;
     bool initial = conf->snapshot_mode == CRW_SNAPSHOT_INITIAL && !opts->source_new;
+    bool incremental = conf->snapshot_mode == CRW_SNAPSHOT_INCREMENTAL && !opts->source_new;
     crw_source_events_t ev = {.begin = on_begin,
                               .change = on_change,
                               .commit = on_commit,
                               .tick = on_tick,
                               .invalidate = on_invalidate,
-                              .snapshot = (st.cache && conf->cache_seed) || initial ? on_snapshot : NULL,
+                              .snapshot = (st.cache && conf->cache_seed) || initial || incremental ? on_snapshot : NULL,
+                              .message = opts->source_new ? NULL : on_message,
                               .opaque = &st};
     st.ev = ev;
     int rc = 0;
@@ -519,6 +671,11 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
         }
         if (rc == CRW_ERR_CONN) {
             crw_source_close(st.src);
+            if (st.window) { /* its watermarks come again, but its rows are gone with the connection */
+                crw_incr_forget(st.incr);
+                st.window = 0;
+                st.window_open = false;
+            }
             /* A connection that delivered work or lived a while was healthy:
              * start the backoff over.  One that fails at once backs off. */
             if (st.commits > 0 || crw_clock_mono_ms() - started > 10000)
@@ -560,5 +717,7 @@ out:
     crw_cache_destroy(st.cache);
     crw_buf_free(&st.raw);
     crw_strlist_clear(&st.pk);
+    crw_incr_destroy(st.incr);
+    crw_strmap_destroy(st.changed);
     return rc;
 }

@@ -71,8 +71,8 @@ static const keydef_t keys[] = {
     {"spool.dir", T_STR, OFF(spool_dir), "", NULL, 0, 0, "where streamed in-progress transactions wait ($TMPDIR)"},
     {"log.level", T_LOGLEVEL, OFF(log_level), "info", NULL, 0, 0, "error, warn, info or debug"},
     {"snapshot.mode", T_ENUM, OFF(snapshot_mode), "never", snapshot_mode_choices, 0, 0,
-     "stream: never, or initial (SYNC every row when the slot is created, then stream); incremental is not in this "
-     "version"},
+     "stream: never, initial (SYNC every row when the slot is created, then stream), or incremental (re-read "
+     "alongside the stream)"},
     {"snapshot.workers", T_INT, OFF(snapshot_workers), "2", NULL, 1, 64,
      "backfill/initial: connections reading one snapshot in parallel"},
     {"snapshot.chunk.rows", T_INT, OFF(snapshot_chunk_rows), "10000", NULL, 1, 100000000,

@@ -301,8 +301,12 @@ static int deliver(logical_t *r, const crw_pgo_msg_t *m, char *errstr, size_t n)
                 return rc;
         }
         return 0;
+    case CRW_PGO_MESSAGE:
+        if (ev->message && !strncmp(m->u.message.prefix, "crwatch", 7))
+            return ev->message(ev->opaque, m->u.message.prefix, m->u.message.content, m->u.message.len);
+        return 0;
     default:
-        return 0; /* Origin, Message: nothing to hand on */
+        return 0; /* Origin: nothing to hand on */
     }
 }
 

@@ -135,6 +135,43 @@ void crw_session_cols(const PGresult *row, int first, int ncols, crw_pgo_col_t *
     }
 }
 
+int crw_session_primary_key(PGconn *c, uint32_t relid, crw_strlist_t *names, crw_strlist_t *types, char *errstr,
+                            size_t n) {
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", relid);
+    PGresult *res;
+    int rc = crw_session_query(c, &res, errstr, n,
+                               "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i "
+                               "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) "
+                               "WHERE i.indrelid = $1::oid AND i.indisprimary "
+                               "ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                               1, (const char *[]){oid});
+    if (rc < 0)
+        return rc;
+    for (int r = 0; r < PQntuples(res); r++) {
+        crw_strlist_add(names, PQgetvalue(res, r, 0));
+        crw_strlist_add(types, PQgetvalue(res, r, 1));
+    }
+    PQclear(res);
+    return 0;
+}
+
+int crw_session_key_columns(PGconn *c, const crw_relation_t *rel, const crw_strlist_t *names, crw_strlist_t *quoted,
+                            int *idx) {
+    int missing = 0;
+    for (int r = 0; r < names->n; r++) {
+        char *q = crw_session_quote_ident(c, names->v[r]);
+        crw_strlist_add(quoted, q);
+        free(q);
+        idx[r] = -1;
+        for (int a = 0; a < rel->natts; a++)
+            if (!strcmp(rel->atts[a].name, names->v[r]))
+                idx[r] = a;
+        missing += idx[r] < 0;
+    }
+    return missing;
+}
+
 char *crw_session_quote_ident(PGconn *c, const char *s) {
     char *q = PQescapeIdentifier(c, s, strlen(s));
     char *out = crw_strdup(q ? q : "\"\"");

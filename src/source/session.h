@@ -21,6 +21,7 @@
 
 #include "core/conf.h"
 #include "decode/pgoutput.h"
+#include "decode/relcache.h"
 
 typedef struct crw_session {
     const crw_config_t *conf;
@@ -77,6 +78,18 @@ long crw_session_rows(PGconn *c, const char *sql, int nparams, const char *const
 
 /* Columns first .. first+ncols-1 of a crw_session_rows row as a text tuple's cols. */
 void crw_session_cols(const PGresult *row, int first, int ncols, crw_pgo_col_t *cols);
+
+/* The primary key of relid: column names and their types (format_type), in key order, appended to names and types. */
+int crw_session_primary_key(PGconn *c, uint32_t relid, crw_strlist_t *names, crw_strlist_t *types, char *errstr,
+                            size_t errstr_size);
+
+/*
+ * For each of names (key columns of rel): its quoted form appended to quoted,
+ * and its place in rel->atts into idx[i] (-1: not among them).
+ * @returns how many are not among rel's columns.
+ */
+int crw_session_key_columns(PGconn *c, const crw_relation_t *rel, const crw_strlist_t *names, crw_strlist_t *quoted,
+                            int *idx);
 
 /* s quoted as an SQL identifier (malloc'd). */
 char *crw_session_quote_ident(PGconn *c, const char *s);

@@ -529,17 +529,10 @@ static int describe(snap_t *s, stable_t *t, char *errstr, size_t n) {
     char relid[16];
     snprintf(relid, sizeof relid, "%u", t->rel->relid);
     PGresult *res;
-    int rc = crw_session_query(c, &res, errstr, n,
-                               "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i "
-                               "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) "
-                               "WHERE i.indrelid = $1::oid AND i.indisprimary "
-                               "ORDER BY array_position(i.indkey::int2[], a.attnum)",
-                               1, (const char *[]){relid});
+    crw_strlist_t names = {0}, types = {0};
+    int rc = crw_session_primary_key(c, t->rel->relid, &names, &types, errstr, n);
     if (rc < 0)
         return rc;
-    crw_strlist_t names = {0};
-    for (int r = 0; r < PQntuples(res); r++)
-        crw_strlist_add(&names, PQgetvalue(res, r, 0));
     /* A key that changed under a resumed backfill makes its recorded bounds meaningless. */
     bool differs = t->keyname.n && names.n != t->keyname.n;
     for (int k = 0; !differs && k < t->keyname.n && k < names.n; k++)
@@ -547,28 +540,18 @@ static int describe(snap_t *s, stable_t *t, char *errstr, size_t n) {
     if (differs && s->nch && !t->by_ctid) {
         snprintf(errstr, n, "the primary key of %s.%s changed during the backfill; run it again without --resume",
                  t->pub.schema, t->pub.table);
-        PQclear(res);
         crw_strlist_clear(&names);
+        crw_strlist_clear(&types);
         return CRW_ERR_CONFIG;
     }
     crw_strlist_clear(&t->keyq);
-    crw_strlist_clear(&t->keytype);
     crw_strlist_clear(&t->keyname);
+    crw_strlist_clear(&t->keytype);
     free(t->keyidx);
-    t->keyidx = crw_calloc((size_t)PQntuples(res) + 1, sizeof(int));
-    for (int r = 0; r < PQntuples(res); r++) {
-        char *q = crw_session_quote_ident(c, PQgetvalue(res, r, 0));
-        crw_strlist_add(&t->keyq, q);
-        free(q);
-        crw_strlist_add(&t->keytype, PQgetvalue(res, r, 1));
-        crw_strlist_add(&t->keyname, PQgetvalue(res, r, 0));
-        t->keyidx[r] = -1;
-        for (int a = 0; a < t->rel->natts; a++)
-            if (!strcmp(t->rel->atts[a].name, PQgetvalue(res, r, 0)))
-                t->keyidx[r] = a;
-    }
-    PQclear(res);
-    crw_strlist_clear(&names);
+    t->keyidx = crw_calloc((size_t)names.n + 1, sizeof(int));
+    crw_session_key_columns(c, t->rel, &names, &t->keyq, t->keyidx);
+    t->keyname = names;
+    t->keytype = types;
     /* A recorded chunk of a table that had a key is bounded by it: without one now, the table is read whole. */
     if (!t->keyq.n && t->frontier.set && !t->by_ctid) {
         snprintf(errstr, n, "%s.%s lost its primary key during the backfill; run it again without --resume",

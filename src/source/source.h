@@ -68,6 +68,12 @@ typedef struct crw_source_events {
      * tables as of the start (snapshot.mode=initial, the cache's listing).
      */
     int (*snapshot)(void *opaque, crw_catalog_t *cat, const crw_src_snapshot_t *snap);
+    /*
+     * May be NULL.  A logical decoding message whose prefix starts with
+     * "crwatch" (pg_logical_emit_message: incremental snapshot watermarks and
+     * requests), in commit order; a transactional one inside its transaction.
+     */
+    int (*message)(void *opaque, const char *prefix, const char *content, size_t len);
     void *opaque;
 } crw_source_events_t;
 

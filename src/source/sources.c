@@ -53,9 +53,9 @@ int crw_sources_check(const crw_config_t *conf, char *errstr, size_t n) {
         snprintf(errstr, n, "delivery=exactly-once: %s", stamp_table(conf));
         return CRW_ERR_CONFIG;
     }
-    if (conf->snapshot_mode == CRW_SNAPSHOT_INCREMENTAL) {
-        snprintf(errstr, n, "snapshot.mode=incremental is not available in this version of crwatch (initial and "
-                            "crwatch backfill are)");
+    if (conf->snapshot_mode == CRW_SNAPSHOT_INCREMENTAL && conf->source == CRW_SOURCE_POLL) {
+        snprintf(errstr, n, "snapshot.mode=incremental writes its watermarks through the slot: it needs "
+                            "source=logical (or auto); with polling use snapshot.mode=initial or crwatch backfill");
         return CRW_ERR_CONFIG;
     }
     if (conf->source == CRW_SOURCE_POLL && conf->nresources == 0) {

@@ -559,7 +559,6 @@ Test(backfill, refusals_exit_2_naming_what_is_wrong) {
         {{"stream", "--resume", NULL}, "--resume"},
         {{"backfill", "-X", "snapshot.workers=0", NULL}, "snapshot.workers"},
         {{"backfill", "-X", "snapshot.chunking=pages", NULL}, "snapshot.chunking"},
-        {{"stream", "-X", "tables=public.acct", "-X", "snapshot.mode=incremental", NULL}, "snapshot.mode=incremental"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *err = NULL;
@@ -729,5 +728,98 @@ Test(initial, with_polling_the_first_watermark_is_the_snapshot, .timeout = 120) 
     it_expect_str(ev, "subject", "default/j7");
     json_object_put(ev);
     it_crwatch_stop(p, 10000);
+    bf_close(&b);
+}
+
+/* ---- incremental snapshots (DBLog) -------------------------------------------- */
+
+Test(incremental, four_writers_never_leave_a_row_older_than_the_table, .timeout = 180) {
+    bf_t b;
+    const int n = 20000;
+    bf_open(&b, "bfincr", n);
+    const char *const base[] = {"tables=public.acct", "snapshot.chunk.rows=500", NULL};
+    it_proc_t *p = it_crwatch_stream(b.db, base, NULL);
+    writer_t w[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (writer_t){b.db, 0, n, 0};
+        pthread_create(&th[i], NULL, writer, &w[i]);
+    }
+    sleep_ms(300);
+    char slot[128];
+    snprintf(slot, sizeof slot, "slot.name=%s", b.db);
+    const char *req[] = {"snapshot", "-X", "tables=public.acct", "-X", slot, "public.acct", NULL};
+    char *out = NULL, *err = NULL;
+    cr_assert_eq(it_run_crwatch(b.db, req, 30000, &out, &err), 0, "%s", err);
+    cr_expect(strstr(out, "\"requested\":true"), "%s", out);
+    free(out);
+    free(err);
+    fold_t f = {n, calloc((size_t)n + 1, sizeof(int)), 0};
+    for (int i = 0; i <= n; i++)
+        f.bal[i] = -1;
+    /* Read while the writers go on; note the changes that come between the first and the last SYNC. */
+    long between = 0, modified_since_sync = 0;
+    char *line;
+    bool stopped = false;
+    int fence_seen = 0;
+    while ((line = it_proc_read_line(p, 30000))) {
+        bool sync = strstr(line, "\"data\":{\"type\":\"SYNC\"") != NULL;
+        if (sync) {
+            between += modified_since_sync;
+            modified_since_sync = 0;
+        } else if (f.sync > 0)
+            modified_since_sync++;
+        if (strstr(line, "\"fence\""))
+            fence_seen++;
+        fold_line(&f, line);
+        free(line);
+        if (!stopped && it_proc_stderr_wait(p, "incremental snapshot of public.acct done", 0)) {
+            for (int i = 0; i < 4; i++) {
+                w[i].stop = 1;
+                pthread_join(th[i], NULL);
+            }
+            stopped = true;
+            it_exec(b.c, "UPDATE acct SET pad = 'fence' WHERE id = 1");
+        }
+        if (fence_seen)
+            break;
+    }
+    cr_assert(stopped && fence_seen, "the snapshot finished and the stream reached the fence");
+    long transfers = 0;
+    for (int i = 0; i < 4; i++)
+        transfers += w[i].transfers;
+    cr_expect(between > 0, "the stream kept flowing during the snapshot (%ld changes between its chunks, %ld transfers)",
+              between, transfers);
+    cr_expect(f.sync > n / 2 && f.sync <= n, "%ld SYNC events: rows changed inside their window are left out", f.sync);
+    PGresult *r = it_query(b.c, "SELECT id, bal FROM acct ORDER BY id");
+    int wrong = 0, unseen = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int id = atoi(PQgetvalue(r, i, 0)), bal = atoi(PQgetvalue(r, i, 1));
+        unseen += f.bal[id] == -1;
+        if (f.bal[id] != bal && wrong++ < 5)
+            cr_log_error("key %d: the events end at %d, the table at %d", id, f.bal[id], bal);
+    }
+    PQclear(r);
+    cr_expect_eq(unseen, 0, "%d rows got no event at all", unseen);
+    cr_expect_eq(wrong, 0, "%d rows end in an older state than the table's", wrong);
+    free(f.bal);
+    it_crwatch_stop(p, 10000);
+    bf_close(&b);
+}
+
+Test(incremental, refusals) {
+    bf_t b;
+    bf_open(&b, "bfincrbad", 10);
+    const char *a1[] = {"snapshot", "-X", "tables=public.acct", "public.nope", NULL};
+    const char *a2[] = {"stream", "-X", "tables=public.acct", "-X", "source=poll", "-X", "snapshot.mode=incremental",
+                        NULL};
+    const char *const *cases[] = {a1, a2};
+    const char *says[] = {"public.nope", "snapshot.mode=incremental"};
+    for (int i = 0; i < 2; i++) {
+        char *err = NULL;
+        cr_expect_eq(it_run_crwatch(b.db, cases[i], 30000, NULL, &err), 2, "%s", err);
+        cr_expect(strstr(err, says[i]), "%s", err);
+        free(err);
+    }
     bf_close(&b);
 }
