@@ -12,6 +12,7 @@
 #include "app/stream.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,20 +115,22 @@ static int incr_queue(stream_t *st, const char *schema, const char *table);
 
 /* ---- snapshot.mode=initial (docs/snapshots.md) --------------------------- */
 
-/* The file recording an initial snapshot: snapshot.state.file, or crwatch-initial.<slot.name>.state. */
+/* The file recording an initial snapshot: <snapshot.state.file>.initial, or crwatch-initial.<slot.name>.state. */
 static const char *initial_file(const crw_config_t *cf, char *buf, size_t n) {
     if (*cf->snapshot_state_file)
-        return cf->snapshot_state_file;
-    snprintf(buf, n, "crwatch-initial.%s.state", cf->slot_name);
+        snprintf(buf, n, "%s.initial", cf->snapshot_state_file);
+    else
+        snprintf(buf, n, "crwatch-initial.%s.state", cf->slot_name);
     return buf;
 }
 
-/* Appends line to path (truncated first when fresh), synced.  @returns 0 or -1 (logged). */
+/* Writes line to path (fresh: the file starts over), mode 0600, synced.  @returns 0 or -1 (logged). */
 static int note_line(const char *path, const char *line, bool fresh) {
-    FILE *f = fopen(path, fresh ? "w" : "a");
-    int ok = f && fputs(line, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (f)
-        ok = fclose(f) == 0 && ok;
+    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (fresh ? O_TRUNC : O_APPEND), 0600);
+    size_t len = strlen(line);
+    bool ok = fd >= 0 && write(fd, line, len) == (ssize_t)len && fsync(fd) == 0;
+    if (fd >= 0)
+        ok = close(fd) == 0 && ok;
     if (!ok)
         crw_warn("snapshot.mode=initial: cannot write %s: %s", path, strerror(errno));
     return ok ? 0 : -1;
@@ -140,9 +143,11 @@ static bool initial_interrupted(const char *path) {
         return false;
     char line[512];
     bool began = false, done = false;
-    while (fgets(line, sizeof line, f)) {
-        began = began || strstr(line, "\"initial\"");
-        done = done || strstr(line, "\"done\":true");
+    for (int i = 0; fgets(line, sizeof line, f); i++) {
+        if (i == 0)
+            began = !strncmp(line, "{\"initial\":", 11);
+        else
+            done = done || !strcmp(line, "{\"done\":true}\n");
     }
     fclose(f);
     return began && !done;
@@ -201,10 +206,18 @@ static int initial_snapshot(stream_t *st, const crw_src_snapshot_t *snap) {
     crw_relmap_invalidate(st->relmap); /* the snapshot source's relations are gone */
     if (rc == 0 && stopping)
         rc = CRW_ERR_STOPPED;
-    if (rc < 0) {
-        crw_warn("snapshot.mode=initial: the initial snapshot did not finish (%s); the next start takes it again",
-                 rc == CRW_ERR_STOPPED ? "stopped" : st->err);
+    if (rc == CRW_ERR_STOPPED) {
+        crw_warn("snapshot.mode=initial: stopped inside the initial snapshot; the next start takes it again");
         return rc;
+    }
+    if (rc < 0) {
+        /* Its exported snapshot is gone with the failure: a retry on this slot would stream over the rows not
+         * read yet.  Stop; the next start drops the slot and takes it again. */
+        char why[600];
+        snprintf(why, sizeof why, "%.599s", st->err);
+        snprintf(st->err, sizeof st->err,
+                 "the initial snapshot did not finish (%s); crwatch stops, and its next start takes it again", why);
+        return crw_err_retriable(rc) ? CRW_ERR_INTERNAL : rc;
     }
     if (note_line(path, "{\"done\":true}\n", false) < 0) {
         snprintf(st->err, sizeof st->err, "snapshot.mode=initial: cannot record the end of the initial snapshot");

@@ -135,7 +135,7 @@ static int run_snapshot(logical_t *r, uint64_t start, char *errstr, size_t n) {
     if (in_snap)
         PQclear(PQexec(sql, "COMMIT"));
     if (rc < 0) {
-        if (rc != CRW_ERR_STOPPED)
+        if (rc != CRW_ERR_STOPPED && !errstr[0])
             snprintf(errstr, n, "reading the watched tables as of the slot's start failed");
         return rc;
     }

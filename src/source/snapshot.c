@@ -127,6 +127,7 @@ typedef struct {
     char *dbname;
     bool loaded, in_txn, at_end, stop_after_commit, finished_before, warned_new_snapshot;
     int state_fd;
+    int64_t state_good; /* bytes of whole lines read back (what follows was torn) */
     uint64_t state_confirmed;
     int64_t state_written_ms;
     int64_t row_in_chunk;
@@ -259,9 +260,18 @@ static void state_header(const snap_t *s, crw_buf_t *out) {
         snprintf(q, sizeof q, "%s.%s", t->pub.schema, t->pub.table);
         crw_buf_put_json_str(out, q, strlen(q));
         crw_buf_puts(out, ",\"filter\":");
-        const char *f = t->rs->filter ? t->rs->filter : "";
+        const char *f = t->filter ? t->filter : "";
         crw_buf_put_json_str(out, f, strlen(f));
-        crw_buf_puts(out, "}");
+        /* what the recorded bounds are made of: block numbers, or values of these key columns */
+        crw_buf_printf(out, ",\"chunking\":\"%s\",\"key\":[", t->by_ctid ? "ctid" : "key");
+        for (int k = 0; k < t->keyname.n; k++) {
+            if (k)
+                crw_buf_putc(out, ',');
+            crw_buf_put_json_str(out, t->keyname.v[k], strlen(t->keyname.v[k]));
+            crw_buf_putc(out, ',');
+            crw_buf_put_json_str(out, t->keytype.v[k], strlen(t->keytype.v[k]));
+        }
+        crw_buf_puts(out, "]}");
     }
     crw_buf_puts(out, "]}\n");
 }
@@ -331,6 +341,7 @@ static int state_replay(snap_t *s, FILE *f, char *errstr, size_t n) {
     size_t cap = 0;
     ssize_t len;
     int lineno = 0, rc = 0;
+    s->state_good = 0;
     while ((len = getline(&line, &cap, f)) > 0) {
         lineno++;
         if (line[len - 1] != '\n')
@@ -338,12 +349,13 @@ static int state_replay(snap_t *s, FILE *f, char *errstr, size_t n) {
         if (lineno == 1) {
             if ((size_t)len != expect.len || memcmp(line, expect.data, expect.len)) {
                 snprintf(errstr, n,
-                         "--resume: %s belongs to a backfill of other tables or filters; run without --resume to "
-                         "start over",
+                         "--resume: %s belongs to a backfill of other tables, filters, chunking or primary keys; run "
+                         "without --resume to start over",
                          s->so.state_file);
                 rc = CRW_ERR_CONFIG;
                 break;
             }
+            s->state_good += len;
             continue;
         }
         json_object *j = json_tokener_parse(line), *v;
@@ -363,6 +375,7 @@ static int state_replay(snap_t *s, FILE *f, char *errstr, size_t n) {
             if (json_object_object_get_ex(j, "since", &since)) {
                 c->since = (uint64_t)json_object_get_int64(since);
                 json_object_put(j);
+                s->state_good += len;
                 continue;
             }
             json_object_object_get_ex(j, "lo", &lo);
@@ -412,6 +425,7 @@ static int state_replay(snap_t *s, FILE *f, char *errstr, size_t n) {
         } else if (json_object_object_get_ex(j, "done", &v))
             s->finished_before = true;
         json_object_put(j);
+        s->state_good += len;
     }
     free(line);
     crw_buf_free(&expect);
@@ -451,6 +465,11 @@ static int state_open(snap_t *s, char *errstr, size_t n) {
     s->state_fd = open(s->so.state_file, flags, 0600);
     if (s->state_fd < 0) {
         snprintf(errstr, n, "cannot open the snapshot state file %s: %s", s->so.state_file, strerror(errno));
+        return CRW_ERR_IO;
+    }
+    /* A line torn by a crash is cut off: what is appended must start a line of its own. */
+    if ((replayed || s->finished_before) && ftruncate(s->state_fd, (off_t)s->state_good) < 0) {
+        snprintf(errstr, n, "cannot cut the torn end of %s: %s", s->so.state_file, strerror(errno));
         return CRW_ERR_IO;
     }
     if (!replayed && !s->finished_before) {

@@ -576,6 +576,12 @@ Test(backfill, refusals_exit_2_naming_what_is_wrong) {
     cr_expect_eq(it_run_crwatch(db, other, RUN_TIMEOUT, NULL, &err), 2);
     cr_expect(strstr(err, "other tables"), "%s", err);
     free(err);
+    /* ... or with the other chunking: its bounds would be read as keys */
+    const char *rechunk[] = {"backfill", "-X", "tables=public.acct", "-X", sf, "-X", "snapshot.chunking=key",
+                             "--resume", NULL};
+    cr_expect_eq(it_run_crwatch(db, rechunk, RUN_TIMEOUT, NULL, &err), 2);
+    cr_expect(strstr(err, "chunking"), "%s", err);
+    free(err);
     bf_close(&b);
 }
 
@@ -821,5 +827,45 @@ Test(incremental, refusals) {
         cr_expect(strstr(err, says[i]), "%s", err);
         free(err);
     }
+    bf_close(&b);
+}
+
+Test(initial, a_failed_initial_snapshot_stops_and_the_next_start_takes_it_again, .timeout = 180) {
+    bf_t b;
+    const int n = 60000;
+    bf_open(&b, "bfinitf", n);
+    const char *args[] = {"stream", "-X", "tables=public.acct", "-X", "snapshot.mode=initial", "-X",
+                          "snapshot.chunk.rows=500", "-X", b.sf, "-X", "slot.name=bfinitf", NULL};
+    it_proc_t *p = it_crwatch_start(b.db, args);
+    tally_t t;
+    tally_init(&t, n);
+    tally_some(&t, p, 100);
+    sleep_ms(300); /* the snapshot waits for its reader */
+    char *killed = it_query_value(b.c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                       "datname = current_database() AND application_name = 'crwatch' AND "
+                                       "backend_type = 'client backend'");
+    cr_assert(killed && atoi(killed) >= 2, "terminated %s", killed ? killed : "none");
+    free(killed);
+    tally_all(&t, p);
+    cr_expect_eq(it_proc_wait(p, 30000), 1, "a lost snapshot is not streamed over: crwatch stops");
+    char *err = it_proc_stderr(p);
+    cr_expect(strstr(err, "the initial snapshot did not finish") && !strstr(err, "streaming from slot"), "%s", err);
+    free(err);
+    it_proc_free(p);
+    cr_expect(t.events < n, "it stopped before the end (%ld)", t.events);
+    free(t.seen);
+    p = it_crwatch_start(b.db, args);
+    tally_init(&t, n);
+    char *line;
+    while (t.events < n && (line = it_proc_read_line(p, 30000))) {
+        tally_line(&t, line);
+        free(line);
+    }
+    expect_each_once(&t);
+    err = it_proc_stderr(p);
+    cr_expect(strstr(err, "did not finish: the slot is dropped"), "%s", err);
+    free(err);
+    it_crwatch_stop(p, 10000);
+    free(t.seen);
     bf_close(&b);
 }
