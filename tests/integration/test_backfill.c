@@ -98,6 +98,15 @@ static void tally_some(tally_t *t, it_proc_t *p, int count) {
     }
 }
 
+/* Reads lines of p until n events are counted (or nothing more comes for 30 s). */
+static void tally_until(tally_t *t, it_proc_t *p, long n) {
+    char *line;
+    while (t->events < n && (line = it_proc_read_line(p, 30000))) {
+        tally_line(t, line);
+        free(line);
+    }
+}
+
 /* Reads every line p writes until it exits. */
 static void tally_all(tally_t *t, it_proc_t *p) {
     char *line;
@@ -695,11 +704,7 @@ Test(initial, an_interrupted_initial_snapshot_is_taken_again, .timeout = 180) {
     p = it_crwatch_start(b.db, args);
     tally_t t;
     tally_init(&t, n);
-    char *line;
-    while (t.events < n && (line = it_proc_read_line(p, 30000))) {
-        tally_line(&t, line);
-        free(line);
-    }
+    tally_until(&t, p, n);
     expect_each_once(&t);
     cr_expect_eq(t.sum, 100LL * n - 95, "the new snapshot has the update made while crwatch was down");
     char *err = it_proc_stderr(p);
@@ -856,11 +861,7 @@ Test(initial, a_failed_initial_snapshot_stops_and_the_next_start_takes_it_again,
     free(t.seen);
     p = it_crwatch_start(b.db, args);
     tally_init(&t, n);
-    char *line;
-    while (t.events < n && (line = it_proc_read_line(p, 30000))) {
-        tally_line(&t, line);
-        free(line);
-    }
+    tally_until(&t, p, n);
     expect_each_once(&t);
     err = it_proc_stderr(p);
     cr_expect(strstr(err, "did not finish: the slot is dropped"), "%s", err);
