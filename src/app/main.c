@@ -78,14 +78,8 @@ static int request_snapshots(const crw_config_t *conf, const char *conninfo, int
         const crw_resource_conf_t *rs = &conf->resources[i];
         if (crw_config_table_named_before(conf, i))
             continue;
-        bool wanted = n == 0;
-        for (int k = 0; k < n && !wanted; k++) {
-            char q[300];
-            snprintf(q, sizeof q, "%s.%s", rs->schema, rs->table);
-            wanted = !strcmp(tables[k], q) || (!strchr(tables[k], '.') && !strcmp(rs->schema, "public") &&
-                                                !strcmp(tables[k], rs->table));
-        }
-        if (wanted && (rc = crw_incr_request(conf, conninfo, rs->schema, rs->table, err, errn)) == 0)
+        crw_strlist_t named = {tables, n};
+        if (crw_config_list_names(&named, rs->schema, rs->table) && (rc = crw_incr_request(conf, conninfo, rs->schema, rs->table, err, errn)) == 0)
             printf("{\"slot\":\"%s\",\"snapshot\":\"%s.%s\",\"requested\":true}\n", conf->slot_name, rs->schema,
                    rs->table);
     }
@@ -96,12 +90,9 @@ static int request_snapshots(const crw_config_t *conf, const char *conninfo, int
 static void check_snapshot_tables(const crw_config_t *conf, int n, char **tables) {
     for (int k = 0; k < n; k++) {
         bool found = false;
-        for (int i = 0; i < conf->nresources && !found; i++) {
-            char q[300];
-            snprintf(q, sizeof q, "%s.%s", conf->resources[i].schema, conf->resources[i].table);
-            found = !strcmp(tables[k], q) || (!strchr(tables[k], '.') && !strcmp(conf->resources[i].schema, "public") &&
-                                              !strcmp(tables[k], conf->resources[i].table));
-        }
+        crw_strlist_t one = {&tables[k], 1};
+        for (int i = 0; i < conf->nresources && !found; i++)
+            found = crw_config_list_names(&one, conf->resources[i].schema, conf->resources[i].table);
         if (!found)
             exit(fail_usage("snapshot: '%s' is not a watched table (set tables= or resource.<id>.table)", tables[k]));
     }

@@ -246,17 +246,7 @@ static int split_source(const char *source, char *buf, size_t n, const char **sc
 
 /* True when schema.table is read in this run (a watched table, and one --table names if any). */
 static bool read_here(const resync_t *r, const char *schema, const char *table) {
-    if (!resource_of(r->conf, schema, table))
-        return false;
-    const crw_strlist_t *only = r->opts->tables;
-    if (!only || !only->n)
-        return true;
-    char q[300];
-    snprintf(q, sizeof q, "%s.%s", schema, table);
-    for (int i = 0; i < only->n; i++)
-        if (!strcmp(only->v[i], q) || (!strcmp(schema, "public") && !strcmp(only->v[i], table)))
-            return true;
-    return false;
+    return resource_of(r->conf, schema, table) && crw_config_list_names(r->opts->tables, schema, table);
 }
 
 static const char *str_of(json_object *o, const char *name) {

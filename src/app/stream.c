@@ -322,6 +322,14 @@ static int dead_letter(stream_t *st, const crw_relinfo_t *ri, const crw_change_t
     return rc;
 }
 
+/* Hands ev, of the open transaction, to the sinks (also crw_stream_opts_t.at_end's emit). */
+static int emit_more(void *ctx, crw_event_t *ev) {
+    stream_t *st = ctx;
+    ev->txn = st->seq;
+    st->events++;
+    return crw_sinks_emit(&st->sinks, ev);
+}
+
 static int on_change(void *opaque, const crw_change_t *ch) {
     stream_t *st = opaque;
     st->tx.ordinal++; /* every change counts, watched or not: ids stay stable */
@@ -355,13 +363,9 @@ static int on_change(void *opaque, const crw_change_t *ch) {
         for (int i = 0; i < st->mapped.n; i++)
             crw_strmap_put(st->changed, st->mapped.ev[i].key, st->mapped.ev[i].keylen, &created);
     }
-    for (int i = 0; i < st->mapped.n; i++) {
-        crw_event_t *ev = &st->mapped.ev[i];
-        ev->txn = st->seq;
-        st->events++;
-        if ((rc = crw_sinks_emit(&st->sinks, ev)) < 0)
+    for (int i = 0; i < st->mapped.n; i++)
+        if ((rc = emit_more(st, &st->mapped.ev[i])) < 0)
             return rc;
-    }
     return 0;
 }
 
@@ -408,13 +412,9 @@ static int incr_deliver(stream_t *st) {
         if (st->mapped.n < 1 ||
             crw_strmap_get(st->changed, st->mapped.ev[0].key, st->mapped.ev[0].keylen)) /* the stream has it newer */
             continue;
-        for (int k = 0; k < st->mapped.n; k++) {
-            crw_event_t *ev = &st->mapped.ev[k];
-            ev->txn = st->seq;
-            st->events++;
-            if ((rc = crw_sinks_emit(&st->sinks, ev)) < 0)
+        for (int k = 0; k < st->mapped.n; k++)
+            if ((rc = emit_more(st, &st->mapped.ev[k])) < 0)
                 return rc;
-        }
         sent++;
     }
     crw_debug("snapshot: window %llu of %s.%s: %d of %d rows sent, %zu changed in it",
@@ -504,14 +504,6 @@ static void keepalive(void *opaque) {
     stream_t *st = opaque;
     confirm(st);
     crw_source_keepalive(st->src);
-}
-
-/* crw_stream_opts_t.at_end's emit: one more event of the last transaction. */
-static int emit_more(void *ctx, crw_event_t *ev) {
-    stream_t *st = ctx;
-    ev->txn = st->seq;
-    st->events++;
-    return crw_sinks_emit(&st->sinks, ev);
 }
 
 /* The at_end hook's events, as one transaction at the last position. */

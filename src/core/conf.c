@@ -416,6 +416,23 @@ static int split_table(crw_resource_conf_t *r, const char *qualified, const char
     return 0;
 }
 
+/* True (with errstr) when resources[i] and an earlier kind of its table set the string key at off differently. */
+static bool kinds_differ(const crw_config_t *c, int i, size_t off, const char *key, char *errstr, size_t n) {
+    const crw_resource_conf_t *r = &c->resources[i];
+    const char *mine = *(char *const *)((const char *)r + off);
+    for (int j = 0; j < i; j++) {
+        const crw_resource_conf_t *o = &c->resources[j];
+        const char *theirs = *(char *const *)((const char *)o + off);
+        if (!strcmp(o->schema, r->schema) && !strcmp(o->table, r->table) &&
+            strcmp(mine ? mine : "", theirs ? theirs : "")) {
+            snprintf(errstr, n, "table %s.%s: resource.%s and resource.%s set different %s", r->schema, r->table,
+                     o->id, r->id, key);
+            return true;
+        }
+    }
+    return false;
+}
+
 int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
     char shown[300];
     /* resource.<id>.table values are still "schema.table": split them. */
@@ -459,22 +476,10 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
                          r->table, c->resources[j].id, r->id);
                 return CRW_ERR_CONFIG;
             }
-        /* Kinds of one table are polled one way. */
-        for (int j = 0; j < i; j++)
-            if (!strcmp(c->resources[j].schema, r->schema) && !strcmp(c->resources[j].table, r->table) &&
-                strcmp(r->poll_column ? r->poll_column : "", c->resources[j].poll_column ? c->resources[j].poll_column : "")) {
-                snprintf(errstr, n, "table %s.%s: resource.%s and resource.%s set different poll.column", r->schema,
-                         r->table, c->resources[j].id, r->id);
-                return CRW_ERR_CONFIG;
-            }
-        /* A snapshot reads a table once: its kinds share one filter. */
-        for (int j = 0; j < i; j++)
-            if (!strcmp(c->resources[j].schema, r->schema) && !strcmp(c->resources[j].table, r->table) &&
-                strcmp(r->filter ? r->filter : "", c->resources[j].filter ? c->resources[j].filter : "")) {
-                snprintf(errstr, n, "table %s.%s: resource.%s and resource.%s set different filter", r->schema,
-                         r->table, c->resources[j].id, r->id);
-                return CRW_ERR_CONFIG;
-            }
+        /* Kinds of one table are polled one way, and a snapshot reads the table once. */
+        if (kinds_differ(c, i, offsetof(crw_resource_conf_t, poll_column), "poll.column", errstr, n) ||
+            kinds_differ(c, i, offsetof(crw_resource_conf_t, filter), "filter", errstr, n))
+            return CRW_ERR_CONFIG;
     }
     if (!*c->slot_name || !*c->publication_name) {
         snprintf(errstr, n, "%s: must not be empty", !*c->slot_name ? "slot.name" : "publication.name");
@@ -537,6 +542,19 @@ void crw_config_destroy(crw_config_t *c) {
     }
     free(c->kafka);
     free(c);
+}
+
+bool crw_config_list_names(const crw_strlist_t *names, const char *schema, const char *table) {
+    if (!names || !names->n)
+        return true;
+    size_t sl = strlen(schema);
+    for (int i = 0; i < names->n; i++) {
+        const char *nm = names->v[i];
+        if ((!strncmp(nm, schema, sl) && nm[sl] == '.' && !strcmp(nm + sl + 1, table)) ||
+            (!strchr(nm, '.') && !strcmp(schema, "public") && !strcmp(nm, table)))
+            return true;
+    }
+    return false;
 }
 
 bool crw_config_table_named_before(const crw_config_t *c, int i) {

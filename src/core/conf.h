@@ -155,6 +155,12 @@ int crw_props_load_file(const char *path, crw_props_set_fn set, void *arg, char 
  */
 int crw_config_finalize(crw_config_t *c, char *errstr, size_t errstr_size);
 
+/*
+ * True when names (tables as given on the command line: "schema.table", or
+ * "table" for public) name schema.table; NULL or empty names name every table.
+ */
+bool crw_config_list_names(const crw_strlist_t *names, const char *schema, const char *table);
+
 /* True when a resource before resources[i] names the same table (a shared table: one per kind). */
 bool crw_config_table_named_before(const crw_config_t *c, int i);
 

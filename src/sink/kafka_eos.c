@@ -198,25 +198,11 @@ void kafka_eos_ensure_checkpoint_topic(kafka_sink_t *s) {
 int kafka_eos_read_checkpoint(kafka_sink_t *s, uint64_t *lsn) {
     char errstr[512];
     *lsn = 0;
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    for (int i = 0; i < s->conf->nkafka; i++) {
-        const crw_kv_t *kv = &s->conf->kafka[i];
-        /* Producer-only settings are ignored by a consumer (and logged at debug). */
-        if (rd_kafka_conf_set(kc, kv->key, kv->value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
-            crw_debug("kafka: checkpoint reader: kafka.%s not applied", kv->key);
-    }
     char group[300];
     snprintf(group, sizeof group, "crwatch-checkpoint-reader.%s", kafka_checkpoint_id(s));
-    const char *fixed[][2] = {{"bootstrap.servers", s->bootstrap}, {"group.id", group},
-                              {"isolation.level", "read_committed"}, {"enable.partition.eof", "true"},
-                              {"enable.auto.commit", "false"},      {"enable.auto.offset.store", "false"},
-                              {"client.id", "crwatch-checkpoint-reader"}};
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-        rd_kafka_conf_set(kc, fixed[i][0], fixed[i][1], errstr, sizeof errstr);
-    rd_kafka_conf_set_log_cb(kc, kafka_on_log_quiet);
-    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, sizeof errstr);
+    rd_kafka_t *c = kafka_reader_new(s->conf, s->bootstrap, group, "crwatch-checkpoint-reader", kafka_on_log_quiet,
+                                     errstr, sizeof errstr);
     if (!c) {
-        rd_kafka_conf_destroy(kc);
         kafka_set_fatal(s, "checkpoint reader: %s%s", errstr, "");
         return CRW_ERR_SINK;
     }

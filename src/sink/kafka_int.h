@@ -161,6 +161,16 @@ rd_kafka_resp_err_t kafka_produce(kafka_sink_t *s, rd_kafka_topic_t *rkt, int32_
 /* librdkafka log lines of helper handles (mock cluster, checkpoint reader): debug unless errors. */
 void kafka_on_log_quiet(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 
+/*
+ * (kafka_view.c) A read_committed consumer that commits nothing and reports partition ends
+ * (the checkpoint reader, resync's view): conf's kafka.<prop> keys first
+ * (producer-only ones are skipped, at debug), then bootstrap (NULL: from
+ * them), group and client_id.  @returns the handle, or NULL with errstr.
+ */
+rd_kafka_t *kafka_reader_new(const crw_config_t *conf, const char *bootstrap, const char *group, const char *client_id,
+                             void (*log_cb)(const rd_kafka_t *, int, const char *, const char *), char *errstr,
+                             size_t errstr_size);
+
 /* kafka_topic.c */
 bool kafka_topic_char(unsigned char c);
 /* key's value v as a topic name: 0, or -1 with errstr. */

@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "sink/kafka.h"
+#include "sink/kafka_int.h"
 
 #define VIEW_TIMEOUT_MS 60000 /* a topic whose partitions do not all reach their end by then: an error */
 
@@ -86,6 +87,28 @@ static int dump_one(rd_kafka_t *c, const char *topic, FILE *out, long *messages,
     return rc;
 }
 
+rd_kafka_t *kafka_reader_new(const crw_config_t *conf, const char *bootstrap, const char *group, const char *client_id,
+                             void (*log_cb)(const rd_kafka_t *, int, const char *, const char *), char *errstr,
+                             size_t n) {
+    rd_kafka_conf_t *kc = rd_kafka_conf_new();
+    char e[512];
+    for (int i = 0; i < conf->nkafka; i++) /* producer-only settings do not apply to a consumer */
+        if (rd_kafka_conf_set(kc, conf->kafka[i].key, conf->kafka[i].value, e, sizeof e) != RD_KAFKA_CONF_OK)
+            crw_debug("kafka: %s: kafka.%s not applied", client_id, conf->kafka[i].key);
+    const char *fixed[][2] = {{"bootstrap.servers", bootstrap},  {"group.id", group},
+                              {"isolation.level", "read_committed"}, {"enable.partition.eof", "true"},
+                              {"enable.auto.commit", "false"},       {"enable.auto.offset.store", "false"},
+                              {"auto.offset.reset", "earliest"},     {"client.id", client_id}};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        if (fixed[i][1])
+            rd_kafka_conf_set(kc, fixed[i][0], fixed[i][1], e, sizeof e);
+    rd_kafka_conf_set_log_cb(kc, log_cb);
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, kc, errstr, n);
+    if (!c)
+        rd_kafka_conf_destroy(kc);
+    return c;
+}
+
 int crw_kafka_dump_topics(const crw_config_t *conf, const crw_strlist_t *topics, FILE *out, long *messages,
                           char *errstr, size_t n) {
     *messages = 0;
@@ -106,22 +129,10 @@ int crw_kafka_dump_topics(const crw_config_t *conf, const crw_strlist_t *topics,
         snprintf(errstr, n, "resync.from=kafka reads structured events: cloudevents.mode=binary is not supported");
         return CRW_ERR_CONFIG;
     }
-    rd_kafka_conf_t *kc = rd_kafka_conf_new();
-    char e[512];
-    for (int i = 0; i < conf->nkafka; i++) /* producer-only settings do not apply to a consumer */
-        if (rd_kafka_conf_set(kc, conf->kafka[i].key, conf->kafka[i].value, e, sizeof e) != RD_KAFKA_CONF_OK)
-            crw_debug("resync: kafka.%s not applied to the reader", conf->kafka[i].key);
-    char group[300];
+    char group[300], e[512];
     snprintf(group, sizeof group, "crwatch-resync.%s", conf->slot_name);
-    const char *fixed[][2] = {{"group.id", group},           {"isolation.level", "read_committed"},
-                              {"enable.partition.eof", "true"}, {"enable.auto.commit", "false"},
-                              {"auto.offset.reset", "earliest"}, {"client.id", "crwatch-resync"}};
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
-        rd_kafka_conf_set(kc, fixed[i][0], fixed[i][1], e, sizeof e);
-    rd_kafka_conf_set_log_cb(kc, quiet);
-    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, kc, e, sizeof e);
+    rd_kafka_t *c = kafka_reader_new(conf, NULL, group, "crwatch-resync", quiet, e, sizeof e);
     if (!c) {
-        rd_kafka_conf_destroy(kc);
         snprintf(errstr, n, "resync.from=kafka: %s", e);
         return CRW_ERR_CONFIG;
     }

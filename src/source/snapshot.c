@@ -1255,18 +1255,6 @@ static const crw_source_ops_t snapshot_ops = {
     .destroy = snap_destroy,
 };
 
-static bool wanted(const crw_strlist_t *only, const crw_resource_conf_t *rs) {
-    if (!only || !only->n)
-        return true;
-    char q[300];
-    snprintf(q, sizeof q, "%s.%s", rs->schema, rs->table);
-    for (int i = 0; i < only->n; i++)
-        if (!strcmp(only->v[i], q) || (!strchr(only->v[i], '.') && !strcmp(rs->schema, "public") &&
-                                       !strcmp(only->v[i], rs->table)))
-            return true;
-    return false;
-}
-
 crw_source_t *crw_source_snapshot_new(const crw_config_t *conf, const crw_source_opts_t *opts,
                                       const crw_snapshot_opts_t *so, const crw_source_events_t *ev, int *err,
                                       char *errstr, size_t n) {
@@ -1283,7 +1271,7 @@ crw_source_t *crw_source_snapshot_new(const crw_config_t *conf, const crw_source
     s->t = crw_calloc((size_t)conf->nresources + 1, sizeof *s->t);
     for (int i = 0; i < conf->nresources; i++) {
         const crw_resource_conf_t *rs = &conf->resources[i];
-        if (crw_config_table_named_before(conf, i) || !wanted(so->only, rs))
+        if (crw_config_table_named_before(conf, i) || !crw_config_list_names(so->only, rs->schema, rs->table))
             continue;
         stable_t *t = &s->t[s->nt++];
         t->rs = rs;
@@ -1298,7 +1286,7 @@ crw_source_t *crw_source_snapshot_new(const crw_config_t *conf, const crw_source
             bool found = false;
             for (int k = 0; k < s->nt && !found; k++) {
                 crw_strlist_t one = {&so->only->v[i], 1};
-                found = wanted(&one, s->t[k].rs);
+                found = crw_config_list_names(&one, s->t[k].rs->schema, s->t[k].rs->table);
             }
             if (!found) {
                 snprintf(errstr, n, "--table %s: not a watched table (set tables= or resource.<id>.table)",
