@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -466,57 +467,64 @@ static int64_t append_marker(crw_txnlayer_t *t, const tpart_t *tp, int64_t pid, 
     buf_t rb = {0}, req = {0};
     build_marker(&rb, pid, epoch, commit);
     int64_t offset = -1;
-    for (int b = 0; b < t->nb && offset < 0; b++) {
-        req.len = 0;
-        int32_t corr = ++t->markcorr;
-        put_i32(&req, 0); /* size, set below */
-        put_i16(&req, API_PRODUCE);
-        put_i16(&req, 3);
-        put_i32(&req, corr);
-        put_str(&req, "crwatch-mock-kafka-txn");
-        put_i16(&req, -1);   /* transactional_id: null */
-        put_i16(&req, -1);   /* acks: all */
-        put_i32(&req, 5000); /* timeout_ms */
-        put_i32(&req, 1);
-        put_str(&req, tp->topic);
-        put_i32(&req, 1);
-        put_i32(&req, tp->part);
-        put_i32(&req, (int32_t)rb.len);
-        buf_put(&req, rb.p, rb.len);
-        set_u32(req.p, (uint32_t)(req.len - 4));
+    /* A connection the mock closed (a broker that was down) fails once: connect again, for up to a second. */
+    for (int attempt = 0; attempt < 20 && offset < 0; attempt++) {
+        if (attempt) {
+            struct timespec ts = {0, 50000000L};
+            nanosleep(&ts, NULL);
+        }
+        for (int b = 0; b < t->nb && offset < 0; b++) {
+            req.len = 0;
+            int32_t corr = ++t->markcorr;
+            put_i32(&req, 0); /* size, set below */
+            put_i16(&req, API_PRODUCE);
+            put_i16(&req, 3);
+            put_i32(&req, corr);
+            put_str(&req, "crwatch-mock-kafka-txn");
+            put_i16(&req, -1);   /* transactional_id: null */
+            put_i16(&req, -1);   /* acks: all */
+            put_i32(&req, 5000); /* timeout_ms */
+            put_i32(&req, 1);
+            put_str(&req, tp->topic);
+            put_i32(&req, 1);
+            put_i32(&req, tp->part);
+            put_i32(&req, (int32_t)rb.len);
+            buf_put(&req, rb.p, rb.len);
+            set_u32(req.p, (uint32_t)(req.len - 4));
 
-        if (t->markfd[b] < 0 && (t->markfd[b] = connect_to(t->mhost[b], t->mport[b])) >= 0) {
-            struct timeval to = {5, 0};
-            setsockopt(t->markfd[b], SOL_SOCKET, SO_RCVTIMEO, &to, sizeof to);
-        }
-        if (t->markfd[b] < 0)
-            continue;
-        uint8_t hdr[4];
-        if (!write_all(t->markfd[b], req.p, req.len) || !read_all(t->markfd[b], hdr, 4)) {
-            close(t->markfd[b]);
-            t->markfd[b] = -1;
-            continue;
-        }
-        uint32_t n = get_u32(hdr);
-        uint8_t *resp = n < MAX_FRAME ? malloc(n) : NULL;
-        if (!resp || !read_all(t->markfd[b], resp, n)) {
+            if (t->markfd[b] < 0 && (t->markfd[b] = connect_to(t->mhost[b], t->mport[b])) >= 0) {
+                struct timeval to = {5, 0};
+                setsockopt(t->markfd[b], SOL_SOCKET, SO_RCVTIMEO, &to, sizeof to);
+            }
+            if (t->markfd[b] < 0)
+                continue;
+            uint8_t hdr[4];
+            if (!write_all(t->markfd[b], req.p, req.len) || !read_all(t->markfd[b], hdr, 4)) {
+                close(t->markfd[b]);
+                t->markfd[b] = -1;
+                continue;
+            }
+            uint32_t n = get_u32(hdr);
+            uint8_t *resp = n < MAX_FRAME ? malloc(n) : NULL;
+            if (!resp || !read_all(t->markfd[b], resp, n)) {
+                free(resp);
+                close(t->markfd[b]);
+                t->markfd[b] = -1;
+                continue;
+            }
+            /* corr, [topic, [partition, error, base_offset, log_append_time]], throttle */
+            rd_t r = {resp, n, 0, false};
+            int32_t rcorr = r_i32(&r);
+            r_i32(&r);
+            r_skip_str(&r);
+            r_i32(&r);
+            r_i32(&r);
+            int16_t err = r_i16(&r);
+            int64_t base = r_i64(&r);
+            if (!r.bad && rcorr == corr && err == 0)
+                offset = base;
             free(resp);
-            close(t->markfd[b]);
-            t->markfd[b] = -1;
-            continue;
         }
-        /* corr, [topic, [partition, error, base_offset, log_append_time]], throttle */
-        rd_t r = {resp, n, 0, false};
-        int32_t rcorr = r_i32(&r);
-        r_i32(&r);
-        r_skip_str(&r);
-        r_i32(&r);
-        r_i32(&r);
-        int16_t err = r_i16(&r);
-        int64_t base = r_i64(&r);
-        if (!r.bad && rcorr == corr && err == 0)
-            offset = base;
-        free(resp);
     }
     if (offset < 0)
         fprintf(stderr, "crwatch-mock-kafka: cannot append a %s marker to %s [%d]\n", commit ? "COMMIT" : "ABORT",
@@ -529,7 +537,8 @@ static int64_t append_marker(crw_txnlayer_t *t, const tpart_t *tp, int64_t pid, 
 /*
  * Ends x's open transaction: markers everywhere it wrote, then its batches'
  * states.  A partition whose marker cannot be appended (the broker is down)
- * stays in x: @returns false then, and the transaction is not over there.
+ * stays in x: @returns false then, and the transaction is not over there
+ * (an abort without its marker would hide the producer's later batches).
  */
 static bool txn_end(crw_txnlayer_t *t, txn_t *x, bool commit) {
     size_t kept = 0;
@@ -539,7 +548,7 @@ static bool txn_end(crw_txnlayer_t *t, txn_t *x, bool commit) {
         trace("%s [%d]: %s of %s (producer %lld/%d, first @%lld) marker @%lld", tp->topic, tp->part,
               commit ? "COMMIT" : "ABORT", x->tid, (long long)x->pid, x->epoch, (long long)x->parts[i].first,
               (long long)at);
-        if (at < 0 && commit) {
+        if (at < 0) { /* the marker is not written: the transaction is not over there */
             x->parts[kept++] = x->parts[i];
             continue;
         }
@@ -874,16 +883,20 @@ static void on_init_producer_id(crw_txnlayer_t *t, const pend_t *p, rd_t *r) {
     if (p->ver >= 2)
         r_skip_tags(r); /* response header v1 */
     r_i32(r);           /* throttle_time_ms */
-    int16_t err = r_i16(r);
+    uint8_t *errp = r_take(r, 2);
     int64_t pid = r_i64(r);
     int16_t epoch = r_i16(r);
-    if (r->bad || err != 0 || !p->tid)
+    if (r->bad || !errp || get_u16(errp) != 0 || !p->tid)
         return;
     txn_t *x = txn_get(t, p->tid, true);
     trace("InitProducerId %s: producer %lld/%d%s", p->tid, (long long)pid, epoch,
           x->np > 0 ? ", aborting the open transaction" : "");
-    if (x->np > 0)
-        txn_end(t, x, false);
+    if (x->np > 0 && !txn_end(t, x, false)) {
+        /* The fenced transaction's markers could not all be written: the client asks again. */
+        errp[0] = 0;
+        errp[1] = 14; /* COORDINATOR_LOAD_IN_PROGRESS: retriable */
+        return;
+    }
     x->fenced_known = true;
     x->cur_pid = pid;
     x->cur_epoch = epoch;
