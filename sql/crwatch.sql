@@ -119,6 +119,13 @@ CREATE TABLE IF NOT EXISTS crwatch.offsets (
     owner      name        NOT NULL DEFAULT current_user, -- the role that keeps the row
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+-- Logical replication (slot safety, docs/operations.md): the row named
+-- 'logical:<slot.name>' holds the position the stream last confirmed (always at
+-- or ahead of what the slot was told) with the server's system identifier and
+-- timeline, so a slot dropped and created again while crwatch was away, or a
+-- failover to a server without it, is seen as the gap it is.
+ALTER TABLE crwatch.offsets ADD COLUMN IF NOT EXISTS system_identifier text;
+ALTER TABLE crwatch.offsets ADD COLUMN IF NOT EXISTS timeline integer;
 COMMENT ON TABLE crwatch.offsets IS
     'what each crwatch (by slot.name) has confirmed; the polling source''s watermark';
 ALTER TABLE crwatch.offsets ENABLE ROW LEVEL SECURITY;
@@ -524,7 +531,10 @@ BEGIN
     END LOOP;
     -- The polling source reads tombstones (the policy limits them to the
     -- tables granted above), keeps its watermark in crwatch.offsets (its own
-    -- rows only) and prunes the tombstones every poller has seen.
+    -- rows only) and prunes the tombstones every poller has seen. The logical
+    -- source keeps its last confirmed position there too (slot safety). Its
+    -- heartbeat, pg_logical_emit_message, needs no grant: EXECUTE on it is
+    -- PUBLIC's in PostgreSQL, and the walsender's REPLICATION covers the rest.
     EXECUTE format('GRANT USAGE ON SCHEMA crwatch TO %I', rolename);
     EXECUTE format('GRANT SELECT ON TABLE crwatch.tombstones TO %I', rolename);
     EXECUTE format('GRANT SELECT, INSERT, UPDATE ON TABLE crwatch.offsets TO %I', rolename);

@@ -190,6 +190,8 @@ int main(int argc, char **argv) {
         exit(2);
     }
     crw_log_level = conf->log_level;
+    crw_log_set_format(conf->log_format ? CRW_LOG_JSON : CRW_LOG_TEXT);
+    crw_log_set_field("slot", conf->slot_name);
     if (!strcmp(cmd, "snapshot"))
         check_snapshot_tables(conf, argc - optind - 1, argv + optind + 1);
 

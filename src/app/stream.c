@@ -26,8 +26,11 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
+#include "core/metrics.h"
 #include "core/pipeline.h"
 #include "decode/types.h"
+#include "app/ops.h"
+#include "app/resync.h"
 #include "map/cache.h"
 #include "map/mapper.h"
 #include "map/relmap.h"
@@ -65,6 +68,7 @@ typedef struct {
     uint64_t events;
     uint64_t unmapped;
     uint64_t commits;         /* transactions committed on the current connection */
+    uint64_t txn_events;      /* st->events when the open transaction began */
     bool at_end_done;         /* crw_stream_opts_t.at_end ran */
     /* incremental snapshots (DBLog): the chunk read between two watermarks, awaiting its high one */
     crw_incr_t *incr;
@@ -192,6 +196,7 @@ static int initial_snapshot(stream_t *st, const crw_src_snapshot_t *snap) {
         }
         if ((rc = crw_source_poll(sub, 100, st->err, sizeof st->err)) == 0)
             rc = crw_sinks_poll(&st->sinks, 0);
+        crw_health_beat();
     }
     if (st->txn_open) {
         crw_pipeline_abandon(st->pipeline, st->seq);
@@ -289,6 +294,7 @@ static int on_begin(void *opaque, const crw_src_txn_t *t) {
     }
     crw_txn_init(&st->tx, t->lsn, t->xid, t->commit_time);
     st->tx.position = t->position;
+    st->txn_events = st->events;
     return 0;
 }
 
@@ -300,6 +306,10 @@ static int on_commit(void *opaque, uint64_t end) {
     if (!st->skipping && (rc = crw_sinks_commit(&st->sinks, st->seq)) < 0) {
         snprintf(st->err, sizeof st->err, "a sink failed to commit a transaction");
         return rc;
+    }
+    if (!st->skipping && st->events > st->txn_events) { /* timed from its commit to every sink's ack */
+        crw_pipeline_stamp(st->pipeline, st->seq, st->tx.commit_time);
+        crw_metric_add(CRW_M_TRANSACTIONS, 1);
     }
     crw_pipeline_commit(st->pipeline, st->seq, end);
     st->tx.last_end = end;
@@ -327,6 +337,7 @@ static int emit_more(void *ctx, crw_event_t *ev) {
     stream_t *st = ctx;
     ev->txn = st->seq;
     st->events++;
+    crw_metric_event(ev->kind, ev->type);
     return crw_sinks_emit(&st->sinks, ev);
 }
 
@@ -504,6 +515,7 @@ static void keepalive(void *opaque) {
     stream_t *st = opaque;
     confirm(st);
     crw_source_keepalive(st->src);
+    crw_health_beat(); /* waiting on a sink is working */
 }
 
 /* The at_end hook's events, as one transaction at the last position. */
@@ -524,6 +536,36 @@ static int run_at_end(stream_t *st, const crw_stream_opts_t *opts) {
 
 /* ---- the service loop -------------------------------------------------- */
 
+/*
+ * slot.lost=resync (docs/operations.md, "Slot safety"): the gap is closed by
+ * a resync instead of an exit.  A slot that is gone or invalidated is made
+ * again first, so the stream continues from before what the resync reads;
+ * then the sinks get the corrections, and the slot as it is becomes the
+ * stored position.  Changes between the slot's start and the resync's read
+ * may come twice (at-least-once).
+ */
+static int resync_lost_slot(stream_t *st, const crw_stream_opts_t *opts) {
+    const crw_config_t *cf = st->conf;
+    crw_warn("%s", st->err);
+    crw_warn("slot.lost=resync: resyncing the sinks from %s against the tables, then streaming from the slot",
+             cf->resync_from);
+    char why[1024];
+    int rc = crw_admin_slot_recover(cf, st->conninfo, false, why, sizeof why);
+    if (rc == 0) {
+        crw_resync_opts_t ro = {st->conninfo, opts->stop, false, NULL};
+        rc = crw_resync_run(cf, &ro, why, sizeof why);
+    }
+    if (rc == 0 && opts->stop && *opts->stop)
+        rc = CRW_ERR_STOPPED;
+    if (rc == 0)
+        rc = crw_admin_slot_recover(cf, st->conninfo, true, why, sizeof why);
+    if (rc < 0 && rc != CRW_ERR_STOPPED)
+        snprintf(st->err, sizeof st->err, "slot.lost=resync: %.900s", why);
+    if (rc == 0)
+        st->err[0] = '\0';
+    return rc == CRW_ERR_STOPPED ? 0 : rc;
+}
+
 /* Sleeps ms, waking early when a stop is requested. */
 static void nap(int ms, volatile sig_atomic_t *stop) {
     while (ms > 0 && !(stop && *stop)) {
@@ -531,6 +573,7 @@ static void nap(int ms, volatile sig_atomic_t *stop) {
         struct timespec ts = {0, (long)step * 1000000L};
         nanosleep(&ts, NULL);
         ms -= step;
+        crw_health_beat();
     }
 }
 
@@ -548,7 +591,10 @@ static int stream_connected(stream_t *st, const crw_stream_opts_t *opts) {
     int rc;
     int64_t stop_deadline = 0;
     for (;;) {
+        crw_health_beat();
+        crw_metric_set(CRW_M_QUEUE_EVENTS, (int64_t)crw_pipeline_outstanding(st->pipeline));
         if (opts->stop && *opts->stop) {
+            crw_health_set_ready(0); /* stopping: a standby may take over */
             /* A transaction half handed to the sinks would be sent again: read
              * on to its commit (for a while), then stop. */
             if (!st->txn_open && !crw_source_in_txn(st->src))
@@ -601,6 +647,17 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.conninfo = opts->conninfo;
     st.stop = opts->stop;
     st.opts = opts;
+    crw_ops_t *ops = NULL;
+    crw_health_beat();
+    crw_health_set_ready(0);
+    if (*conf->http_listen && !opts->source_new &&
+        !(ops = crw_ops_start(conf->http_listen, conf->health_timeout_ms, errstr, n))) {
+        crw_pipeline_destroy(st.pipeline);
+        crw_mapper_destroy(st.mapper);
+        crw_cache_destroy(st.cache);
+        crw_deadletter_destroy(st.deadletter);
+        return CRW_ERR_CONFIG; /* before anything connects */
+    }
     bool initial = conf->snapshot_mode == CRW_SNAPSHOT_INITIAL && !opts->source_new;
     bool incremental = conf->snapshot_mode == CRW_SNAPSHOT_INCREMENTAL && !opts->source_new;
     crw_source_events_t ev = {.begin = on_begin,
@@ -642,6 +699,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     }
 
     int backoff = 100;
+    bool standing_by = false;
     srand((unsigned)time(NULL) ^ (unsigned)getpid());
     for (;;) {
         if (opts->stop && *opts->stop) {
@@ -653,12 +711,31 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             rc = 0;
             break;
         }
+        if (rc == CRW_ERR_STANDBY) { /* another instance streams: check again every second, say it once */
+            if (!standing_by)
+                crw_info("standing by: %s; taking over when it stops", st.err);
+            standing_by = true;
+            st.err[0] = '\0';
+            nap(1000, opts->stop);
+            continue;
+        }
+        if (rc == CRW_ERR_SLOT_LOST && conf->slot_lost == 1 && !opts->source_new) {
+            if ((rc = resync_lost_slot(&st, opts)) < 0)
+                break;
+            continue;
+        }
         if (rc < 0) {
             if (!crw_err_retriable(rc))
                 break;
+            if (rc == CRW_ERR_SLOT_BUSY && backoff > 1000)
+                backoff = 1000; /* held by a predecessor on its way out, or ended by take-over: soon free */
             retry_wait(&st, &backoff, opts->stop, "retrying");
             continue;
         }
+        if (standing_by)
+            crw_info("slot %s: this instance is the active one now", conf->slot_name);
+        standing_by = false;
+        crw_health_set_ready(1);
         st.commits = 0;
         int64_t started = crw_clock_mono_ms();
         if ((rc = crw_sinks_resume_position(&st.sinks, &st.skip_position)) < 0) {
@@ -670,11 +747,13 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             break;
         }
         rc = stream_connected(&st, opts);
+        crw_health_set_ready(0);
         if (st.txn_open) {
             crw_pipeline_abandon(st.pipeline, st.seq);
             st.txn_open = false;
         }
         if (rc == CRW_ERR_CONN) {
+            crw_metric_add(CRW_M_RECONNECTS, 1);
             crw_source_close(st.src);
             if (st.window) { /* its watermarks come again, but its rows are gone with the connection */
                 crw_incr_forget(st.incr);
@@ -710,6 +789,8 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     crw_info("stopped: %" PRIu64 " events, confirmed %s%s", st.events, cpos,
              st.unmapped ? ", some changes were dead-lettered" : "");
 out:
+    crw_health_set_ready(0);
+    crw_ops_stop(ops);
     crw_sinks_close(&st.sinks);
     if (st.src && opts->finished)
         opts->finished(opts->arg, st.src);

@@ -56,7 +56,7 @@ void crw_buf_printf(crw_buf_t *b, const char *fmt, ...) {
 }
 
 /* Length of the valid UTF-8 sequence starting at s (at most n bytes), or 0. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n) {
+size_t crw_utf8_seq_len(const unsigned char *s, size_t n) {
     unsigned char c = s[0];
     size_t len;
     uint32_t cp;
@@ -120,7 +120,7 @@ void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
             i++;
             continue;
         }
-        size_t l = utf8_seq_len(p + i, n - i);
+        size_t l = crw_utf8_seq_len(p + i, n - i);
         if (l == 0) {
             /* U+FFFD REPLACEMENT CHARACTER, 3 bytes: fits in the 6 reserved. */
             *o++ = (char)0xEF;

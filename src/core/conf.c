@@ -19,7 +19,7 @@
 #include "core/err.h"
 #include "core/log.h"
 
-typedef enum { T_STR, T_BOOL, T_INT, T_ENUM, T_SINKS, T_LIST, T_LOGLEVEL } keytype_t;
+typedef enum { T_STR, T_BOOL, T_INT, T_BYTES, T_ENUM, T_SINKS, T_LIST, T_LOGLEVEL } keytype_t;
 
 typedef struct {
     const char *name;
@@ -27,7 +27,7 @@ typedef struct {
     size_t off;
     const char *def;
     const char *const *choices; /* T_ENUM: NULL-terminated, index = value */
-    long min, max;              /* T_INT */
+    long min, max;              /* T_INT, T_BYTES */
     const char *help;
 } keydef_t;
 
@@ -70,6 +70,22 @@ static const keydef_t keys[] = {
      "cap of the reconnect backoff"},
     {"spool.dir", T_STR, OFF(spool_dir), "", NULL, 0, 0, "where streamed in-progress transactions wait ($TMPDIR)"},
     {"log.level", T_LOGLEVEL, OFF(log_level), "info", NULL, 0, 0, "error, warn, info or debug"},
+    {"log.format", T_ENUM, OFF(log_format), "text", (const char *const[]){"text", "json", NULL}, 0, 0,
+     "text, or json: one JSON object per line (ts, level, msg, slot)"},
+
+    /* --- slot safety and operations (docs/operations.md) --- */
+    {"heartbeat.interval.ms", T_INT, OFF(heartbeat_interval_ms), "10000", NULL, 0, 3600000,
+     "logical: a transactional pg_logical_emit_message through the slot after this long without a change (0: off)"},
+    {"heartbeat.timeout.ms", T_INT, OFF(heartbeat_timeout_ms), "30000", NULL, 100, 3600000,
+     "logical: a heartbeat not back through the stream within this, with the server silent, rebuilds the connection"},
+    {"slot.max.retained.bytes", T_BYTES, OFF(slot_max_retained_bytes), "1073741824", NULL, 0, LONG_MAX,
+     "logical: retained WAL above this warns (bytes; kB, MB, GB suffixes)"},
+    {"slot.lost", T_ENUM, OFF(slot_lost), "fail", (const char *const[]){"fail", "resync", NULL}, 0, 0,
+     "a slot lost or recreated while crwatch was away: fail (exit 3) or resync (run crwatch resync, then stream)"},
+    {"http.listen", T_STR, OFF(http_listen), "", NULL, 0, 0,
+     "host:port of /metrics, /healthz, /readyz (empty: off; port 0: any free one)"},
+    {"health.timeout.ms", T_INT, OFF(health_timeout_ms), "60000", NULL, 100, 3600000,
+     "/healthz answers 503 when the main loop has not gone round for this long"},
     {"snapshot.mode", T_ENUM, OFF(snapshot_mode), "never", snapshot_mode_choices, 0, 0,
      "stream: never, initial (SYNC every row when the slot is created, then stream), or incremental (re-read "
      "alongside the stream)"},
@@ -215,6 +231,27 @@ static int set_typed(void *base, const keydef_t *k, const char *shown, const cha
             return CRW_ERR_CONFIG;
         }
         *(int *)field = (int)v;
+        return 0;
+    }
+    case T_BYTES: {
+        char *end;
+        errno = 0;
+        long long v = strtoll(value, &end, 10);
+        long long mult = 1;
+        if (!strcmp(end, "kB") || !strcmp(end, "KiB"))
+            mult = 1024;
+        else if (!strcmp(end, "MB") || !strcmp(end, "MiB"))
+            mult = 1024 * 1024;
+        else if (!strcmp(end, "GB") || !strcmp(end, "GiB"))
+            mult = 1024LL * 1024 * 1024;
+        else if (*end)
+            mult = 0;
+        if (errno || end == value || mult == 0 || v < k->min || v > k->max / mult) {
+            snprintf(errstr, n, "%s: '%s' is not a byte count (an integer >= %ld, optionally kB, MB or GB)", shown,
+                     value, k->min);
+            return CRW_ERR_CONFIG;
+        }
+        *(int64_t *)field = (int64_t)(v * mult);
         return 0;
     }
     case T_ENUM:
@@ -433,6 +470,25 @@ static bool kinds_differ(const crw_config_t *c, int i, size_t off, const char *k
     return false;
 }
 
+int crw_config_listen(const char *listen, char *host, size_t hostn, int *port) {
+    const char *colon = strrchr(listen, ':');
+    if (!colon || (size_t)(colon - listen) >= hostn)
+        return -1;
+    const char *h = listen, *he = colon;
+    if (*h == '[' && he > h && he[-1] == ']') { /* [::1]:9187 */
+        h++;
+        he--;
+    }
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || p < 0 || p > 65535)
+        return -1;
+    snprintf(host, hostn, "%.*s", (int)(he - h), h);
+    *port = (int)p;
+    return 0;
+}
+
 int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
     char shown[300];
     /* resource.<id>.table values are still "schema.table": split them. */
@@ -493,6 +549,20 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
             return CRW_ERR_CONFIG;
         }
 
+    if (c->slot_lost == 1 && !*c->resync_from) {
+        snprintf(errstr, n, "slot.lost=resync needs resync.from (a JSON-lines file of the sink's events, or kafka): "
+                 "the resync compares the sink's view with the tables");
+        return CRW_ERR_CONFIG;
+    }
+    if (*c->http_listen) {
+        char host[256];
+        int port;
+        if (crw_config_listen(c->http_listen, host, sizeof host, &port) < 0) {
+            snprintf(errstr, n, "http.listen: '%s' is not host:port (a port in [0, 65535]; 0: any free one)",
+                     c->http_listen);
+            return CRW_ERR_CONFIG;
+        }
+    }
     if (!*c->spool_dir) {
         const char *t = getenv("TMPDIR");
         free(c->spool_dir);

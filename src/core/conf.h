@@ -80,7 +80,16 @@ typedef struct crw_config {
     int reconnect_max_ms;     /* cap of the reconnect backoff */
     char *spool_dir;          /* streamed in-progress transactions; default $TMPDIR or /tmp */
     int log_level;
+    int log_format;           /* 0 text, 1 json (core/log.h) */
     char *deadletter_file;    /* changes that cannot be mapped or delivered */
+
+    /* --- slot safety and operations (docs/operations.md) --- */
+    int heartbeat_interval_ms; /* 0: no heartbeat */
+    int heartbeat_timeout_ms;  /* a heartbeat not back within it, with the server silent: a stall */
+    int64_t slot_max_retained_bytes;
+    int slot_lost;             /* 0 fail, 1 resync */
+    char *http_listen;         /* host:port of the operations endpoint; "": off */
+    int health_timeout_ms;     /* the main loop's silence that makes /healthz 503 */
 
     /* --- snapshots: backfill, snapshot.mode (source/snapshot.c) --- */
     crw_snapshot_mode_t snapshot_mode;
@@ -163,6 +172,13 @@ bool crw_config_list_names(const crw_strlist_t *names, const char *schema, const
 
 /* True when a resource before resources[i] names the same table (a shared table: one per kind). */
 bool crw_config_table_named_before(const crw_config_t *c, int i);
+
+/*
+ * Splits a listen address "host:port" ("[::1]:9187", ":9187" for every
+ * interface) into host (without brackets) and port.  @returns 0, or -1 when
+ * it is not one.
+ */
+int crw_config_listen(const char *listen, char *host, size_t hostn, int *port);
 
 /* The name of a `source` value ("auto", "logical", "poll"). */
 const char *crw_config_source_name(crw_source_kind_t kind);

@@ -17,6 +17,7 @@ const char *crw_err_str(int err) {
     case CRW_ERR_INTERNAL: return "internal error";
     case CRW_ERR_STOPPED: return "stopped";
     case CRW_ERR_UNMAPPED: return "change cannot be mapped";
+    case CRW_ERR_STANDBY: return "standing by";
     }
     return "unknown error";
 }

@@ -24,11 +24,14 @@ typedef enum {
     CRW_ERR_INTERNAL = -9,
     CRW_ERR_STOPPED = -10,    /* a stop was requested (signal, endpos) */
     CRW_ERR_UNMAPPED = -11,   /* one change cannot be mapped: dead-letter it, the stream goes on */
+    CRW_ERR_STANDBY = -12,    /* another instance streams this slot: stand by and try again */
 } crw_err_t;
 
 const char *crw_err_str(int err);
 
-static inline bool crw_err_retriable(int err) { return err == CRW_ERR_CONN || err == CRW_ERR_SLOT_BUSY; }
+static inline bool crw_err_retriable(int err) {
+    return err == CRW_ERR_CONN || err == CRW_ERR_SLOT_BUSY || err == CRW_ERR_STANDBY;
+}
 
 /* Process exit code for an error (docs/usage.md): 0, 1, 2 or 3. */
 int crw_err_exit_code(int err);

@@ -9,12 +9,16 @@
  */
 #include "core/pipeline.h"
 
+#include "core/clock.h"
+#include "core/metrics.h"
+
 #include <stdlib.h>
 
 #include "core/log.h"
 
 typedef struct {
     uint64_t end_lsn;
+    int64_t commit_time;  /* crw_pipeline_stamp's (0: not timed) */
     uint32_t outstanding;
     bool closed;
     bool abandoned;
@@ -26,6 +30,7 @@ struct crw_pipeline {
     uint64_t head;   /* seq of the oldest tracked transaction */
     uint64_t tail;   /* next seq to hand out */
     uint64_t confirmed;
+    uint64_t outstanding; /* deliveries held, over every tracked transaction */
 };
 
 crw_pipeline_t *crw_pipeline_new(uint64_t start_lsn) {
@@ -53,6 +58,9 @@ static void advance(crw_pipeline_t *p) {
             break;
         if (!t->abandoned && t->end_lsn > p->confirmed)
             p->confirmed = t->end_lsn;
+        if (!t->abandoned && t->commit_time)
+            crw_metric_commit_to_ack(crw_clock_pg_us() - t->commit_time);
+        p->outstanding -= t->outstanding; /* an abandoned one's late acks are not waited for */
         p->head++;
     }
 }
@@ -73,15 +81,19 @@ uint64_t crw_pipeline_begin(crw_pipeline_t *p) {
 }
 
 void crw_pipeline_hold(crw_pipeline_t *p, uint64_t seq, uint32_t n) {
-    if (seq >= p->head && seq < p->tail)
+    if (seq >= p->head && seq < p->tail) {
         slot(p, seq)->outstanding += n;
+        p->outstanding += n;
+    }
 }
 
 void crw_pipeline_release(crw_pipeline_t *p, uint64_t seq, uint32_t n) {
     if (seq < p->head || seq >= p->tail)
         return; /* an ack for a transaction already abandoned and popped */
     txn_t *t = slot(p, seq);
-    t->outstanding = t->outstanding >= n ? t->outstanding - n : 0;
+    uint32_t k = t->outstanding >= n ? n : t->outstanding;
+    t->outstanding -= k;
+    p->outstanding -= k;
     advance(p);
 }
 
@@ -116,3 +128,10 @@ void crw_pipeline_follow(crw_pipeline_t *p, uint64_t lsn) {
 }
 
 uint32_t crw_pipeline_in_flight(const crw_pipeline_t *p) { return (uint32_t)(p->tail - p->head); }
+
+uint64_t crw_pipeline_outstanding(const crw_pipeline_t *p) { return p->outstanding; }
+
+void crw_pipeline_stamp(crw_pipeline_t *p, uint64_t seq, int64_t commit_time) {
+    if (seq >= p->head && seq < p->tail)
+        slot(p, seq)->commit_time = commit_time;
+}

@@ -43,5 +43,10 @@ bool crw_pipeline_idle(const crw_pipeline_t *p);
 void crw_pipeline_follow(crw_pipeline_t *p, uint64_t lsn);
 /* Transactions open or awaiting acknowledgement. */
 uint32_t crw_pipeline_in_flight(const crw_pipeline_t *p);
+/* Deliveries held and not released yet (the crwatch_queue_events gauge). */
+uint64_t crw_pipeline_outstanding(const crw_pipeline_t *p);
+/* Transaction seq committed in the source at commit_time (PostgreSQL epoch us): when confirmed, the time
+ * from that commit to the acknowledgement goes to crwatch_commit_to_ack_seconds (core/metrics.h). */
+void crw_pipeline_stamp(crw_pipeline_t *p, uint64_t seq, int64_t commit_time);
 
 #endif

@@ -6,14 +6,18 @@
  */
 #include "source/admin.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/err.h"
+#include "core/log.h"
 #include "core/lsn.h"
 #include "source/poll.h"
 #include "source/session.h"
+#include "source/slotguard.h"
 #include "source/source.h"
 
 static void report(FILE *out, const char *status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -69,6 +73,53 @@ static int check_poll(const crw_config_t *cf, const char *conninfo, FILE *out, c
     crw_session_free(s);
     if (failed)
         snprintf(errstr, n, "a prerequisite is missing (see the report)");
+    return failed;
+}
+
+/* check, logical: the stored position against the slot, its retained WAL, and whether a heartbeat can be written. */
+static int check_slot_safety(const crw_config_t *cf, crw_session_t *s, FILE *out, uint64_t start, bool missing) {
+    char why[2048];
+    crw_guard_t g;
+    crw_guard_init(&g, cf);
+    int failed = crw_guard_start(&g, s, start, missing, why, sizeof why);
+    if (failed < 0)
+        report(out, "FAIL", "%s", why);
+    else if (!g.store)
+        report(out, "warn", "stored position: crwatch.offsets cannot keep it (apply sql/crwatch.sql): a slot dropped "
+               "and created again while crwatch is stopped would not be detected");
+    else if (!g.had_mark)
+        report(out, "ok", "stored position: none yet for slot %s (a first start)", cf->slot_name);
+    else
+        report(out, "ok", "stored position: crwatch last confirmed " CRW_LSN_FMT " (system %s); the slot is at or "
+               "before it: no gap", CRW_LSN_ARGS(g.saved), s->sysid ? s->sysid : "?");
+    PGresult *res;
+    const char *sp[1] = {cf->slot_name};
+    if (!missing && crw_session_query(s->sql, &res, why, sizeof why,
+                                      "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint, wal_status, "
+                                      "safe_wal_size FROM pg_replication_slots WHERE slot_name = $1",
+                                      1, sp) == 0) {
+        if (PQntuples(res) == 1) {
+            long long retained = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+            bool over = retained > cf->slot_max_retained_bytes;
+            report(out, over || strcmp(PQgetvalue(res, 0, 1), "reserved") ? "warn" : "ok",
+                   "retained WAL: %lld bytes (slot.max.retained.bytes %" PRId64 "), wal_status %s%s%s", retained,
+                   cf->slot_max_retained_bytes, PQgetvalue(res, 0, 1),
+                   PQgetisnull(res, 0, 2) ? "" : ", safe_wal_size ", PQgetvalue(res, 0, 2));
+        }
+        PQclear(res);
+    }
+    if (cf->heartbeat_interval_ms == 0)
+        report(out, "warn", "heartbeat: off (heartbeat.interval.ms=0): no liveness check, no source lag metric");
+    else if (crw_session_query(s->sql, &res, why, sizeof why,
+                               "SELECT has_function_privilege('pg_logical_emit_message(boolean,text,text)', "
+                               "'EXECUTE'), pg_is_in_recovery()",
+                               0, NULL) == 0) {
+        bool ok = !strcmp(PQgetvalue(res, 0, 0), "t") && strcmp(PQgetvalue(res, 0, 1), "t");
+        report(out, ok ? "ok" : "warn", "heartbeat: %s every %d ms of quiet, back within %d ms",
+               ok ? "a transactional pg_logical_emit_message" : "NOT possible (no EXECUTE on pg_logical_emit_message, "
+               "or a standby)", cf->heartbeat_interval_ms, cf->heartbeat_timeout_ms);
+        PQclear(res);
+    }
     return failed;
 }
 
@@ -163,6 +214,8 @@ int crw_admin_check(const crw_config_t *cf, const char *conninfo, FILE *out, cha
         }
         PQclear(res);
     }
+    if (rc == 0 || rc == CRW_ERR_SLOT_BUSY)
+        failed = failed ? failed : check_slot_safety(cf, s, out, start, missing);
     crw_session_free(s);
     if (failed)
         snprintf(errstr, n, "a prerequisite is missing (see the report)");
@@ -208,15 +261,21 @@ int crw_admin_slot(const crw_config_t *cf, const char *conninfo, const char *ver
             fprintf(out, "{\"slot\":\"%s\",\"created_at_lsn\":\"" CRW_LSN_FMT "\"}\n", cf->slot_name,
                     CRW_LSN_ARGS(lsn));
     } else if (!strcmp(verb, "drop")) {
+        /* The stored position goes too: the next start is a first start, not a gap. */
         if (rc == 0 && missing) {
-            snprintf(errstr, n, "slot %s does not exist", cf->slot_name);
-            rc = CRW_ERR_PREREQ;
+            if (crw_guard_forget(s))
+                fprintf(out, "{\"slot\":\"%s\",\"dropped\":false,\"forgotten\":true}\n", cf->slot_name);
+            else {
+                snprintf(errstr, n, "slot %s does not exist", cf->slot_name);
+                rc = CRW_ERR_PREREQ;
+            }
         } else if (rc == 0) {
             const char *sp[1] = {cf->slot_name};
             PGresult *res;
             rc = crw_session_query(s->sql, &res, errstr, n, "SELECT pg_drop_replication_slot($1)", 1, sp);
             if (rc == 0) {
                 PQclear(res);
+                crw_guard_forget(s);
                 fprintf(out, "{\"slot\":\"%s\",\"dropped\":true}\n", cf->slot_name);
             }
         }
@@ -254,10 +313,45 @@ int crw_admin_forget(const crw_config_t *cf, const char *conninfo, const char **
         if (rc == 0 && kind != CRW_SOURCE_POLL && PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "active")) {
             snprintf(errstr, n, "slot %s is in use by another process", cf->slot_name);
             rc = CRW_ERR_SLOT_BUSY;
-        }
+        } else if (rc == 0 && kind != CRW_SOURCE_POLL)
+            crw_guard_forget(&ses);
         if (res)
             PQclear(res);
     }
     crw_session_free(&ses);
+    return rc;
+}
+
+int crw_admin_slot_recover(const crw_config_t *cf, const char *conninfo, bool accept, char *errstr, size_t n) {
+    crw_session_t ses, *s = &ses;
+    crw_session_init(s, cf, conninfo);
+    int rc = crw_session_open(s, errstr, n);
+    const char *sp[1] = {cf->slot_name};
+    PGresult *res = NULL;
+    if (rc == 0)
+        rc = crw_session_query(s->sql, &res, errstr, n,
+                               "SELECT wal_status, confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1",
+                               1, sp);
+    if (rc == 0) {
+        bool exists = PQntuples(res) == 1, lost = exists && !strcmp(PQgetvalue(res, 0, 0), "lost");
+        uint64_t at = 0;
+        if (exists && !PQgetisnull(res, 0, 1))
+            crw_lsn_parse(PQgetvalue(res, 0, 1), &at);
+        PQclear(res);
+        if (!accept && lost) {
+            crw_warn("slot.lost=resync: dropping the invalidated slot %s to create it again", cf->slot_name);
+            if ((rc = crw_session_query(s->sql, &res, errstr, n, "SELECT pg_drop_replication_slot($1)", 1, sp)) == 0)
+                PQclear(res);
+            exists = false;
+        }
+        if (rc == 0 && !accept && !exists &&
+            (rc = crw_session_ensure_publication(s, errstr, n)) == 0 &&
+            (rc = crw_session_create_slot(s, false, &at, errstr, n)) == 0)
+            crw_info("slot.lost=resync: slot %s created at " CRW_LSN_FMT "; the resync reads the tables after it",
+                     cf->slot_name, CRW_LSN_ARGS(at));
+        if (rc == 0 && accept && (rc = crw_guard_accept(s, at, errstr, n)) == 0)
+            crw_info("slot.lost=resync: slot %s accepted at " CRW_LSN_FMT, cf->slot_name, CRW_LSN_ARGS(at));
+    }
+    crw_session_free(s);
     return rc;
 }

@@ -5,6 +5,7 @@
 #ifndef CRW_ADMIN_H
 #define CRW_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -30,5 +31,15 @@ int crw_admin_slot(const crw_config_t *conf, const char *conninfo, const char *v
  */
 int crw_admin_forget(const crw_config_t *conf, const char *conninfo, const char **what, char *errstr,
                      size_t errstr_size);
+
+/*
+ * slot.lost=resync (docs/operations.md): before the resync (accept false), a
+ * slot that is gone or invalidated is created again, so that the stream
+ * continues from before what the resync reads; after it (accept true), the
+ * stored position becomes the slot's, so the next start streams from it.
+ * @returns 0, or an error with errstr.
+ */
+int crw_admin_slot_recover(const crw_config_t *conf, const char *conninfo, bool accept, char *errstr,
+                           size_t errstr_size);
 
 #endif

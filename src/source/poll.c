@@ -719,7 +719,7 @@ static int lock_name(poll_t *p, char *errstr, size_t n) {
         snprintf(errstr, n, "another crwatch polls as %s (its session, PID %s, holds the lock of that name)",
                  p->conf->slot_name, PQgetisnull(res, 0, 1) ? "?" : PQgetvalue(res, 0, 1));
     PQclear(res);
-    return got ? 0 : CRW_ERR_SLOT_BUSY;
+    return got ? 0 : CRW_ERR_STANDBY; /* the driver stands by, as for a slot (docs/operations.md) */
 }
 
 /* Once per process: what timestamp polling can miss, and how the reconciliation bounds it. */

@@ -28,9 +28,11 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
+#include "core/metrics.h"
 #include "decode/change.h"
 #include "decode/pgoutput.h"
 #include "source/session.h"
+#include "source/slotguard.h"
 #include "source/source.h"
 #include "source/spool.h"
 
@@ -54,6 +56,9 @@ typedef struct {
     uint64_t received;       /* highest WAL position seen */
     uint64_t confirmed;      /* what the driver confirmed: the flush position */
     int64_t last_status_us;  /* monotonic */
+    int64_t txn_commit_time; /* of the transaction being delivered */
+    int64_t busy_since_us;   /* holding the lock, the slot has been active for another PID since (0: not) */
+    crw_guard_t guard;       /* the mark, the heartbeat, the slot's status (slotguard.h) */
 } logical_t;
 
 #define L(s) ((logical_t *)(s))
@@ -79,6 +84,7 @@ static void logical_close(crw_source_t *base) {
     crw_spool_reset(r->spool);
     r->in_stream = false;
     r->in_txn = false;
+    crw_guard_reset(&r->guard);
 }
 
 static void logical_destroy(crw_source_t *base) {
@@ -112,8 +118,10 @@ static void logical_stop_after_commit(crw_source_t *base) { L(base)->stop_after_
 
 static void logical_confirm(crw_source_t *base, uint64_t position) {
     logical_t *r = L(base);
-    if (position > r->confirmed)
+    if (position > r->confirmed) {
         r->confirmed = position;
+        crw_metric_set(CRW_M_CONFIRMED_POSITION, (int64_t)position);
+    }
 }
 
 /* Runs the snapshot callback once, inside the slot's exported snapshot when there is one. */
@@ -157,7 +165,7 @@ static int send_status(logical_t *r, bool reply_requested) {
     PGconn *conn = r->ses.repl;
     if (!conn)
         return CRW_ERR_CONN;
-    uint64_t flush = r->confirmed;
+    uint64_t flush = crw_guard_flush(&r->guard, r->confirmed); /* never past the mark stored */
     uint64_t write = r->received > flush ? r->received : flush;
     char msg[34];
     msg[0] = 'r';
@@ -175,13 +183,53 @@ static int send_status(logical_t *r, bool reply_requested) {
     return 0;
 }
 
+/*
+ * This instance holds the slot's lock, but the slot is still active for
+ * another PID: the walsender of an instance that died or lost its lock
+ * session.  After a few seconds (a dying one lets go by itself), it is
+ * ended, so a standby takes over in time even when the old one's server
+ * connection lingers (a network cut, until wal_sender_timeout).
+ */
+static void take_over(logical_t *r) {
+    int64_t now = crw_clock_mono_us();
+    if (!r->busy_since_us)
+        r->busy_since_us = now;
+    if (now - r->busy_since_us < 4000000)
+        return;
+    const char *p[1] = {r->conf->slot_name};
+    PGresult *res;
+    char why[256];
+    if (crw_session_query(r->ses.sql, &res, why, sizeof why,
+                          "SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                          "WHERE slot_name = $1 AND active_pid IS NOT NULL",
+                          1, p) < 0) {
+        crw_warn("slot %s: cannot end the walsender that holds it: %s", r->conf->slot_name, why);
+        return;
+    }
+    if (PQntuples(res) == 1)
+        crw_warn("slot %s: this instance holds the slot's lock, but walsender PID %s has held the slot for %lld s: "
+                 "the instance before is gone; ending it (%s)",
+                 r->conf->slot_name, PQgetvalue(res, 0, 0), (long long)((now - r->busy_since_us) / 1000000),
+                 !strcmp(PQgetvalue(res, 0, 1), "t") ? "done" : "refused");
+    PQclear(res);
+    r->busy_since_us = now;
+}
+
 static int logical_start(crw_source_t *base, char *errstr, size_t n) {
     logical_t *r = L(base);
     crw_spool_reset(r->spool);
     r->in_stream = r->in_txn = false;
-    int rc = crw_session_open(&r->ses, errstr, n);
-    if (rc < 0)
+    /* The slot's advisory lock first: a standby touches nothing (docs/operations.md, "High availability"). */
+    int rc = crw_session_lock_slot(&r->ses, errstr, n);
+    if (rc < 0) {
+        if (rc != CRW_ERR_STANDBY)
+            logical_close(base);
         return rc;
+    }
+    if ((rc = crw_session_open_sql(&r->ses, errstr, n)) < 0 || (rc = crw_session_open_repl(&r->ses, errstr, n)) < 0) {
+        logical_close(base);
+        return rc;
+    }
     crw_catalog_set_conn(r->cat, r->ses.sql);
     PGresult *res;
 
@@ -189,6 +237,7 @@ static int logical_start(crw_source_t *base, char *errstr, size_t n) {
     bool missing = false;
     if ((rc = crw_session_check_prereqs(&r->ses, errstr, n)) < 0 ||
         (rc = crw_session_check_slot(&r->ses, &start, &missing, errstr, n)) < 0 ||
+        (rc = crw_guard_start(&r->guard, &r->ses, start, missing, errstr, n)) < 0 ||
         (rc = crw_session_ensure_publication(&r->ses, errstr, n)) < 0 ||
         (missing &&
          (rc = crw_session_create_slot(&r->ses, r->ev.snapshot && !r->snapshot_done, &start, errstr, n)) < 0))
@@ -233,10 +282,18 @@ static int logical_start(crw_source_t *base, char *errstr, size_t n) {
     PQclear(res);
     r->at_end = false;
     r->last_status_us = 0;
+    r->busy_since_us = 0;
+    crw_guard_reset(&r->guard);
     crw_info("streaming from slot %s (database %s, protocol %d, confirmed " CRW_LSN_FMT ")", r->conf->slot_name,
              r->ses.dbname, r->ses.server_version >= 140000 ? 2 : 1, CRW_LSN_ARGS(start));
     return 0;
 fail:
+    if (rc == CRW_ERR_SLOT_BUSY && r->ses.locked) {
+        take_over(r);
+        PQfinish(r->ses.repl); /* the lock is kept: this instance is next */
+        r->ses.repl = NULL;
+        return rc;
+    }
     logical_close(base);
     return rc;
 }
@@ -260,6 +317,7 @@ static int deliver(logical_t *r, const crw_pgo_msg_t *m, char *errstr, size_t n)
             return 0;
         }
         r->in_txn = true;
+        r->txn_commit_time = m->u.begin.commit_time;
         crw_src_txn_t t = {m->u.begin.final_lsn, m->u.begin.final_lsn, m->u.begin.xid, m->u.begin.commit_time};
         return ev->begin(ev->opaque, &t);
     }
@@ -267,6 +325,7 @@ static int deliver(logical_t *r, const crw_pgo_msg_t *m, char *errstr, size_t n)
         if (r->in_txn)
             rc = ev->commit(ev->opaque, m->u.commit.end_lsn);
         r->in_txn = false;
+        crw_guard_activity(&r->guard);
         /* Like pg_recvlogical: the commit that reaches endpos is the last. */
         if ((r->endpos && m->u.commit.end_lsn >= r->endpos) || r->stop_after_commit)
             r->at_end = true;
@@ -302,6 +361,10 @@ static int deliver(logical_t *r, const crw_pgo_msg_t *m, char *errstr, size_t n)
         }
         return 0;
     case CRW_PGO_MESSAGE:
+        if (!strcmp(m->u.message.prefix, CRW_HEARTBEAT_PREFIX)) {
+            crw_guard_heartbeat_back(&r->guard, m->u.message.content, m->u.message.len, r->txn_commit_time);
+            return 0;
+        }
         if (ev->message && !strncmp(m->u.message.prefix, "crwatch", 7))
             return ev->message(ev->opaque, m->u.message.prefix, m->u.message.content, m->u.message.len);
         return 0;
@@ -391,6 +454,7 @@ static int logical_finish(crw_source_t *base, int timeout_ms) {
     logical_t *r = L(base);
     if (!r->ses.repl)
         return CRW_ERR_CONN;
+    crw_guard_save(&r->guard, &r->ses, r->confirmed); /* the final flush goes no further than the mark */
     int rc = send_status(r, false);
     if (rc == 0 && (PQputCopyEnd(r->ses.repl, NULL) <= 0 || PQflush(r->ses.repl) < 0))
         rc = CRW_ERR_CONN;
@@ -438,6 +502,9 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
     if (!r->ses.repl)
         return CRW_ERR_CONN;
     int64_t interval = (int64_t)r->conf->status_interval_ms * 1000;
+    int rc0 = crw_guard_tick(&r->guard, &r->ses, r->confirmed, errstr, n);
+    if (rc0 < 0)
+        return rc0;
     for (int batch = 0;; batch++) {
         /* Return now and then while data keeps coming, so the caller sees
          * signals and sinks, and feedback goes out on time. */
@@ -468,6 +535,14 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
                 snprintf(errstr, n, "select: %s", strerror(errno));
                 return CRW_ERR_CONN;
             }
+            if (s == 0) { /* nothing came while waiting: is the stream stalled? */
+                bool ask = false;
+                int rc = crw_guard_silence(&r->guard, &ask, errstr, n);
+                if (rc < 0)
+                    return rc;
+                if (ask && send_status(r, true) < 0)
+                    return CRW_ERR_CONN;
+            }
             if (s > 0 && !PQconsumeInput(r->ses.repl)) {
                 snprintf(errstr, n, "connection lost: %.*s", (int)strcspn(PQerrorMessage(r->ses.repl), "\n"),
                          PQerrorMessage(r->ses.repl));
@@ -496,11 +571,14 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
             return CRW_ERR_CONN;
         }
         int rc = 0;
+        crw_guard_frame(&r->guard);
         if (buf[0] == 'k' && len >= 18) {
             uint64_t wal_end = get64(buf + 1);
             bool reply = buf[17] != 0;
-            if (wal_end > r->received)
+            if (wal_end > r->received) {
                 r->received = wal_end;
+                crw_metric_set(CRW_M_SOURCE_POSITION, (int64_t)wal_end);
+            }
             /* Everything up to wal_end was sent before this keepalive: with
              * nothing open, the driver may let the slot follow it (when
              * nothing is unacknowledged either: the pipeline decides). */
@@ -514,8 +592,10 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
                 rc = send_status(r, false);
         } else if (buf[0] == 'w' && len >= 25) {
             uint64_t start = get64(buf + 1);
-            if (start > r->received)
+            if (start > r->received) {
                 r->received = start;
+                crw_metric_set(CRW_M_SOURCE_POSITION, (int64_t)start);
+            }
             rc = handle_message(r, buf + 25, (size_t)len - 25, start, errstr, n);
         } else {
             snprintf(errstr, n, "unexpected replication frame '%c' of %d bytes", buf[0], len);
@@ -561,5 +641,6 @@ CRW_SOURCE_CONSTRUCTOR(crw_source_logical_new) {
     r->cat = crw_catalog_new(r->rels);
     r->dec = crw_pgo_decoder_new();
     r->spool = crw_spool_new(conf->spool_dir);
+    crw_guard_init(&r->guard, conf);
     return &r->base;
 }

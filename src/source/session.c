@@ -17,7 +17,15 @@
 
 /* Session settings that make text output deterministic (docs/events.md, "Values"). */
 #define SESSION_OPTIONS                                                                                                \
-    "-c datestyle=ISO -c intervalstyle=iso_8601 -c timezone=UTC -c extra_float_digits=3 -c bytea_output=hex"
+    "-c datestyle=ISO -c intervalstyle=iso_8601 -c timezone=UTC -c extra_float_digits=3 -c bytea_output=hex "         \
+    KEEPALIVE_OPTIONS
+/*
+ * The server notices a crwatch that vanished (a network cut, a host gone)
+ * within about 10 s over TCP, so its advisory lock and slot pass to a
+ * standby in time (docs/operations.md, "High availability").
+ */
+#define KEEPALIVE_OPTIONS                                                                                              \
+    "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=2 -c tcp_user_timeout=9000"
 
 void crw_session_init(crw_session_t *s, const crw_config_t *conf, const char *conninfo) {
     memset(s, 0, sizeof *s);
@@ -30,7 +38,10 @@ void crw_session_close(crw_session_t *s) {
         PQfinish(s->repl);
     if (s->sql)
         PQfinish(s->sql);
-    s->repl = s->sql = NULL;
+    if (s->ops)
+        PQfinish(s->ops);
+    s->repl = s->sql = s->ops = NULL;
+    s->locked = false;
 }
 
 void crw_session_free(crw_session_t *s) {
@@ -38,7 +49,8 @@ void crw_session_free(crw_session_t *s) {
     free(s->conninfo);
     free(s->dbname);
     free(s->snapshot);
-    s->conninfo = s->dbname = s->snapshot = NULL;
+    free(s->sysid);
+    s->conninfo = s->dbname = s->snapshot = s->sysid = NULL;
 }
 
 /* Connects one session; replication: open a walsender. */
@@ -405,7 +417,11 @@ int crw_session_create_slot(crw_session_t *s, bool export_snapshot, uint64_t *st
 /* The plain SQL session alone; the database name as libpq resolved it. */
 int crw_session_open_sql(crw_session_t *s, char *errstr, size_t n) {
     int err = CRW_ERR_CONN;
-    crw_session_close(s);
+    if (s->repl)
+        PQfinish(s->repl);
+    if (s->sql)
+        PQfinish(s->sql);
+    s->repl = s->sql = NULL;
     if (!(s->sql = connect_one(s, false, errstr, n, &err)))
         return err;
     s->server_version = PQserverVersion(s->sql);
@@ -415,24 +431,66 @@ int crw_session_open_sql(crw_session_t *s, char *errstr, size_t n) {
 }
 
 /* Both sessions, and IDENTIFY_SYSTEM (no publication or slot is touched). */
-int crw_session_open(crw_session_t *s, char *errstr, size_t n) {
-    int err = crw_session_open_sql(s, errstr, n);
-    if (err < 0)
+int crw_session_open_repl(crw_session_t *s, char *errstr, size_t n) {
+    int err = 0;
+    if (!(s->repl = connect_one(s, true, errstr, n, &err)))
         return err;
-    if (!(s->repl = connect_one(s, true, errstr, n, &err))) {
-        crw_session_close(s);
-        return err;
-    }
     s->server_version = PQserverVersion(s->repl);
     PGresult *res = PQexec(s->repl, "IDENTIFY_SYSTEM");
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) < 4 || PQgetisnull(res, 0, 3)) {
         err = crw_session_error(s->repl, res, "IDENTIFY_SYSTEM failed", errstr, n);
         PQclear(res);
-        crw_session_close(s);
+        PQfinish(s->repl);
+        s->repl = NULL;
         return err;
     }
+    free(s->sysid);
+    s->sysid = crw_strdup(PQgetvalue(res, 0, 0));
+    s->timeline = (uint32_t)strtoul(PQgetvalue(res, 0, 1), NULL, 10);
     free(s->dbname);
     s->dbname = crw_strdup(PQgetvalue(res, 0, 3));
     PQclear(res);
     return 0;
+}
+
+int crw_session_open(crw_session_t *s, char *errstr, size_t n) {
+    int err = crw_session_open_sql(s, errstr, n);
+    if (err < 0)
+        return err;
+    if ((err = crw_session_open_repl(s, errstr, n)) < 0)
+        crw_session_close(s);
+    return err;
+}
+
+int crw_session_lock_slot(crw_session_t *s, char *errstr, size_t n) {
+    if (s->locked && PQstatus(s->ops) == CONNECTION_OK)
+        return 0;
+    if (s->ops && PQstatus(s->ops) != CONNECTION_OK) {
+        PQfinish(s->ops);
+        s->ops = NULL;
+        s->locked = false;
+    }
+    int rc = CRW_ERR_CONN;
+    if (!s->ops && !(s->ops = connect_one(s, false, errstr, n, &rc)))
+        return rc;
+    const char *p[1] = {s->conf->slot_name};
+    PGresult *res;
+    /* Two keys: crwatch's class, and the slot (advisory locks are per database, as the slot is). */
+    rc = crw_session_query(s->ops, &res, errstr, n,
+                               "SELECT pg_try_advisory_lock(hashtext('crwatch.slot'), hashtext($1)), "
+                               "(SELECT string_agg(l.pid::text, ',') FROM pg_locks l WHERE l.locktype = 'advisory' "
+                               "AND l.granted AND l.classid = hashtext('crwatch.slot')::oid "
+                               "AND l.objid = hashtext($1)::oid AND l.pid <> pg_backend_pid())",
+                               1, p);
+    if (rc < 0)
+        return rc;
+    s->locked = !strcmp(PQgetvalue(res, 0, 0), "t");
+    if (!s->locked) {
+        snprintf(errstr, n, "another crwatch streams slot %s (its session holds the slot's advisory lock%s%s)",
+                 s->conf->slot_name, PQgetisnull(res, 0, 1) ? "" : ": backend PID ",
+                 PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1));
+        rc = CRW_ERR_STANDBY;
+    }
+    PQclear(res);
+    return rc;
 }

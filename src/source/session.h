@@ -28,8 +28,12 @@ typedef struct crw_session {
     char *conninfo;     /* libpq conninfo or URI; "" for the PG* environment */
     PGconn *sql;        /* plain SQL session */
     PGconn *repl;       /* walsender */
+    PGconn *ops;        /* holds the slot's advisory lock; slot safety's queries (source/slotguard.h) */
     int server_version;
     char *dbname;       /* as IDENTIFY_SYSTEM reported it */
+    char *sysid;        /* the database system identifier (IDENTIFY_SYSTEM) */
+    uint32_t timeline;  /* the server's timeline (IDENTIFY_SYSTEM) */
+    bool locked;        /* ops holds the slot's advisory lock (crw_session_lock_slot) */
     char *snapshot;     /* exported by crw_session_create_slot; valid until the next walsender command */
     bool slot_seen;     /* the slot existed at some point while this session object lived */
 } crw_session_t;
@@ -38,7 +42,7 @@ typedef struct crw_session {
 void crw_session_init(crw_session_t *s, const crw_config_t *conf, const char *conninfo);
 /* Closes both connections and frees what s holds. */
 void crw_session_free(crw_session_t *s);
-/* Closes both connections (s may be opened again). */
+/* Closes every connection (s may be opened again); the lock goes with them. */
 void crw_session_close(crw_session_t *s);
 
 /* Connects both sessions and asks IDENTIFY_SYSTEM; no publication or slot is touched. */
@@ -46,6 +50,19 @@ int crw_session_open(crw_session_t *s, char *errstr, size_t errstr_size);
 
 /* Connects the plain SQL session only (the polling source: no walsender, no REPLICATION needed). */
 int crw_session_open_sql(crw_session_t *s, char *errstr, size_t errstr_size);
+
+/* Connects the walsender (the SQL session is open) and asks IDENTIFY_SYSTEM. */
+int crw_session_open_repl(crw_session_t *s, char *errstr, size_t errstr_size);
+
+/*
+ * High availability (docs/operations.md): takes the session advisory lock of
+ * the slot without waiting, on a session of its own (s->ops, connected when
+ * needed; it stays open while the source streams or stands by).  Instances with one slot.name share it:
+ * the one holding it streams, the rest stand by.  @returns 0 (s->locked),
+ * CRW_ERR_STANDBY when another session holds it (errstr names its PID), or
+ * an error.
+ */
+int crw_session_lock_slot(crw_session_t *s, char *errstr, size_t errstr_size);
 
 /*
  * The first line of the error of res (or, NULL, of c) into errstr, after

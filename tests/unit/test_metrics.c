@@ -1,0 +1,109 @@
+/*
+ * test_metrics.c — core/metrics.c: counters, gauges, events by kind and
+ * type, the commit-to-ack histogram, and their Prometheus text.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/metrics.h"
+#include "prom_sample.h"
+
+static char *render(void) {
+    crw_buf_t b = CRW_BUF_INIT;
+    crw_metrics_render(&b);
+    return b.data;
+}
+
+static void setup(void) { crw_metrics_reset(); }
+
+TestSuite(metrics, .init = setup);
+
+Test(metrics, scalars_render_with_help_and_type) {
+    crw_metric_add(CRW_M_RECONNECTS, 2);
+    crw_metric_add(CRW_M_RECONNECTS, 1);
+    crw_metric_set(CRW_M_SLOT_RETAINED_WAL, 123456789012);
+    crw_metric_set(CRW_M_SOURCE_LAG_US, 1500);
+    char *page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_reconnects_total"), 3);
+    cr_expect(strstr(page, "crwatch_slot_retained_wal_bytes 123456789012\n"), "%s", page);
+    cr_expect(strstr(page, "crwatch_source_lag_seconds 0.001500\n"), "microseconds as seconds: %s", page);
+    cr_expect(strstr(page, "# TYPE crwatch_reconnects_total counter\n"), "%s", page);
+    cr_expect(strstr(page, "# TYPE crwatch_active gauge\n"), "%s", page);
+    cr_expect(strstr(page, "# HELP crwatch_events_total "), "%s", page);
+    free(page);
+}
+
+Test(metrics, events_by_kind_and_type_with_escaped_labels) {
+    for (int i = 0; i < 5; i++)
+        crw_metric_event("VideoTranscodingJob", "ADDED");
+    crw_metric_event("VideoTranscodingJob", "DELETED");
+    crw_metric_event("odd\"kind\\", "SYNC");
+    char *page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"VideoTranscodingJob\",type=\"ADDED\"}"), 5, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"VideoTranscodingJob\",type=\"DELETED\"}"), 1, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"odd\\\"kind\\\\\",type=\"SYNC\"}"), 1, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"VideoTranscodingJob\",type=\"MODIFIED\"}"), -1);
+    free(page);
+}
+
+Test(metrics, histogram_buckets_are_cumulative) {
+    crw_metric_commit_to_ack(300);     /* 0.3 ms */
+    crw_metric_commit_to_ack(3000);    /* 3 ms */
+    crw_metric_commit_to_ack(3000);
+    crw_metric_commit_to_ack(90000000); /* 90 s: past every bound */
+    crw_metric_commit_to_ack(-5);      /* clocks apart: counted as 0 */
+    char *page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_commit_to_ack_seconds_bucket{le=\"0.0005\"}"), 2, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_commit_to_ack_seconds_bucket{le=\"0.0025\"}"), 2, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_commit_to_ack_seconds_bucket{le=\"0.005\"}"), 4, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_commit_to_ack_seconds_bucket{le=\"60\"}"), 4, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_commit_to_ack_seconds_bucket{le=\"+Inf\"}"), 5, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_commit_to_ack_seconds_count"), 5, "%s", page);
+    cr_expect_float_eq(prom_sample(page, "crwatch_commit_to_ack_seconds_sum"), 90.0063, 1e-6, "%s", page);
+    free(page);
+}
+
+Test(metrics, wal_status_marks_one) {
+    crw_metric_wal_status("unreserved");
+    char *page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_slot_wal_status{status=\"unreserved\"}"), 1);
+    cr_expect_eq(prom_sample(page, "crwatch_slot_wal_status{status=\"reserved\"}"), 0);
+    free(page);
+    crw_metric_wal_status(NULL);
+    page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_slot_wal_status{status=\"unreserved\"}"), 0);
+    free(page);
+}
+
+static void *count_events(void *arg) {
+    for (int i = 0; i < 10000; i++)
+        crw_metric_event((const char *)arg, "ADDED");
+    return NULL;
+}
+
+Test(metrics, events_from_threads_are_all_counted) {
+    pthread_t t[4];
+    const char *kinds[4] = {"a", "b", "a", "b"};
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, count_events, (void *)kinds[i]);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    char *page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"a\",type=\"ADDED\"}"), 20000, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"b\",type=\"ADDED\"}"), 20000, "%s", page);
+    free(page);
+}
+
+Test(metrics, health_beat_and_ready) {
+    cr_expect_eq(crw_health_age_ms(), 0, "no beat yet");
+    crw_health_beat();
+    cr_expect_lt(crw_health_age_ms(), 1000);
+    crw_health_set_ready(1);
+    cr_expect_eq(crw_health_ready(), 1);
+    cr_expect_eq(crw_metric_get(CRW_M_ACTIVE), 1);
+    crw_health_set_ready(0);
+    cr_expect_eq(crw_metric_get(CRW_M_ACTIVE), 0);
+}
