@@ -29,6 +29,10 @@
 #   BENCH_REPEATS [3]         timed runs per contender (median reported)
 #   BENCH_EXTRA [0]           1: also time pg_recvlogical proto 1 (no streaming) and
 #                             pg_recvlogical + wal2json (format 2) to /dev/null (if wal2json is installed)
+#   BENCH_HTTP [0]            1: also time "crwatch+http", the crwatch contender with
+#                             -X http.listen=127.0.0.1:0 (the /metrics endpoint on; the cost of
+#                             the metrics on the hot path), and report its ratio to crwatch; an
+#                             untimed extra pass scrapes /metrics while it streams
 #   BENCH_DECODING_WORK_MEM   set logical_decoding_work_mem on the server (e.g. 256MB); default: server default
 #   BENCH_PG_OPTS             more server settings, space separated name=value
 #   BENCH_TIMEOUT [900]       seconds before one contender run is killed (counts as a failure)
@@ -53,6 +57,7 @@ UPDATE_BATCH="${BENCH_UPDATE_BATCH:-1000}"
 REPEATS="${BENCH_REPEATS:-3}"
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_REPEATS must be >= 1" >&2; exit 2; }
 EXTRA="${BENCH_EXTRA:-0}"
+HTTP="${BENCH_HTTP:-0}"
 TIMEOUT="${BENCH_TIMEOUT:-900}"
 
 PROFILE="${BENCH_PROFILE:-}"
@@ -115,6 +120,7 @@ cmd_for() {
     crwatch) CMD=("$CRW" stream -d "$CONNINFO" --endpos "$ENDPOS" -X "slot.name=$2" -X "publication.name=$PUB"
                       -X slot.create=false -X publication.create=false -X "tables=public.$TABLE"
                       -X log.level=warn) ;;
+    crwatch+http) cmd_for crwatch "$2"; CMD+=(-X http.listen=127.0.0.1:0) ;;
     *) die "unknown contender $1" ;;
   esac
 }
@@ -127,7 +133,7 @@ RAW="$WORK/raw.tsv"
 
 # run_one CONTENDER ITER: one timed run on a fresh slot copy.
 run_one() {
-  local c="$1" i="$2" slot="bench_${1//-/_}_$2" rc=0 t0 t1 secs rss cpu cpu_u cpu_s behind stats
+  local c="$1" i="$2" slot="bench_${1//[^a-z0-9_]/_}_$2" rc=0 t0 t1 secs rss cpu cpu_u cpu_s behind stats
   copy_slot "$slot" "$(plugin_for "$c")"
   cmd_for "$c" "$slot"
   t0=$(date +%s.%N)
@@ -189,6 +195,7 @@ fi
 
 # ---------------------------------------------------------------- timed runs
 CONTENDERS=(recvlogical crwatch)
+[[ "$HTTP" == 1 ]] && CONTENDERS+=(crwatch+http)
 if [[ "$EXTRA" == 1 ]]; then
   CONTENDERS+=(recvlogical-v1)
   if [[ -n "$(qb "SELECT 1 FROM pg_available_extensions WHERE name = 'wal2json'")" ||
@@ -203,6 +210,42 @@ log "timed runs: ${CONTENDERS[*]}, $REPEATS each, interleaved"
 for ((i = 1; i <= REPEATS; i++)); do
   for c in "${CONTENDERS[@]}"; do run_one "$c" "$i"; done
 done
+
+# ---------------------------------------------------------------- /metrics under load (BENCH_HTTP=1)
+# One more crwatch+http pass, untimed and not in the table: /metrics is scraped
+# every 0.2 s while it streams, to show that the endpoint answers under load.
+SCRAPES_OK=0
+SCRAPES_FAILED=0
+SCRAPE_EVENTS=""
+if [[ "$HTTP" == 1 ]]; then
+  bench_need curl
+  log "scrape pass: crwatch+http (log.level=info, for the port), /metrics every 0.2 s while it streams"
+  copy_slot bench_http_scrape
+  cmd_for crwatch+http bench_http_scrape
+  CMD+=(-X log.level=info)
+  "${CMD[@]}" >/dev/null 2>"$WORK/scrape.err" &
+  spid=$!
+  sport=""
+  while [[ -z "$sport" ]] && kill -0 "$spid" 2>/dev/null; do
+    sport="$(sed -n 's/.*\/readyz on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/scrape.err" | head -n 1)"
+    [[ -n "$sport" ]] || sleep 0.02
+  done
+  while [[ -n "$sport" ]] && kill -0 "$spid" 2>/dev/null; do
+    if curl -fsS -m 2 "http://127.0.0.1:$sport/metrics" >"$WORK/scrape.txt" 2>/dev/null; then
+      SCRAPES_OK=$((SCRAPES_OK + 1))
+      SCRAPE_EVENTS+="$(awk '/^crwatch_events_total/ {s += $NF} END {printf "%d", s}' "$WORK/scrape.txt") "
+    elif kill -0 "$spid" 2>/dev/null && ! grep -q 'stopped:' "$WORK/scrape.err"; then
+      SCRAPES_FAILED=$((SCRAPES_FAILED + 1)) # failed while it streamed, not while it shut down
+    fi
+    sleep 0.2
+  done
+  src=0
+  wait "$spid" || src=$?
+  drop_slot bench_http_scrape
+  [[ -n "$sport" ]] || { log "scrape pass: no port in crwatch's log"; tail -n 20 "$WORK/scrape.err" >&2; }
+  ((src == 0)) || { log "scrape pass: crwatch exited $src"; tail -n 20 "$WORK/scrape.err" >&2; }
+  log "scrape pass: $SCRAPES_OK scrapes answered, $SCRAPES_FAILED failed while streaming; crwatch_events_total seen: ${SCRAPE_EVENTS:-none}"
+fi
 
 # ---------------------------------------------------------------- optional profile
 # One more crwatch pass (not timed, not in the table) under a profiler.
@@ -283,6 +326,7 @@ for c in "${CONTENDERS[@]}"; do
   CPU[$c]=$(awk -F'\t' -v c="$c" '$1 == c {print $7}' "$RAW" | median)
 done
 ratio=$(echo "${SECS[recvlogical]} / ${SECS[crwatch]}" | bc -l)
+[[ "$HTTP" == 1 ]] && http_ratio=$(echo "${SECS[crwatch]} / ${SECS[crwatch+http]}" | bc -l)
 crw_rss_mib=$(echo "${RSS[crwatch]} / 1024" | bc -l)
 ratio_ok=$(echo "$ratio >= 0.9" | bc -l)
 rss_ok=$(echo "$crw_rss_mib < 32" | bc -l)
@@ -304,6 +348,11 @@ if ((FAILED)); then ratio_ok=0; rss_ok=0; fi
   echo
   printf 'ratio crwatch/pg_recvlogical (rows/s): %.2f   goal >= 0.90: %s\n' "$ratio" "$(verdict "$ratio_ok")"
   printf 'crwatch peak RSS: %.1f MiB             goal < 32 MiB: %s\n' "$crw_rss_mib" "$(verdict "$rss_ok")"
+  if [[ "$HTTP" == 1 ]]; then
+    printf 'ratio crwatch+http/crwatch (rows/s): %.3f   (http.listen on vs off; client CPU %.2f s vs %.2f s)\n' \
+      "$http_ratio" "${CPU[crwatch+http]}" "${CPU[crwatch]}"
+    echo "/metrics under load (untimed pass): $SCRAPES_OK scrapes answered, $SCRAPES_FAILED failed; crwatch_events_total seen: ${SCRAPE_EVENTS:-none}"
+  fi
   echo "(medians of $REPEATS runs; pg_recvlogical: proto_version=2 streaming=on messages=true -> /dev/null; crwatch: CloudEvents -> /dev/null)"
 } | tee "$WORK/table.txt"
 
@@ -334,7 +383,7 @@ if ((FAILED)); then ratio_ok=0; rss_ok=0; fi
   echo "validation_json_bytes=$V_BYTES"
   echo "slot_stats_validation=spill_txns:$v_spill_txns spill_bytes:$v_spill_bytes stream_txns:$v_stream_txns stream_bytes:$v_stream_bytes total_txns:$v_total_txns total_bytes:$v_total_bytes"
   for c in "${CONTENDERS[@]}"; do
-    k=${c//-/_}
+    k=${c//[^a-z0-9_]/_}
     echo "${k}_median_seconds=${SECS[$c]}"
     echo "${k}_rows_per_second=$(printf '%.0f' "$(echo "$TOTAL_ROWS / ${SECS[$c]}" | bc -l)")"
     echo "${k}_peak_rss_kib=${RSS[$c]}"
@@ -343,6 +392,12 @@ if ((FAILED)); then ratio_ok=0; rss_ok=0; fi
   printf 'ratio_crwatch_over_recvlogical=%.3f\n' "$ratio"
   echo "goal_ratio_met=$( ((ratio_ok)) && echo yes || echo no)"
   echo "goal_rss_met=$( ((rss_ok)) && echo yes || echo no)"
+  if [[ "$HTTP" == 1 ]]; then
+    printf 'ratio_crwatch_http_over_crwatch=%.3f\n' "$http_ratio"
+    echo "http_scrapes_ok=$SCRAPES_OK"
+    echo "http_scrapes_failed=$SCRAPES_FAILED"
+    echo "http_scrape_events_total=${SCRAPE_EVENTS% }"
+  fi
   echo "failed=$FAILED"
   [[ -n "$PROFILE_OUT" ]] && echo "profile=$PROFILE_OUT"
   echo "# raw: contender iteration seconds peak_rss_kib exit_code confirmed_flush_bytes_before_endpos client_cpu_seconds spill_txns spill_bytes stream_txns stream_bytes total_txns total_bytes"

@@ -17,6 +17,7 @@
 #include "core/clock.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 struct crw_deadletter {
     char *path;
@@ -59,6 +60,7 @@ int crw_deadletter_write(crw_deadletter_t *dl, const crw_deadletter_rec_t *rec) 
         char abs[PATH_MAX];
         crw_warn("dead-letter records go to %s", realpath(dl->path, abs) ? abs : dl->path);
     }
+    crw_metric_add(CRW_M_DEADLETTER, 1);
     char ts[64];
     crw_clock_format_iso(ts, sizeof ts, crw_clock_wall_us());
 

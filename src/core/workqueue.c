@@ -23,6 +23,7 @@
 
 #include "core/clock.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 typedef struct keystate {
     struct keystate *hnext; /* hash chain */
@@ -275,6 +276,7 @@ static void *worker_main(void *arg) {
         if (wq->stopping)
             break;
         if (r == CRW_WQ_RETRY && (wq->o.retry_max < 0 || n->attempts <= (uint32_t)wq->o.retry_max)) {
+            crw_metric_add(CRW_M_RETRIES, 1);
             int d = crw_wq_backoff_ms(wq->o.backoff_initial_ms, wq->o.backoff_max_ms, n->attempts, rng_next(wq));
             crw_debug("workqueue: retry %u of key %.*s in %d ms: %s", n->attempts, (int)k->keylen, k->key, d,
                       reason);

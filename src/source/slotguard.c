@@ -16,7 +16,7 @@
 #include "core/lsn.h"
 #include "core/metrics.h"
 
-enum { Q_NONE, Q_STATUS, Q_SAVE, Q_HEARTBEAT };
+enum { Q_NONE, Q_STATUS, Q_SAVE, Q_HEARTBEAT, Q_HEARTBEAT_MARK };
 
 /* The lock session when there is one (the stream), else the SQL session (check, slot). */
 #define OPS(s) ((s)->ops ? (s)->ops : (s)->sql)
@@ -53,21 +53,25 @@ int crw_guard_start(crw_guard_t *g, crw_session_t *s, uint64_t start, bool missi
     g->timeout_us = g->timeout_us ? g->timeout_us : (int64_t)g->conf->heartbeat_timeout_ms * 1000;
     const char *slot = g->conf->slot_name;
     PGresult *res = PQexecParams(OPS(s),
-                                 "SELECT position, system_identifier, timeline, "
+                                 "SELECT o.position, o.system_identifier, o.timeline, "
                                  "(SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1::text), "
-                                 "pg_current_wal_lsn() FROM crwatch.offsets WHERE name = 'logical:' || $1::text",
+                                 "pg_current_wal_lsn(), has_table_privilege('crwatch.offsets', 'INSERT, UPDATE') "
+                                 "FROM (SELECT 1) one LEFT JOIN crwatch.offsets o ON o.name = 'logical:' || $1::text",
                                  1, NULL, (const char *const[]){slot}, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    /* Read-only to this role, it is not used: a position that cannot be kept up to date raises false gaps. */
+    bool readable = PQresultStatus(res) == PGRES_TUPLES_OK, writable = readable && !strcmp(PQgetvalue(res, 0, 5), "t");
+    if (!writable) {
         if (PQstatus(OPS(s)) != CONNECTION_OK) {
             int rc = crw_session_error(OPS(s), res, "reading crwatch.offsets", errstr, n);
             PQclear(res);
             return rc;
         }
+        const char *why = readable ? "no INSERT, UPDATE on it" : PQresultErrorMessage(res);
         if (!g->store_checked)
             crw_warn("slot safety: crwatch cannot keep what it confirmed in crwatch.offsets (%.*s): a slot "
                      "dropped and created again while crwatch is stopped cannot be told from a new one "
                      "(apply sql/crwatch.sql, and grant the role crwatch.create_role's rights)",
-                     (int)strcspn(PQresultErrorMessage(res), "\n"), PQresultErrorMessage(res));
+                     (int)strcspn(why, "\n"), why);
         PQclear(res);
         g->store = false;
         g->store_checked = true;
@@ -75,7 +79,7 @@ int crw_guard_start(crw_guard_t *g, crw_session_t *s, uint64_t start, bool missi
         g->store = g->store_checked = true;
         g->saved = start;
         g->saving = 0;
-        if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 1)) {
+        if (!PQgetisnull(res, 0, 1)) {
             uint64_t mark = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
             const char *sysid = PQgetvalue(res, 0, 1);
             uint32_t tli = (uint32_t)strtoul(PQgetvalue(res, 0, 2), NULL, 10);
@@ -216,11 +220,14 @@ int crw_guard_tick(crw_guard_t *g, crw_session_t *s, uint64_t confirmed, char *e
                     if (e == CRW_ERR_CONN) {
                         snprintf(errstr, n, "the slot's lock session was lost: %s", why);
                         rc = CRW_ERR_CONN;
-                    } else if (kind == Q_SAVE) {
-                        crw_warn("slot safety: cannot store what crwatch confirmed in crwatch.offsets (%s); a slot "
-                                 "recreated while crwatch is stopped will not be detected",
-                                 why);
-                        g->store = false;
+                    } else if (kind == Q_SAVE || kind == Q_HEARTBEAT_MARK) {
+                        /* Tried again in status.interval.ms; meanwhile the slot is told no more than is stored
+                         * (giving up would leave a stored position behind the slot: a false gap later). */
+                        if (kind == Q_HEARTBEAT_MARK)
+                            g->hb_waiting = 0;
+                        crw_warn("slot safety: cannot store the confirmed position in crwatch.offsets (%s); "
+                                 "trying again, and the slot stays at " CRW_LSN_FMT " until then",
+                                 why, CRW_LSN_ARGS(g->saved));
                     } else if (kind == Q_HEARTBEAT) {
                         crw_warn("heartbeat: pg_logical_emit_message failed (%s); heartbeats are off", why);
                         g->hb_waiting = 0;
@@ -230,11 +237,11 @@ int crw_guard_tick(crw_guard_t *g, crw_session_t *s, uint64_t confirmed, char *e
                     }
                 } else if (kind == Q_STATUS) {
                     rc = status_result(g, res, errstr, n);
-                } else if (kind == Q_SAVE) {
-                    if (g->saving > g->saved)
+                } else {
+                    if ((kind == Q_SAVE || kind == Q_HEARTBEAT_MARK) && g->saving > g->saved)
                         g->saved = g->saving;
-                } else if (kind == Q_HEARTBEAT) {
-                    crw_metric_add(CRW_M_HEARTBEATS, 1);
+                    if (kind == Q_HEARTBEAT || kind == Q_HEARTBEAT_MARK)
+                        crw_metric_add(CRW_M_HEARTBEATS, 1);
                 }
             }
             first = false;
@@ -255,29 +262,40 @@ int crw_guard_tick(crw_guard_t *g, crw_session_t *s, uint64_t confirmed, char *e
                           "FROM pg_replication_slots WHERE slot_name = $1",
                           1, p, errstr, n);
     }
-    if (g->store && confirmed > g->saved && (!g->last_mark_us || now - g->last_mark_us >= status_us)) {
-        g->last_mark_us = now;
-        g->saving = confirmed;
-        char name[128], pos[32], tli[16];
-        mark_name(g, name, sizeof name);
-        snprintf(pos, sizeof pos, "%" PRIu64, confirmed);
-        snprintf(tli, sizeof tli, "%u", s->timeline);
-        const char *p[4] = {name, pos, s->sysid ? s->sysid : "", tli};
-        return send_query(g, s, Q_SAVE, MARK_UPSERT, 4, p, errstr, n);
-    }
-    if (cf->heartbeat_interval_ms > 0 && !g->hb_waiting && g->hb_seq != UINT64_MAX &&
-        now - g->last_activity_us >= (int64_t)cf->heartbeat_interval_ms * 1000) {
-        char content[160];
-        snprintf(content, sizeof content, "%s:%" PRIu64, slot, g->hb_seq + 1);
-        const char *p[2] = {CRW_HEARTBEAT_PREFIX, content};
-        int rc = send_query(g, s, Q_HEARTBEAT, "SELECT pg_logical_emit_message(true, $1, $2)", 2, p, errstr, n);
+    bool mark_due = g->store && confirmed > g->saved && (!g->last_mark_us || now - g->last_mark_us >= status_us);
+    bool hb_due = cf->heartbeat_interval_ms > 0 && !g->hb_waiting && g->hb_seq != UINT64_MAX &&
+                  now - g->last_activity_us >= (int64_t)cf->heartbeat_interval_ms * 1000;
+    char name[128], pos[32], tli[16], content[160];
+    mark_name(g, name, sizeof name);
+    snprintf(pos, sizeof pos, "%" PRIu64, confirmed);
+    snprintf(tli, sizeof tli, "%u", s->timeline);
+    snprintf(content, sizeof content, "%s:%" PRIu64, slot, g->hb_seq + 1);
+    const char *p[6] = {name, pos, s->sysid ? s->sysid : "", tli, CRW_HEARTBEAT_PREFIX, content};
+    if (hb_due) {
+        /* With the position to store, in the same transaction: an idle stream writes one per interval. */
+        bool with_mark = g->store && confirmed > g->saved;
+        int rc = with_mark ? send_query(g, s, Q_HEARTBEAT_MARK,
+                                        "WITH m AS (" MARK_UPSERT " RETURNING 1) SELECT pg_logical_emit_message(true, "
+                                        "$5, $6) FROM (SELECT 1) one LEFT JOIN m ON true",
+                                        6, p, errstr, n)
+                           : send_query(g, s, Q_HEARTBEAT, "SELECT pg_logical_emit_message(true, $1, $2)", 2, p + 4,
+                                        errstr, n);
         if (rc == 0) {
+            if (with_mark) {
+                g->saving = confirmed;
+                g->last_mark_us = now;
+            }
             g->hb_waiting = ++g->hb_seq;
             g->hb_sent_us = now;
             g->ask_us = 0;
             crw_debug("heartbeat %" PRIu64 " written", g->hb_waiting);
         }
         return rc;
+    }
+    if (mark_due) {
+        g->last_mark_us = now;
+        g->saving = confirmed;
+        return send_query(g, s, Q_SAVE, MARK_UPSERT, 4, p, errstr, n);
     }
     return 0;
 }
