@@ -601,3 +601,48 @@ Test(ha, standby_takes_over_within_10s_of_a_kill_and_nothing_is_lost, .timeout =
     PQfinish(c);
     it_db_drop(NULL, db);
 }
+
+Test(heartbeat, the_least_privilege_role_heartbeats_and_keeps_its_position, .timeout = 120) {
+    char db[64], role[80];
+    PGconn *c = safety_db("hbrole", db, sizeof db);
+    snprintf(role, sizeof role, "%s_crw", db);
+    it_exec(c, "DROP ROLE IF EXISTS %s", role);
+    it_exec(c, "SELECT crwatch.create_role('%s', 'public.t')", role);
+    it_exec(c, "CREATE PUBLICATION %s FOR TABLE t", db); /* the owner's: the role may not create it */
+    char conninfo[256], slot[96], pub[96];
+    snprintf(conninfo, sizeof conninfo, "dbname=%s user=%s", db, role);
+    snprintf(slot, sizeof slot, "slot.name=%s", db);
+    snprintf(pub, sizeof pub, "publication.name=%s", db);
+    const char *args[] = {"stream",  "-X", "tables=public.t",         "-X", slot, "-X", pub, "-X",
+                          "publication.create=false", "-X", "heartbeat.interval.ms=300", "-X",
+                          "http.listen=127.0.0.1:0",  "-d", conninfo, NULL};
+    it_proc_t *p = it_crwatch_start(NULL, args);
+    cr_assert(it_proc_stderr_wait(p, "INFO: streaming from slot", EV_TIMEOUT), "crwatch did not stream as %s", role);
+    int port = ops_port(p);
+    it_exec(c, "INSERT INTO t VALUES (1, 'a')");
+    read_n(p, 1);
+    char *page = NULL;
+    int64_t until = now_ms() + 10000;
+    for (;;) {
+        cr_assert_eq(http_get(port, "/metrics", &page), 200);
+        if (prom_sample(page, "crwatch_heartbeats_total") >= 2 || now_ms() > until)
+            break;
+        free(page);
+        usleep(100 * 1000);
+    }
+    cr_expect(prom_sample(page, "crwatch_heartbeats_total") >= 2, "%s", page);
+    cr_expect(prom_sample(page, "crwatch_source_lag_seconds") > 0, "%s", page);
+    free(page);
+    char *err = it_proc_stderr(p);
+    cr_expect(!strstr(err, "WARN"), "%s", err);
+    free(err);
+    it_crwatch_stop(p, 10000);
+    char *owner = it_query_value(c, "SELECT owner FROM crwatch.offsets WHERE name = 'logical:%s'", db);
+    cr_expect(owner && !strcmp(owner, role), "the stored position's owner: %s", owner ? owner : "none");
+    free(owner);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+    PGconn *admin = it_connect(NULL);
+    it_exec(admin, "DROP ROLE IF EXISTS %s", role);
+    PQfinish(admin);
+}
