@@ -752,6 +752,12 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             crw_pipeline_abandon(st.pipeline, st.seq);
             st.txn_open = false;
         }
+        if (rc == CRW_ERR_SLOT_LOST && conf->slot_lost == 1 && !opts->source_new) { /* found while streaming */
+            crw_source_close(st.src);
+            if ((rc = resync_lost_slot(&st, opts)) < 0)
+                break;
+            continue;
+        }
         if (rc == CRW_ERR_CONN) {
             crw_metric_add(CRW_M_RECONNECTS, 1);
             crw_source_close(st.src);

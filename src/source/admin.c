@@ -81,6 +81,7 @@ static int check_slot_safety(const crw_config_t *cf, crw_session_t *s, FILE *out
     char why[2048];
     crw_guard_t g;
     crw_guard_init(&g, cf);
+    g.check_only = true;
     int failed = crw_guard_start(&g, s, start, missing, why, sizeof why);
     if (failed < 0)
         report(out, "FAIL", "%s", why);
@@ -111,8 +112,8 @@ static int check_slot_safety(const crw_config_t *cf, crw_session_t *s, FILE *out
     if (cf->heartbeat_interval_ms == 0)
         report(out, "warn", "heartbeat: off (heartbeat.interval.ms=0): no liveness check, no source lag metric");
     else if (crw_session_query(s->sql, &res, why, sizeof why,
-                               "SELECT has_function_privilege('pg_logical_emit_message(boolean,text,text)', "
-                               "'EXECUTE'), pg_is_in_recovery()",
+                               "SELECT coalesce(bool_or(has_function_privilege(p.oid, 'EXECUTE')), false), "
+                               "pg_is_in_recovery() FROM pg_proc p WHERE p.proname = 'pg_logical_emit_message'",
                                0, NULL) == 0) {
         bool ok = !strcmp(PQgetvalue(res, 0, 0), "t") && strcmp(PQgetvalue(res, 0, 1), "t");
         report(out, ok ? "ok" : "warn", "heartbeat: %s every %d ms of quiet, back within %d ms",
@@ -272,10 +273,10 @@ int crw_admin_slot(const crw_config_t *cf, const char *conninfo, const char *ver
         } else if (rc == 0) {
             const char *sp[1] = {cf->slot_name};
             PGresult *res;
+            crw_guard_forget(s); /* first: a failure between the two must not leave a stored position alone */
             rc = crw_session_query(s->sql, &res, errstr, n, "SELECT pg_drop_replication_slot($1)", 1, sp);
             if (rc == 0) {
                 PQclear(res);
-                crw_guard_forget(s);
                 fprintf(out, "{\"slot\":\"%s\",\"dropped\":true}\n", cf->slot_name);
             }
         }

@@ -701,15 +701,18 @@ out:
 
 /*
  * One poller per slot.name: a session lock on ses.sql, held while it is
- * connected.  @returns 0, or CRW_ERR_SLOT_BUSY (retried) while another has it.
+ * connected, the same lock the logical source takes (session.c's
+ * crw_session_lock_slot), so a poller and a logical stream of one slot.name
+ * (source=auto on two machines) exclude each other too.  @returns 0, or
+ * CRW_ERR_STANDBY (the driver stands by) while another has it.
  */
 static int lock_name(poll_t *p, char *errstr, size_t n) {
     const char *params[1] = {p->conf->slot_name};
     PGresult *res;
     int rc = crw_session_query(p->ses.sql, &res, errstr, n,
-                               "SELECT pg_try_advisory_lock(hashtext('crwatch.offsets'), hashtext($1)), "
+                               "SELECT pg_try_advisory_lock(hashtext('crwatch.slot'), hashtext($1)), "
                                "(SELECT string_agg(l.pid::text, ',') FROM pg_locks l WHERE l.locktype = 'advisory' "
-                               "AND l.classid = hashtext('crwatch.offsets')::oid AND l.objid = hashtext($1)::oid "
+                               "AND l.classid = hashtext('crwatch.slot')::oid AND l.objid = hashtext($1)::oid "
                                "AND l.granted AND l.pid <> pg_backend_pid())",
                                1, params);
     if (rc < 0)

@@ -288,9 +288,11 @@ static int logical_start(crw_source_t *base, char *errstr, size_t n) {
              r->ses.dbname, r->ses.server_version >= 140000 ? 2 : 1, CRW_LSN_ARGS(start));
     return 0;
 fail:
-    if (rc == CRW_ERR_SLOT_BUSY && r->ses.locked) {
-        take_over(r);
-        PQfinish(r->ses.repl); /* the lock is kept: this instance is next */
+    if ((rc == CRW_ERR_SLOT_BUSY || rc == CRW_ERR_SLOT_LOST) && r->ses.locked) {
+        /* The lock is kept: this instance is next (busy), or it closes the gap (slot.lost=resync) alone. */
+        if (rc == CRW_ERR_SLOT_BUSY)
+            take_over(r);
+        PQfinish(r->ses.repl);
         r->ses.repl = NULL;
         return rc;
     }
@@ -322,8 +324,11 @@ static int deliver(logical_t *r, const crw_pgo_msg_t *m, char *errstr, size_t n)
         return ev->begin(ev->opaque, &t);
     }
     case CRW_PGO_COMMIT:
-        if (r->in_txn)
+        if (r->in_txn) {
             rc = ev->commit(ev->opaque, m->u.commit.end_lsn);
+            int64_t lag = crw_clock_pg_us() - r->txn_commit_time; /* the heartbeat's too, when idle */
+            crw_metric_set(CRW_M_SOURCE_LAG_US, lag > 0 ? lag : 0);
+        }
         r->in_txn = false;
         crw_guard_activity(&r->guard);
         /* Like pg_recvlogical: the commit that reaches endpos is the last. */

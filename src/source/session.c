@@ -53,16 +53,25 @@ void crw_session_free(crw_session_t *s) {
     s->conninfo = s->dbname = s->snapshot = s->sysid = NULL;
 }
 
-/* Connects one session; replication: open a walsender. */
-static PGconn *connect_one(crw_session_t *s, bool replication, char *errstr, size_t n, int *err) {
-    const char *keys[] = {"dbname", "replication", "options", "application_name", NULL};
-    const char *vals[] = {s->conninfo, replication ? "database" : NULL, SESSION_OPTIONS, "crwatch", NULL};
-    if (!replication) {
-        keys[1] = "options";
-        vals[1] = SESSION_OPTIONS;
-        keys[2] = "application_name";
-        vals[2] = "crwatch";
-        keys[3] = NULL;
+/* The lock session's: its writes (the stored position, the heartbeat) never wait for a synchronous standby,
+ * which may be this very crwatch's walsender, waiting for a flush they hold back (a deadlock). */
+#define OPS_OPTIONS SESSION_OPTIONS " -c synchronous_commit=local"
+
+typedef enum { CONN_SQL, CONN_REPL, CONN_OPS } conn_kind_t;
+
+/*
+ * Connects one session.  Client-side TCP keepalives and a connect timeout
+ * come first, so that the conninfo may override them: a server gone behind
+ * a network cut is noticed in about 10 s, not when TCP gives up.
+ */
+static PGconn *connect_kind(crw_session_t *s, conn_kind_t kind, char *errstr, size_t n, int *err) {
+    const char *keys[10] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                            "keepalives_count", "dbname", "options", "application_name", NULL, NULL};
+    const char *vals[10] = {"10", "1", "5", "2", "2", s->conninfo, kind == CONN_OPS ? OPS_OPTIONS : SESSION_OPTIONS,
+                            "crwatch", NULL, NULL};
+    if (kind == CONN_REPL) {
+        keys[8] = "replication";
+        vals[8] = "database";
     }
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(c) != CONNECTION_OK) {
@@ -75,6 +84,10 @@ static PGconn *connect_one(crw_session_t *s, bool replication, char *errstr, siz
         return NULL;
     }
     return c;
+}
+
+static PGconn *connect_one(crw_session_t *s, bool replication, char *errstr, size_t n, int *err) {
+    return connect_kind(s, replication ? CONN_REPL : CONN_SQL, errstr, n, err);
 }
 
 int crw_session_error(PGconn *c, const PGresult *res, const char *what, char *errstr, size_t n) {
@@ -471,7 +484,7 @@ int crw_session_lock_slot(crw_session_t *s, char *errstr, size_t n) {
         s->locked = false;
     }
     int rc = CRW_ERR_CONN;
-    if (!s->ops && !(s->ops = connect_one(s, false, errstr, n, &rc)))
+    if (!s->ops && !(s->ops = connect_kind(s, CONN_OPS, errstr, n, &rc)))
         return rc;
     const char *p[1] = {s->conf->slot_name};
     PGresult *res;

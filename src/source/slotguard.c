@@ -35,6 +35,7 @@ void crw_guard_init(crw_guard_t *g, const crw_config_t *conf) {
 void crw_guard_reset(crw_guard_t *g) {
     g->pending = Q_NONE;
     g->hb_waiting = 0;
+    g->hb_paused_until_us = 0;
     g->ask_us = 0;
     g->last_activity_us = g->last_frame_us = crw_clock_mono_us();
 }
@@ -125,8 +126,22 @@ int crw_guard_start(crw_guard_t *g, crw_session_t *s, uint64_t start, bool missi
             return rc;
         }
         PQclear(res);
-        g->last_mark_us = 0; /* nothing stored yet: store at once */
-        g->saved = 0;
+        /* Nothing stored (a first start), or a row this role cannot see (row-level security: another role's):
+         * store the slot's position now, so that a store that can never succeed is known before streaming. */
+        char why[512];
+        if (!missing && !g->check_only && crw_guard_accept(s, start, why, sizeof why) < 0) {
+            if (PQstatus(OPS(s)) != CONNECTION_OK) {
+                snprintf(errstr, n, "storing the position in crwatch.offsets: %s", why);
+                return CRW_ERR_CONN;
+            }
+            crw_warn("slot safety: crwatch cannot store what it confirms in crwatch.offsets (%s): a slot dropped and "
+                     "created again while crwatch is stopped cannot be told from a new one",
+                     why);
+            g->store = false;
+        } else {
+            g->saved = missing ? 0 : start; /* a slot created next: stored at once */
+            g->last_mark_us = 0;
+        }
     }
     if (!missing) { /* the stored mark is not the only check: an invalidated slot never streams */
         const char *q[1] = {slot};
@@ -166,7 +181,10 @@ static int send_query(crw_guard_t *g, crw_session_t *s, int kind, const char *sq
 static int status_result(crw_guard_t *g, const PGresult *res, char *errstr, size_t n) {
     const char *slot = g->conf->slot_name;
     if (PQntuples(res) != 1) {
-        snprintf(errstr, n, "slot %s vanished while crwatch was using it: changes may have been lost. " GAP_FIX, slot);
+        snprintf(errstr, n,
+                 "slot %s vanished while crwatch was using it (dropped, or a failover to a server without it): the "
+                 "changes after " CRW_LSN_FMT " (what crwatch confirmed) will not be streamed. " GAP_FIX,
+                 slot, CRW_LSN_ARGS(g->saved));
         return CRW_ERR_SLOT_LOST;
     }
     const char *status = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
@@ -189,7 +207,10 @@ static int status_result(crw_guard_t *g, const PGresult *res, char *errstr, size
                  slot);
     g->unreserved = unreserved;
     if (!strcmp(status, "lost")) {
-        snprintf(errstr, n, "slot %s was invalidated while streaming (wal_status lost). " GAP_FIX, slot);
+        snprintf(errstr, n,
+                 "slot %s was invalidated while streaming (wal_status lost: max_slot_wal_keep_size): the changes "
+                 "after " CRW_LSN_FMT " (what crwatch confirmed) cannot be streamed. " GAP_FIX,
+                 slot, CRW_LSN_ARGS(g->saved));
         return CRW_ERR_SLOT_LOST;
     }
     return 0;
@@ -229,13 +250,14 @@ int crw_guard_tick(crw_guard_t *g, crw_session_t *s, uint64_t confirmed, char *e
                                  "trying again, and the slot stays at " CRW_LSN_FMT " until then",
                                  why, CRW_LSN_ARGS(g->saved));
                     } else if (kind == Q_HEARTBEAT) {
-                        crw_warn("heartbeat: pg_logical_emit_message failed (%s); heartbeats are off", why);
+                        crw_warn("heartbeat: pg_logical_emit_message failed (%s); trying again in a minute", why);
                         g->hb_waiting = 0;
-                        g->hb_seq = UINT64_MAX; /* never again */
+                        g->hb_paused_until_us = crw_clock_mono_us() + 60000000;
                     } else {
                         crw_warn("slot status: %s", why);
                     }
                 } else if (kind == Q_STATUS) {
+                    g->last_status_us = crw_clock_mono_us(); /* from its answer: the others get their turn */
                     rc = status_result(g, res, errstr, n);
                 } else {
                     if ((kind == Q_SAVE || kind == Q_HEARTBEAT_MARK) && g->saving > g->saved)
@@ -263,7 +285,7 @@ int crw_guard_tick(crw_guard_t *g, crw_session_t *s, uint64_t confirmed, char *e
                           1, p, errstr, n);
     }
     bool mark_due = g->store && confirmed > g->saved && (!g->last_mark_us || now - g->last_mark_us >= status_us);
-    bool hb_due = cf->heartbeat_interval_ms > 0 && !g->hb_waiting && g->hb_seq != UINT64_MAX &&
+    bool hb_due = cf->heartbeat_interval_ms > 0 && !g->hb_waiting && now >= g->hb_paused_until_us &&
                   now - g->last_activity_us >= (int64_t)cf->heartbeat_interval_ms * 1000;
     char name[128], pos[32], tli[16], content[160];
     mark_name(g, name, sizeof name);
@@ -370,8 +392,8 @@ int crw_guard_silence(crw_guard_t *g, bool *ask, char *errstr, size_t n) {
                  "server has not answered for %" PRId64 " ms; rebuilding the connection",
                  g->hb_waiting, (now - g->hb_sent_us) / 1000, (now - g->last_frame_us) / 1000);
         g->hb_waiting = 0;
-        int64_t cap = (int64_t)g->conf->heartbeat_timeout_ms * 1000 * 8;
-        g->timeout_us = g->timeout_us * 2 > cap ? cap : g->timeout_us * 2; /* not restarted forever if just slow */
+        int64_t cap = (int64_t)g->conf->heartbeat_timeout_ms * 1000 * 64;
+        g->timeout_us = g->timeout_us * 2 > cap ? cap : g->timeout_us * 2; /* a slow server gets its time */
         return CRW_ERR_CONN;
     }
     return 0;

@@ -39,6 +39,7 @@ typedef struct crw_guard {
     bool store;              /* crwatch.offsets keeps the mark */
     bool store_checked;      /* looked for it (once per process) */
     bool had_mark;           /* crw_guard_start found one, and the slot is at or before it (saved) */
+    bool check_only;         /* crwatch check: crw_guard_start compares, and writes nothing */
     uint64_t saved;          /* the mark stored */
     uint64_t saving;         /* being stored by the query in flight */
     int pending;             /* the query in flight (0: none) */
@@ -46,6 +47,7 @@ typedef struct crw_guard {
     uint64_t hb_waiting;     /* the heartbeat awaited back (0: none) */
     int64_t hb_sent_us, ask_us, last_frame_us, last_activity_us, last_status_us, last_mark_us; /* monotonic */
     int64_t timeout_us;      /* the liveness bound: doubles after a stall, until a heartbeat comes back */
+    int64_t hb_paused_until_us; /* a heartbeat failed: the next one waits until then */
     bool over_limit, unreserved; /* warned (once per crossing) */
 } crw_guard_t;
 

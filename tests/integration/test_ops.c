@@ -646,3 +646,38 @@ Test(heartbeat, the_least_privilege_role_heartbeats_and_keeps_its_position, .tim
     it_exec(admin, "DROP ROLE IF EXISTS %s", role);
     PQfinish(admin);
 }
+
+/* The cluster's synchronous_standby_names back to none, whatever the test did. */
+static void no_sync_standby(void) {
+    PGconn *admin = it_connect(NULL);
+    PQclear(PQexec(admin, "ALTER SYSTEM RESET synchronous_standby_names"));
+    PQclear(PQexec(admin, "SELECT pg_reload_conf()"));
+    PQfinish(admin);
+}
+
+Test(slot, crwatch_as_the_synchronous_standby_does_not_deadlock_its_stored_position, .timeout = 120,
+     .fini = no_sync_standby) {
+    char db[64];
+    PGconn *c = safety_db("slotsync", db, sizeof db);
+    const char *const base[] = {"tables=public.t", "status.interval.ms=300", NULL};
+    it_proc_t *p = it_crwatch_stream(db, base, NULL);
+    /* crwatch's walsender (application_name crwatch) is the synchronous standby: a commit waits for its flush. */
+    it_exec(c, "ALTER SYSTEM SET synchronous_standby_names = 'crwatch'");
+    it_exec(c, "SELECT pg_reload_conf()");
+    cr_assert(it_wait_sql_true(c, 10000, "SELECT count(*) > 0 FROM pg_stat_replication WHERE sync_state = 'sync'"),
+              "crwatch is not the synchronous standby");
+    it_exec(c, "SET statement_timeout = '15s'"); /* a wait that never ends is cut, with a warning */
+    int64_t t0 = now_ms();
+    PGresult *res = PQexec(c, "INSERT INTO t VALUES (1, 'sync')");
+    int64_t took = now_ms() - t0;
+    cr_expect_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s", PQresultErrorMessage(res));
+    PQclear(res);
+    cr_expect(took < 10000, "the commit waited %lld ms for crwatch's flush", (long long)took);
+    json_object *ev = it_proc_expect_event(p, EV_TIMEOUT);
+    it_expect_str(ev, "data.key", "1");
+    json_object_put(ev);
+    no_sync_standby();
+    it_crwatch_stop(p, 10000);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
