@@ -3,7 +3,7 @@
 # the active one is killed (kill -9), and whether a row goes missing.  See
 # bench/README.md for how to read the output.
 #
-#   bench/takeover.sh                        # 10 rounds at 100 rows/s, about 2 minutes
+#   bench/takeover.sh                        # 10 rounds at 100 rows/s, about 2.5 minutes
 #   BENCH_ROUNDS=3 bench/takeover.sh         # quicker
 #   CRWATCH=/path/to/crwatch bench/takeover.sh   # no build
 #
@@ -23,6 +23,9 @@
 #      instance is the active one now" (also: to the first 200 of its /readyz,
 #      polled every 20 ms); then the killed one is started again (a new output file)
 #      and must say "standing by"; BENCH_ROUND_GAP seconds of streaming follow;
+#      afterwards, "replayed" counts the ids in the survivor's output that an
+#      earlier instance had already written (at-least-once: what was delivered
+#      but not yet confirmed to the slot comes again);
 #   6. stops the writer, waits until every row of public.tk is in the union of
 #      the output files (or BENCH_DRAIN_TIMEOUT), stops both instances (SIGTERM);
 #   7. counts the ids of public.tk missing from the union (at-least-once: must be
@@ -32,7 +35,12 @@
 # Environment (defaults in brackets):
 #   BENCH_ROUNDS [10]           kill/take-over rounds
 #   BENCH_RATE [100]            writer rows per second (one row per transaction)
-#   BENCH_ROUND_GAP [3]         seconds of streaming under the new active one before the next kill
+#   BENCH_ROUND_GAP [12]        seconds of streaming under the new active one before the next kill;
+#                               longer than status.interval.ms (10 s), so each active instance has
+#                               confirmed a position before it is killed (below it, every survivor
+#                               replays everything since the slot was created)
+#                               (plus a random 0-999 ms, so kills fall anywhere in the standby's
+#                               one-second cycle of lock attempts)
 #   BENCH_TAKEOVER_TIMEOUT [30] seconds to wait for a take-over (a round past it counts as failed)
 #   BENCH_DRAIN_TIMEOUT [60]    seconds to wait, after the writer stops, for the last rows
 #   BENCH_OFFSETS [1]           0: do not apply sql/crwatch.sql (no stored position)
@@ -53,7 +61,7 @@ bench_init takeover
 
 ROUNDS="${BENCH_ROUNDS:-10}"
 RATE="${BENCH_RATE:-100}"
-GAP="${BENCH_ROUND_GAP:-3}"
+GAP="${BENCH_ROUND_GAP:-12}"
 TAKEOVER_TIMEOUT="${BENCH_TAKEOVER_TIMEOUT:-30}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-60}"
 OFFSETS="${BENCH_OFFSETS:-1}"
@@ -71,7 +79,7 @@ WRITER=""
 # shellcheck disable=SC2317  # invoked by bench_cleanup
 bench_on_exit() {
   local p
-  if [[ -n "$WRITER" ]]; then kill -INT "$WRITER" 2>/dev/null || true; fi
+  if [[ -n "$WRITER" ]]; then kill -TERM "$WRITER" 2>/dev/null || true; fi
   for p in "${PID[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
@@ -104,7 +112,7 @@ start_instance() {
   LAST=$n
   local deadline=$((SECONDS + 15)) port=""
   while [[ -z "$port" ]]; do
-    port="$(sed -n 's/.*\/readyz on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/err.$n.log" | head -n 1)"
+    port="$(sed -n 's/.*\/readyz on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/err.$n.log" 2>/dev/null | head -n 1)"
     [[ -n "$port" ]] && break
     kill -0 "${PID[$n]}" 2>/dev/null || { cat "$WORK/err.$n.log" >&2; die "instance $n exited at start"; }
     ((SECONDS < deadline)) || { cat "$WORK/err.$n.log" >&2; die "instance $n logged no http port"; }
@@ -115,7 +123,7 @@ start_instance() {
 # wait_log N TEXT SECONDS: until instance N's log has TEXT; fails after SECONDS.
 wait_log() {
   local deadline=$((SECONDS + $3))
-  until grep -q -- "$2" "$WORK/err.$1.log"; do
+  until grep -q -- "$2" "$WORK/err.$1.log" 2>/dev/null; do
     ((SECONDS < deadline)) || return 1
     kill -0 "${PID[$1]}" 2>/dev/null || return 1
     sleep 0.02
@@ -148,13 +156,14 @@ printf 'INSERT INTO public.tk DEFAULT VALUES;\n' >"$WORK/writer.sql"
 log "writer: pgbench -R $RATE, one row per transaction"
 "$PG_BIN/pgbench" -n -d "$DB" -c 1 -R "$RATE" -T 86400 -f "$WORK/writer.sql" >"$WORK/pgbench.log" 2>&1 &
 WRITER=$!
-sleep "$GAP"
+sleep "$GAP.$(printf '%03d' $((RANDOM % 1000)))"
 
 # ---------------------------------------------------------------- rounds
 RAW="$WORK/rounds.tsv"
 : >"$RAW"
 FAILED=0
 ANOMALIES=()
+EARLY=0
 for ((r = 1; r <= ROUNDS; r++)); do
   # Which one is active: exactly one /readyz 200 and the other 503 (waits up to 10 s for it).
   act="" sby="" deadline=$((SECONDS + 10))
@@ -195,6 +204,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
     break
   fi
   ms_log=$((t_log - t_kill)) ms_ready=$((t_ready - t_kill))
+  line="$(grep -m 1 'streaming from slot' "$WORK/err.$sby.log" || true)"
+  if [[ -n "$line" ]] && (($(line_ms "$line") < t_kill)); then
+    EARLY=$((EARLY + 1))
+    ANOMALIES+=("round $r: instance $sby streamed before instance $act was killed: $line")
+  fi
   ms_event=$([[ -n "$t_event" ]] && echo $((t_event - t_kill)) || echo -)
   ((ms_log > 10000)) && ANOMALIES+=("round $r: take-over took $ms_log ms (over 10 s)")
   # The killed one comes back as the new standby.
@@ -212,12 +226,14 @@ for ((r = 1; r <= ROUNDS; r++)); do
   log "$(printf 'round %2d: killed %d; %d active after %5d ms (log), /readyz 200 after %5d ms, first event after %s ms; %d standing by' \
     "$r" "$act" "$sby" "$ms_log" "$ms_ready" "$ms_event" "$LAST")"
   A=$sby B=$LAST
-  sleep "$GAP"
+  # GAP seconds and a random 0-999 ms, so that the kill falls anywhere in the
+  # standby's one-second cycle of lock attempts.
+  sleep "$GAP.$(printf '%03d' $((RANDOM % 1000)))"
 done
 
 # ---------------------------------------------------------------- drain and count
 log "stopping the writer"
-kill -INT "$WRITER" 2>/dev/null || true
+kill -TERM "$WRITER" 2>/dev/null || true # (a background job ignores SIGINT)
 wait "$WRITER" 2>/dev/null || true
 WRITER=""
 qb "SELECT id FROM public.tk ORDER BY id" | sort -u >"$WORK/expected.txt"
@@ -245,21 +261,27 @@ DUPLICATES=$((EVENTS - DISTINCT))
 ((MISSING == 0)) || { FAILED=1; ANOMALIES+=("$MISSING of $ROWS rows missing from every output (first: $(comm -23 "$WORK/expected.txt" "$WORK/seen.txt" | head -n 5 | tr '\n' ' '))"); }
 ((SUM_ACTIVE == 1)) || ANOMALIES+=("sum of crwatch_active over the two last instances is $SUM_ACTIVE, not 1")
 
-# No instance streamed before it was the active one: a standby's first
-# "streaming from slot" line comes after its "active one now" line.
-EARLY=0
-for ((n = 2; n <= NINST; n++)); do
-  s=$(grep -n -m 1 'streaming from slot' "$WORK/err.$n.log" | cut -d: -f1 || true)
-  a=$(grep -n -m 1 'this instance is the active one now' "$WORK/err.$n.log" | cut -d: -f1 || true)
-  if [[ -n "$s" ]] && { [[ -z "$a" ]] || ((s < a)); }; then
-    EARLY=$((EARLY + 1))
-    ANOMALIES+=("instance $n streamed before it took over: $(sed -n "${s}p" "$WORK/err.$n.log")")
-  fi
-done
+# No instance streamed before it was the active one: a survivor's first
+# "streaming from slot" line is not older than the kill of its round (checked
+# in the rounds), and the last standby has none.
+if grep -q 'streaming from slot' "$WORK/err.$B.log"; then
+  EARLY=$((EARLY + 1))
+  ANOMALIES+=("the last standby, instance $B, streamed: $(grep -m 1 'streaming from slot' "$WORK/err.$B.log")")
+fi
 ((EARLY == 0)) || FAILED=1
 # Warnings and errors of every instance, counted by message (LSNs and numbers blurred).
 cat "$WORK"/err.*.log | grep -E ' (WARN|ERROR):' | sed -E 's/^[^ ]+ //; s/[0-9A-F]+\/[0-9A-F]+/<lsn>/g; s/[0-9]+/N/g' |
   sort | uniq -c | sort -rn >"$WORK/warnings.txt" || true
+
+# Replayed per round: ids of the survivor's output that earlier outputs hold.
+: >"$WORK/earlier.txt"
+ids_of "$WORK/out.1.jsonl" | sort -u >"$WORK/earlier.txt"
+while IFS=$'\t' read -r r k a rest; do
+  ids_of "$WORK/out.$a.jsonl" | sort -u >"$WORK/this.txt"
+  printf '%s\t%s\t%s\t%s\t%d\n' "$r" "$k" "$a" "$rest" "$(comm -12 "$WORK/earlier.txt" "$WORK/this.txt" | wc -l)"
+  sort -u -m "$WORK/earlier.txt" "$WORK/this.txt" -o "$WORK/earlier.txt"
+done <"$RAW" >"$RAW.2"
+mv "$RAW.2" "$RAW"
 
 # ---------------------------------------------------------------- report
 mkdir -p "$RESULTS_DIR"
@@ -275,20 +297,22 @@ stat_of() { # COLUMN -> "min median max" of the finished rounds
 read -r LOG_MIN LOG_MED LOG_MAX < <(stat_of 4)
 read -r RDY_MIN RDY_MED RDY_MAX < <(stat_of 5)
 read -r EV_MIN EV_MED EV_MAX < <(stat_of 6)
+read -r RP_MIN RP_MED RP_MAX < <(stat_of 8)
 {
   echo
   echo "crwatch take-over benchmark — $STAMP — $CRW_VERSION (git $GIT_REV, $GIT_DIRTY, binary sha256 $CRW_SHA), PostgreSQL $PG_VERSION, $(nproc) cores"
   echo "writer: $RATE rows/s (pgbench -R, one row per transaction); $DONE of $ROUNDS rounds; stored position: $( [[ "$OFFSETS" == 1 ]] && echo crwatch.offsets || echo none)"
   ((FAILED)) && echo "*** A ROUND FAILED OR ROWS ARE MISSING (see below and the log above) ***"
   echo
-  printf '%5s %7s %7s %12s %12s %13s %12s\n' round killed active "takeover ms" "readyz ms" "1st event ms" "standby ms"
-  while IFS=$'\t' read -r r k a ml mr me ms; do
-    printf '%5s %7s %7s %12s %12s %13s %12s\n' "$r" "$k" "$a" "$ml" "$mr" "$me" "$ms"
+  printf '%5s %7s %7s %12s %12s %13s %12s %9s\n' round killed active "takeover ms" "readyz ms" "1st event ms" "standby ms" replayed
+  while IFS=$'\t' read -r r k a ml mr me ms rp; do
+    printf '%5s %7s %7s %12s %12s %13s %12s %9s\n' "$r" "$k" "$a" "$ml" "$mr" "$me" "$ms" "$rp"
   done <"$RAW"
   echo
   echo "take-over (kill -9 -> 'this instance is the active one now'): min $LOG_MIN  median $LOG_MED  max $LOG_MAX ms"
   echo "take-over (kill -9 -> /readyz 200):                           min $RDY_MIN  median $RDY_MED  max $RDY_MAX ms"
   echo "kill -9 -> first event in the survivor's output:              min $EV_MIN  median $EV_MED  max $EV_MAX ms"
+  echo "rows replayed by the survivor per take-over:                min $RP_MIN  median $RP_MED  max $RP_MAX"
   echo "rows: $ROWS written, $MISSING missing, $DUPLICATES duplicate events ($EVENTS events, $DISTINCT distinct ids, $EXTRA_IDS ids not in the table)"
   echo "instances that streamed before taking over: $EARLY; sum(crwatch_active) at the end: $SUM_ACTIVE"
   if [[ -s "$WORK/warnings.txt" ]]; then
@@ -320,6 +344,9 @@ read -r EV_MIN EV_MED EV_MAX < <(stat_of 6)
   echo "takeover_readyz_ms_median=$RDY_MED"
   echo "takeover_readyz_ms_max=$RDY_MAX"
   echo "first_event_ms_median=$EV_MED"
+  echo "replayed_rows_min=$RP_MIN"
+  echo "replayed_rows_median=$RP_MED"
+  echo "replayed_rows_max=$RP_MAX"
   echo "rows_written=$ROWS"
   echo "rows_missing=$MISSING"
   echo "events=$EVENTS"
@@ -331,7 +358,7 @@ read -r EV_MIN EV_MED EV_MAX < <(stat_of 6)
   echo "failed=$FAILED"
   for x in ${ANOMALIES[@]+"${ANOMALIES[@]}"}; do echo "anomaly=$x"; done
   sed 's/^/warning\t/' "$WORK/warnings.txt"
-  echo "# raw: round killed_instance new_active takeover_log_ms takeover_readyz_ms first_event_ms restarted_to_standing_by_ms"
+  echo "# raw: round killed_instance new_active takeover_log_ms takeover_readyz_ms first_event_ms restarted_to_standing_by_ms replayed_rows"
   sed 's/^/raw\t/' "$RAW"
 } >"$OUT"
 log "results written to $OUT"

@@ -461,8 +461,8 @@ Test(heartbeat, idle_watched_table_busy_other_keeps_retained_wal_down, .timeout 
                                 "status.interval.ms=1000", NULL};
     it_proc_t *p = it_crwatch_stream(db, base, NULL);
     int port = ops_port(p);
-    /* 20 s of inserts into a table crwatch does not watch. */
-    int64_t until = now_ms() + 20000;
+    /* 25 s of inserts into a table crwatch does not watch. */
+    int64_t until = now_ms() + 25000;
     while (now_ms() < until)
         it_exec(c, "INSERT INTO busy (pad) SELECT repeat('x', 200) FROM generate_series(1, 2000)");
     char *total = it_query_value(c, "SELECT pg_size_pretty(pg_current_wal_lsn() - '0/0')");
