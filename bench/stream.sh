@@ -227,7 +227,7 @@ if [[ "$HTTP" == 1 ]]; then
   spid=$!
   sport=""
   while [[ -z "$sport" ]] && kill -0 "$spid" 2>/dev/null; do
-    sport="$(sed -n 's/.*\/readyz on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/scrape.err" | head -n 1)"
+    sport="$(sed -n 's/.*\/readyz on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/scrape.err" 2>/dev/null | head -n 1 || true)"
     [[ -n "$sport" ]] || sleep 0.02
   done
   while [[ -n "$sport" ]] && kill -0 "$spid" 2>/dev/null; do

@@ -112,7 +112,7 @@ start_instance() {
   LAST=$n
   local deadline=$((SECONDS + 15)) port=""
   while [[ -z "$port" ]]; do
-    port="$(sed -n 's/.*\/readyz on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/err.$n.log" 2>/dev/null | head -n 1)"
+    port="$(sed -n 's/.*\/readyz on [^ ]*:\([0-9][0-9]*\).*/\1/p' "$WORK/err.$n.log" 2>/dev/null | head -n 1 || true)" # (the file may not exist yet)
     [[ -n "$port" ]] && break
     kill -0 "${PID[$n]}" 2>/dev/null || { cat "$WORK/err.$n.log" >&2; die "instance $n exited at start"; }
     ((SECONDS < deadline)) || { cat "$WORK/err.$n.log" >&2; die "instance $n logged no http port"; }

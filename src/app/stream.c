@@ -640,7 +640,10 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     stream_t st = {0};
     st.conf = conf;
     st.pipeline = crw_pipeline_new(0);
-    st.cache = conf->cache_max_entries > 0 ? crw_cache_new((uint32_t)conf->cache_max_entries) : NULL;
+    /* A backfill or a resync (their own source) sends whole objects only: no cache to keep. */
+    st.cache = crw_config_cache_on(conf) && !opts->source_new
+                   ? crw_cache_new((uint32_t)conf->cache_max_entries, (size_t)conf->cache_max_bytes)
+                   : NULL;
     st.mapper = crw_mapper_new(conf, st.cache);
     st.deadletter = crw_deadletter_new(conf->deadletter_file);
     st.env = (crw_sink_env_t){conf, st.pipeline, st.deadletter, keepalive, &st, opts->stop, opts->checkpoint_id};

@@ -133,7 +133,9 @@ static const keydef_t keys[] = {
     /* --- mapper --- */
     {"event.patch", T_BOOL, OFF(event_patch), "false", NULL, 0, 0, "add data.patch: RFC 6902 from oldObject to object"},
     {"cache.max.entries", T_INT, OFF(cache_max_entries), "0", NULL, 0, 50000000,
-     "resource cache size (0: off); gives oldObject and TOAST fill without FULL identity"},
+     "resource cache: at most this many objects (0: bounded by bytes only); > 0 caches row-shaped kinds too"},
+    {"cache.max.bytes", T_BYTES, OFF(cache_max_bytes), "67108864", NULL, 0, LONG_MAX,
+     "resource cache: at most this many bytes (crd kinds are cached by default; 0: no cache)"},
     {"cache.seed", T_BOOL, OFF(cache_seed), "true", NULL, 0, 0, "list watched tables at start to fill the cache"},
     {"debezium.name", T_STR, OFF(debezium_name), "crwatch", NULL, 0, 0, "event.format=debezium: source.name"},
 };
@@ -152,6 +154,8 @@ static const keydef_t resource_keys[] = {
     {"poll.column", T_STR, ROFF(poll_column), "", NULL, 0, 0,
      "polling a table outside the convention: the column every write sets (updated_at, a sequence)"},
     {"filter", T_STR, ROFF(filter), "", NULL, 0, 0, "backfill/snapshots: SQL condition on the rows read (default: all)"},
+    {"cache", T_ENUM, ROFF(cache), "auto", (const char *const[]){"auto", "true", "false", NULL}, 0, 0,
+     "keep this kind in the resource cache (auto: crd-shaped kinds, and every kind when cache.max.entries > 0)"},
 };
 
 void crw_strlist_add(crw_strlist_t *l, const char *s) {
@@ -532,6 +536,9 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
                          r->table, c->resources[j].id, r->id);
                 return CRW_ERR_CONFIG;
             }
+        /* The resource cache (docs/events.md): crd kinds by default; row kinds when asked. */
+        r->cached = c->cache_max_bytes > 0 &&
+                    (r->cache == 1 || (r->cache == 0 && (r->shape == CRW_SHAPE_CRD || c->cache_max_entries > 0)));
         /* Kinds of one table are polled one way, and a snapshot reads the table once. */
         if (kinds_differ(c, i, offsetof(crw_resource_conf_t, poll_column), "poll.column", errstr, n) ||
             kinds_differ(c, i, offsetof(crw_resource_conf_t, filter), "filter", errstr, n))
@@ -624,6 +631,13 @@ bool crw_config_list_names(const crw_strlist_t *names, const char *schema, const
             (!strchr(nm, '.') && !strcmp(schema, "public") && !strcmp(nm, table)))
             return true;
     }
+    return false;
+}
+
+bool crw_config_cache_on(const crw_config_t *c) {
+    for (int i = 0; i < c->nresources; i++)
+        if (c->resources[i].cached)
+            return true;
     return false;
 }
 

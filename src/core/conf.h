@@ -46,6 +46,8 @@ typedef struct crw_resource_conf {
     char *poll_column; /* timestamp polling (a table outside the convention): the column every write sets */
     char *filter;      /* snapshots: an SQL condition on the table's rows ("": every row) */
     bool seen_table;   /* resource.<id>.table was given */
+    int cache;         /* resource.<id>.cache: 0 auto, 1 true, 2 false */
+    bool cached;       /* resolved by crw_config_finalize: its objects are kept in the resource cache */
 } crw_resource_conf_t;
 
 typedef struct crw_kv {
@@ -119,7 +121,8 @@ typedef struct crw_config {
 
     /* --- mapper (map/) --- */
     bool event_patch;         /* add an RFC 6902 JSON Patch from oldObject to object */
-    int cache_max_entries;    /* resource cache size; 0: no cache */
+    int cache_max_entries;    /* resource cache: most objects (0: bytes only); > 0: row kinds are cached too */
+    int64_t cache_max_bytes;  /* resource cache: most bytes; 0: no cache */
     bool cache_seed;          /* list watched tables at start to fill the cache */
     char *debezium_name;      /* Debezium source.name (logical server name) */
 } crw_config_t;
@@ -169,6 +172,9 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t errstr_size);
  * "table" for public) name schema.table; NULL or empty names name every table.
  */
 bool crw_config_list_names(const crw_strlist_t *names, const char *schema, const char *table);
+
+/* True when some resource is kept in the resource cache (crw_resource_conf_t.cached). */
+bool crw_config_cache_on(const crw_config_t *c);
 
 /* True when a resource before resources[i] names the same table (a shared table: one per kind). */
 bool crw_config_table_named_before(const crw_config_t *c, int i);

@@ -1,7 +1,9 @@
 /*
- * cache.c — hash table (chained) plus an LRU list.  An entry owns one
- * allocation holding key and object; replacing an object of the same or a
- * smaller size reuses it, so a steady stream of updates rarely allocates.
+ * cache.c — hash table (chained) plus an LRU list.  An entry is one
+ * allocation: its links, then key and object bytes; replacing an object of
+ * the same or a smaller size reuses it, so a steady stream of updates
+ * rarely allocates.  What an entry costs (its allocation, rounded as malloc
+ * does, and its bucket) counts against the byte bound.
  */
 #include "map/cache.h"
 
@@ -16,24 +18,47 @@ typedef struct entry {
     struct entry *prev, *next;      /* LRU: head is the most recent */
     uint32_t relid;
     uint32_t keylen;
-    size_t objlen, cap;
-    char *buf;                      /* key bytes, then object bytes */
+    uint32_t objlen, cap;           /* cap: bytes of buf */
+    char buf[];                     /* key bytes, then object bytes */
 } entry_t;
 
 struct crw_cache {
     entry_t **buckets;
     uint32_t nbuckets; /* power of two */
-    uint32_t n, max;
+    uint32_t n, max;   /* max 0: no entry bound */
+    size_t bytes, max_bytes;
     entry_t *head, *tail;
+    uint64_t hits, misses, evictions;
 };
 
-crw_cache_t *crw_cache_new(uint32_t max_entries) {
+/* What an entry of buf size cap costs: its allocation as malloc rounds it (16-byte steps, 8 of header). */
+static size_t cost(uint32_t cap) { return (sizeof(entry_t) + cap + 8 + 15) & ~(size_t)15; }
+
+static uint32_t hash(uint32_t relid, const char *key, size_t n);
+
+static void grow_buckets(crw_cache_t *c) {
+    uint32_t nb = c->nbuckets * 2;
+    entry_t **b = crw_calloc(nb, sizeof *b);
+    for (uint32_t i = 0; i < c->nbuckets; i++)
+        for (entry_t *e = c->buckets[i], *nx; e; e = nx) {
+            nx = e->hnext;
+            uint32_t h = hash(e->relid, e->buf, e->keylen);
+            e->hnext = b[h & (nb - 1)];
+            b[h & (nb - 1)] = e;
+        }
+    free(c->buckets);
+    c->bytes += (size_t)(nb - c->nbuckets) * sizeof *b;
+    c->buckets = b;
+    c->nbuckets = nb;
+}
+
+crw_cache_t *crw_cache_new(uint32_t max_entries, size_t max_bytes) {
     crw_cache_t *c = crw_calloc(1, sizeof *c);
-    c->max = max_entries ? max_entries : 1;
+    c->max = max_entries;
+    c->max_bytes = max_bytes ? max_bytes : SIZE_MAX;
     c->nbuckets = 64;
-    while (c->nbuckets < c->max && c->nbuckets < (1u << 24))
-        c->nbuckets *= 2;
     c->buckets = crw_calloc(c->nbuckets, sizeof *c->buckets);
+    c->bytes = sizeof *c + c->nbuckets * sizeof *c->buckets;
     return c;
 }
 
@@ -42,7 +67,6 @@ void crw_cache_destroy(crw_cache_t *c) {
         return;
     for (entry_t *e = c->head, *nx; e; e = nx) {
         nx = e->next;
-        free(e->buf);
         free(e);
     }
     free(c->buckets);
@@ -89,15 +113,27 @@ static void drop(crw_cache_t *c, entry_t **pp) {
     entry_t *e = *pp;
     *pp = e->hnext;
     lru_unlink(c, e);
-    free(e->buf);
+    c->bytes -= cost(e->cap);
     free(e);
     c->n--;
 }
 
+/* The least recently used go until what is kept fits both bounds (need more bytes, one more entry). */
+static void evict(crw_cache_t *c, size_t need, uint32_t more, const entry_t *keep) {
+    while (c->tail && c->tail != keep && (c->bytes + need > c->max_bytes || (c->max && c->n + more > c->max))) {
+        entry_t *old = c->tail;
+        drop(c, find(c, old->relid, old->buf, old->keylen));
+        c->evictions++;
+    }
+}
+
 const char *crw_cache_get(crw_cache_t *c, uint32_t relid, const char *key, size_t keylen, size_t *len) {
     entry_t *e = *find(c, relid, key, keylen);
-    if (!e)
+    if (!e) {
+        c->misses++;
         return NULL;
+    }
+    c->hits++;
     lru_unlink(c, e);
     lru_front(c, e);
     *len = e->objlen;
@@ -105,28 +141,37 @@ const char *crw_cache_get(crw_cache_t *c, uint32_t relid, const char *key, size_
 }
 
 void crw_cache_put(crw_cache_t *c, uint32_t relid, const char *key, size_t keylen, const char *obj, size_t len) {
+    if (keylen + len > UINT32_MAX / 2)
+        return; /* not an object worth keeping */
+    uint32_t want = (uint32_t)(keylen + len);
     entry_t **pp = find(c, relid, key, keylen);
     entry_t *e = *pp;
+    if (e && want > e->cap) { /* it moves: take it out, it goes back in below */
+        crw_cache_remove(c, relid, key, keylen);
+        e = NULL;
+    }
     if (!e) {
-        if (c->n >= c->max) {
-            entry_t *old = c->tail;
-            drop(c, find(c, old->relid, old->buf, old->keylen));
-            pp = find(c, relid, key, keylen);
-        }
-        e = crw_calloc(1, sizeof *e);
+        uint32_t cap = want + want / 8;
+        if (cost(cap) + c->nbuckets * sizeof *c->buckets + sizeof *c > c->max_bytes)
+            return; /* it cannot fit: never kept */
+        evict(c, cost(cap), 1, NULL);
+        if (c->n * 2 > c->nbuckets && c->nbuckets < (1u << 26))
+            grow_buckets(c);
+        e = crw_malloc(sizeof *e + cap);
+        e->prev = e->next = NULL;
         e->relid = relid;
         e->keylen = (uint32_t)keylen;
+        e->cap = cap;
+        memcpy(e->buf, key, keylen);
+        pp = find(c, relid, key, keylen);
+        e->hnext = *pp;
         *pp = e;
         c->n++;
+        c->bytes += cost(cap);
     } else
         lru_unlink(c, e);
-    if (keylen + len > e->cap) {
-        e->cap = (keylen + len) + (keylen + len) / 4;
-        e->buf = crw_realloc(e->buf, e->cap);
-    }
-    memcpy(e->buf, key, keylen);
     memcpy(e->buf + keylen, obj, len);
-    e->objlen = len;
+    e->objlen = (uint32_t)len;
     lru_front(c, e);
 }
 
@@ -146,3 +191,9 @@ void crw_cache_clear_relation(crw_cache_t *c, uint32_t relid) {
 }
 
 uint32_t crw_cache_size(const crw_cache_t *c) { return c->n; }
+size_t crw_cache_bytes(const crw_cache_t *c) { return c->bytes; }
+void crw_cache_stats(const crw_cache_t *c, uint64_t *hits, uint64_t *misses, uint64_t *evictions) {
+    *hits = c->hits;
+    *misses = c->misses;
+    *evictions = c->evictions;
+}

@@ -256,7 +256,7 @@ static void cache_key(crw_ce_t *ce, const crw_rel_variant_t *v, const crw_relinf
 
 /* Parses the cached object of the current key into ce->dc; returns it or NULL. */
 static const crw_jdoc_t *cached_doc(crw_ce_t *ce, const crw_relinfo_t *ri) {
-    if (!ce->cache)
+    if (!ce->cache || !ri->cached)
         return NULL;
     size_t len;
     const char *o = crw_cache_get(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len, &len);
@@ -426,6 +426,8 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
             crw_buf_putc(out, ']');
         }
     }
+    if (!have_old && ch->op == CRW_OP_UPDATE && ce->cache && ri->cached)
+        crw_buf_put(out, ",\"oldObjectUnknown\":true", 24); /* a cache miss: never a wrong oldObject */
     if (ce->unknown.len) {
         crw_buf_put(out, ",\"unknown\":[", 12);
         crw_buf_put(out, ce->unknown.data, ce->unknown.len);
@@ -435,7 +437,7 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
     set_attrs(ce, ev, ri, v, tx, verb, key);
 
     /* keep the cache current: only whole objects are worth remembering */
-    if (ce->cache) {
+    if (ce->cache && ri->cached) {
         if (rekeyed)
             crw_cache_remove(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len);
         cache_key(ce, v, ri, key);
@@ -448,7 +450,7 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
 }
 
 int crw_ce_seed(crw_ce_t *ce, const crw_relinfo_t *ri, const crw_pgo_tuple_t *row, char *errstr, size_t n) {
-    if (!ce->cache)
+    if (!ce->cache || !ri->cached)
         return 0;
     const crw_rel_variant_t *v = variant_for(ri, row, errstr, n);
     if (!v)

@@ -164,6 +164,9 @@ int crw_relinfo_prepare(crw_relinfo_t *ri, const crw_relation_t *rel, const crw_
     ri->source = b.data;
     ri->js_source = json_dup(ri->source);
     ri->shape = first ? (int)first->shape : CRW_SHAPE_ROW;
+    ri->cached = false;
+    for (int i = 0; i < nres; i++)
+        ri->cached = ri->cached || res[i]->cached;
     ri->nvariants = nres ? nres : 1;
     ri->variants = crw_calloc((size_t)ri->nvariants, sizeof *ri->variants);
     for (int v = 0; v < ri->nvariants; v++)

@@ -64,6 +64,7 @@ typedef struct crw_relinfo {
     int *key_idx;               /* columns forming the resource key, in order */
     int nkey;
     int shape;                  /* crw_shape_t */
+    bool cached;                /* its objects are kept in the resource cache (crw_resource_conf_t.cached) */
     int crd_col[CRW_CRD_NCOLS]; /* crd: column index of each convention column, -1 when absent */
     int kind_col;               /* shared table: index of the kind column, -1 otherwise */
     crw_rel_variant_t *variants;

@@ -169,11 +169,58 @@ Test(mapper, big_spec_status_update_delivered_whole_with_the_cache) {
     it_db_drop(NULL, db);
 }
 
+Test(mapper, crd_kinds_have_the_cache_by_default) {
+    char db[64];
+    PGconn *c = it_db_create("bigdflt", db, sizeof db);
+    make_big(c, "DEFAULT");
+    insert_big(c, "before");
+    const char *xs[] = {"resource.r.table=public.r", "resource.r.shape=crd", "resource.r.kind=Big", NULL};
+    it_proc_t *p = start(db, xs);
+    it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}' WHERE name = 'before'");
+    json_object *m = it_proc_expect_event(p, EV_TIMEOUT);
+    expect_whole_spec(m);
+    cr_assert(it_json_array_has(m, "data.changed", "/status/phase"), "%s", json_object_to_json_string(m));
+    cr_assert_not(it_json_exists(m, "data.oldObjectUnknown"));
+    json_object_put(m);
+    stop(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(mapper, a_cache_miss_says_the_old_object_is_unknown) {
+    char db[64];
+    PGconn *c = it_db_create("bigmiss", db, sizeof db);
+    make_big(c, "DEFAULT");
+    /* Room for one object of ~10 KiB: the second one in pushes the first out. */
+    const char *xs[] = {"resource.r.table=public.r", "resource.r.shape=crd", "resource.r.kind=Big",
+                        "cache.max.bytes=20kB", NULL};
+    it_proc_t *p = start(db, xs);
+    insert_big(c, "one");
+    insert_big(c, "two");
+    it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}' WHERE name = 'one'");
+    it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}' WHERE name = 'two'");
+    json_object_put(it_proc_expect_event(p, EV_TIMEOUT));
+    json_object_put(it_proc_expect_event(p, EV_TIMEOUT));
+    json_object *miss = it_proc_expect_event(p, EV_TIMEOUT), *hit = it_proc_expect_event(p, EV_TIMEOUT);
+    it_expect_str(miss, "subject", "ns/one");
+    cr_assert_not(it_json_exists(miss, "data.oldObject"), "%s", json_object_to_json_string(miss));
+    it_expect_str(miss, "data.oldObjectUnknown", "true");
+    cr_assert(it_json_array_has(miss, "data.unknown", "/spec"), "%s", json_object_to_json_string(miss));
+    it_expect_str(hit, "subject", "ns/two");
+    expect_whole_spec(hit);
+    json_object_put(miss);
+    json_object_put(hit);
+    stop(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
 Test(mapper, big_spec_without_old_row_or_cache_is_named_unknown) {
     char db[64];
     PGconn *c = it_db_create("bignone", db, sizeof db);
     make_big(c, "DEFAULT");
-    const char *xs[] = {"resource.r.table=public.r", "resource.r.shape=crd", "resource.r.kind=Big", NULL};
+    const char *xs[] = {"resource.r.table=public.r", "resource.r.shape=crd", "resource.r.kind=Big",
+                        "resource.r.cache=false", NULL};
     it_proc_t *p = start(db, xs);
     insert_big(c, "x");
     it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}'");

@@ -47,11 +47,12 @@ static const crw_relinfo_t *crd_relation(bool with_cache, int shape) {
     res.kind = "Job";
     res.api_version = "ex.com/v1";
     res.shape = shape;
+    res.cached = with_cache;
     const crw_resource_conf_t *rs[1] = {&res};
     const char *pk[2] = {"namespace", "name"};
     cr_assert_eq(crw_relinfo_prepare(&info, rel, rs, 1, pk, 2, "db", NULL, err, sizeof err), 0, "%s", err);
     info.watched = true;
-    cache = with_cache ? crw_cache_new(100) : NULL;
+    cache = with_cache ? crw_cache_new(100, 0) : NULL;
     conf = crw_config_new();
     conf->event_patch = true;
     mp = crw_mapper_new(conf, cache);
