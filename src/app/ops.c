@@ -5,13 +5,11 @@
  */
 #include "app/ops.h"
 
-#include <microhttpd.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
+#include "app/http.h"
 #include "core/buf.h"
 #include "core/conf.h"
 #include "core/log.h"
@@ -80,44 +78,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return text(c, MHD_HTTP_NOT_FOUND, "not found: /metrics /healthz /readyz\n");
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
-    (void)cls;
-    char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    msg[strcspn(msg, "\n")] = '\0';
-    crw_warn("http: %s", msg);
-}
-
 crw_ops_t *crw_ops_start(const char *listen, int health_timeout_ms, char *errstr, size_t n) {
-    char host[256], portstr[16];
-    int port;
-    if (crw_config_listen(listen, host, sizeof host, &port) < 0) {
-        snprintf(errstr, n, "http.listen: '%s' is not host:port", listen);
-        return NULL;
-    }
-    snprintf(portstr, sizeof portstr, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
-    int gai = getaddrinfo(*host ? host : NULL, portstr, &hints, &ai);
-    if (gai) {
-        snprintf(errstr, n, "http.listen: %s: %s", listen, gai_strerror(gai));
-        return NULL;
-    }
     crw_ops_t *ops = crw_calloc(1, sizeof *ops);
     ops->health_timeout_ms = health_timeout_ms;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
-    if (ai->ai_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    ops->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, handle, ops, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-                              NULL, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT,
-                              (unsigned)30, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_END);
-    freeaddrinfo(ai);
-    if (!ops->d) {
-        snprintf(errstr, n, "http.listen: cannot listen on %s (in use, or not an address of this host)", listen);
+    if (!(ops->d = crw_http_start("http.listen", listen, MHD_USE_INTERNAL_POLLING_THREAD, handle, ops, 64, &ops->port,
+                                  errstr, n))) {
         free(ops);
         return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(ops->d, MHD_DAEMON_INFO_BIND_PORT);
-    ops->port = info ? info->port : port;
+    char host[256];
+    int port;
+    crw_config_listen(listen, host, sizeof host, &port);
     crw_info("http: /metrics, /healthz and /readyz on %s:%d", *host ? host : "*", ops->port);
     return ops;
 }

@@ -31,6 +31,7 @@
 #include "decode/types.h"
 #include "app/ops.h"
 #include "app/resync.h"
+#include "app/watchapi.h"
 #include "map/cache.h"
 #include "map/mapper.h"
 #include "map/relmap.h"
@@ -58,6 +59,7 @@ typedef struct {
     crw_relmap_t *relmap;
     crw_strlist_t pk;         /* scratch: a relation's primary key */
     crw_cache_t *cache;
+    crw_wapi_t *watch;       /* the watch API (watch.listen); NULL: off */
     crw_mapper_t *mapper;
     crw_mapped_t mapped;
     crw_txn_ctx_t tx;
@@ -80,7 +82,10 @@ typedef struct {
 } stream_t;
 
 /* Tells the source what the pipeline confirmed. */
-static void confirm(stream_t *st) { crw_source_confirm(st->src, crw_pipeline_confirmed(st->pipeline)); }
+static void confirm(stream_t *st) {
+    crw_source_confirm(st->src, crw_pipeline_confirmed(st->pipeline));
+    crw_wapi_confirmed(st->watch, crw_pipeline_confirmed(st->pipeline)); /* watchers see what is acknowledged */
+}
 
 /* The type cache's look-up: the source's catalog of the moment (source=auto has one only once it chose a kind). */
 static int lookup_type(void *opaque, uint32_t oid, crw_pgtype_row_t *row) {
@@ -109,9 +114,16 @@ typedef struct {
 
 static int seed_row(void *opaque, const crw_pgo_tuple_t *row) {
     seed_t *sd = opaque;
+    stream_t *st = sd->st;
     char why[256];
-    if (crw_mapper_seed(sd->st->mapper, sd->ri, row, why, sizeof why) == 0)
+    if (st->cache && crw_mapper_seed(st->mapper, sd->ri, row, why, sizeof why) == 0)
         sd->seeded++;
+    if (st->watch) { /* the watch API's store: the object as a SYNC event, shown to no sink */
+        crw_change_t ch = {.op = CRW_OP_READ, .rel = sd->ri->rel, .newtup = row};
+        if (crw_mapper_change(st->mapper, sd->ri, &ch, &st->tx, &st->mapped, why, sizeof why) == 0)
+            for (int i = 0; i < st->mapped.n; i++)
+                crw_wapi_seed(st->watch, &st->mapped.ev[i], st->tx.position);
+    }
     return 0;
 }
 
@@ -200,6 +212,7 @@ static int initial_snapshot(stream_t *st, const crw_src_snapshot_t *snap) {
     }
     if (st->txn_open) {
         crw_pipeline_abandon(st->pipeline, st->seq);
+        crw_wapi_abandon(st->watch);
         st->txn_open = false;
     }
     if (rc == 0 && crw_sinks_drain(&st->sinks, 30000) < 0) {
@@ -251,9 +264,12 @@ static int on_snapshot(void *opaque, crw_catalog_t *cat, const crw_src_snapshot_
         crw_info("snapshot.mode=initial: the slot (or poll watermark) existed, so the stream goes on from it "
                  "without an initial snapshot (crwatch backfill sends the current rows)");
     }
-    if (!st->cache || !cf->cache_seed)
+    if (!st->watch && (!st->cache || !cf->cache_seed))
         return 0;
-    crw_info("cache: listing the watched tables (%s)",
+    crw_txn_init(&st->tx, snap->lsn, 0, 0); /* the listing stands at the stream's start */
+    st->tx.position = snap->position;
+    crw_wapi_base(st->watch, snap->position);
+    crw_info("%s: listing the watched tables (%s)", st->watch ? "cache, watch API" : "cache",
              consistent ? "in the new slot's snapshot" : "current state; the slot existed already");
     for (int i = 0; i < cf->nresources; i++) {
         const crw_resource_conf_t *rs = &cf->resources[i];
@@ -312,6 +328,8 @@ static int on_commit(void *opaque, uint64_t end) {
         crw_metric_add(CRW_M_TRANSACTIONS, 1);
     }
     crw_pipeline_commit(st->pipeline, st->seq, end);
+    if (!st->skipping)
+        crw_wapi_commit(st->watch, end);
     st->tx.last_end = end;
     st->txn_open = false;
     st->commits++;
@@ -338,6 +356,7 @@ static int emit_more(void *ctx, crw_event_t *ev) {
     ev->txn = st->seq;
     st->events++;
     crw_metric_event(ev->kind, ev->type);
+    crw_wapi_event(st->watch, ev);
     return crw_sinks_emit(&st->sinks, ev);
 }
 
@@ -526,6 +545,7 @@ static int run_at_end(stream_t *st, const crw_stream_opts_t *opts) {
         snprintf(st->err, sizeof st->err, "a sink failed to commit a transaction");
     if (rc < 0) {
         crw_pipeline_abandon(st->pipeline, st->seq);
+        crw_wapi_abandon(st->watch);
         return rc;
     }
     crw_pipeline_commit(st->pipeline, st->seq, crw_pipeline_confirmed(st->pipeline) > st->tx.last_end
@@ -651,6 +671,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
     st.stop = opts->stop;
     st.opts = opts;
     crw_ops_t *ops = NULL;
+    int rc0 = 0;
     crw_health_beat();
     crw_health_set_ready(0);
     if (*conf->http_listen && !opts->source_new &&
@@ -661,6 +682,15 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
         crw_deadletter_destroy(st.deadletter);
         return CRW_ERR_CONFIG; /* before anything connects */
     }
+    if (*conf->watch_listen && !opts->source_new &&
+        !(st.watch = crw_wapi_start(conf, &rc0, errstr, n))) {
+        crw_ops_stop(ops);
+        crw_pipeline_destroy(st.pipeline);
+        crw_mapper_destroy(st.mapper);
+        crw_cache_destroy(st.cache);
+        crw_deadletter_destroy(st.deadletter);
+        return rc0;
+    }
     bool initial = conf->snapshot_mode == CRW_SNAPSHOT_INITIAL && !opts->source_new;
     bool incremental = conf->snapshot_mode == CRW_SNAPSHOT_INCREMENTAL && !opts->source_new;
     crw_source_events_t ev = {.begin = on_begin,
@@ -668,7 +698,9 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
                               .commit = on_commit,
                               .tick = on_tick,
                               .invalidate = on_invalidate,
-                              .snapshot = (st.cache && conf->cache_seed) || initial || incremental ? on_snapshot : NULL,
+                              .snapshot = (st.cache && conf->cache_seed) || initial || incremental || *conf->watch_listen
+                                              ? on_snapshot
+                                              : NULL,
                               .message = opts->source_new ? NULL : on_message,
                               .opaque = &st};
     st.ev = ev;
@@ -739,6 +771,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             crw_info("slot %s: this instance is the active one now", conf->slot_name);
         standing_by = false;
         crw_health_set_ready(1);
+        crw_wapi_base(st.watch, crw_pipeline_confirmed(st.pipeline));
         st.commits = 0;
         int64_t started = crw_clock_mono_ms();
         if ((rc = crw_sinks_resume_position(&st.sinks, &st.skip_position)) < 0) {
@@ -753,6 +786,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
         crw_health_set_ready(0);
         if (st.txn_open) {
             crw_pipeline_abandon(st.pipeline, st.seq);
+            crw_wapi_abandon(st.watch);
             st.txn_open = false;
         }
         if (rc == CRW_ERR_SLOT_LOST && conf->slot_lost == 1 && !opts->source_new) { /* found while streaming */
@@ -800,6 +834,7 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
 out:
     crw_health_set_ready(0);
     crw_ops_stop(ops);
+    crw_wapi_stop(st.watch);
     crw_sinks_close(&st.sinks);
     if (st.src && opts->finished)
         opts->finished(opts->arg, st.src);

@@ -84,6 +84,10 @@ static const keydef_t keys[] = {
      "a slot lost or recreated while crwatch was away: fail (exit 3) or resync (run crwatch resync, then stream)"},
     {"http.listen", T_STR, OFF(http_listen), "", NULL, 0, 0,
      "host:port of /metrics, /healthz, /readyz (empty: off; port 0: any free one)"},
+    {"watch.listen", T_STR, OFF(watch_listen), "", NULL, 0, 0,
+     "host:port of the watch API: crd kinds as the Kubernetes API serves custom resources (empty: off)"},
+    {"watch.history.events", T_INT, OFF(watch_history_events), "10000", NULL, 1, 10000000,
+     "the watch API: changes kept for watches that resume (an older resourceVersion gets 410 Gone)"},
     {"health.timeout.ms", T_INT, OFF(health_timeout_ms), "60000", NULL, 100, 3600000,
      "/healthz answers 503 when the main loop has not gone round for this long"},
     {"snapshot.mode", T_ENUM, OFF(snapshot_mode), "never", snapshot_mode_choices, 0, 0,
@@ -154,6 +158,7 @@ static const keydef_t resource_keys[] = {
     {"poll.column", T_STR, ROFF(poll_column), "", NULL, 0, 0,
      "polling a table outside the convention: the column every write sets (updated_at, a sequence)"},
     {"filter", T_STR, ROFF(filter), "", NULL, 0, 0, "backfill/snapshots: SQL condition on the rows read (default: all)"},
+    {"plural", T_STR, ROFF(plural), "", NULL, 0, 0, "the watch API: the kind's plural in paths (default: lowercase kind + s)"},
     {"cache", T_ENUM, ROFF(cache), "auto", (const char *const[]){"auto", "true", "false", NULL}, 0, 0,
      "keep this kind in the resource cache (auto: crd-shaped kinds, and every kind when cache.max.entries > 0)"},
 };
@@ -561,12 +566,15 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
                  "the resync compares the sink's view with the tables");
         return CRW_ERR_CONFIG;
     }
-    if (*c->http_listen) {
+    const struct {
+        const char *key, *value;
+    } listens[] = {{"watch.listen", c->watch_listen}, {"http.listen", c->http_listen}};
+    for (size_t i = 0; i < sizeof listens / sizeof listens[0]; i++) {
         char host[256];
         int port;
-        if (crw_config_listen(c->http_listen, host, sizeof host, &port) < 0) {
-            snprintf(errstr, n, "http.listen: '%s' is not host:port (a port in [0, 65535]; 0: any free one)",
-                     c->http_listen);
+        if (*listens[i].value && crw_config_listen(listens[i].value, host, sizeof host, &port) < 0) {
+            snprintf(errstr, n, "%s: '%s' is not host:port (a port in [0, 65535]; 0: any free one)", listens[i].key,
+                     listens[i].value);
             return CRW_ERR_CONFIG;
         }
     }
@@ -596,6 +604,7 @@ static void resource_free(crw_resource_conf_t *r) {
     free(r->kind_column);
     free(r->poll_column);
     free(r->filter);
+    free(r->plural);
     crw_strlist_clear(&r->key);
     crw_strlist_clear(&r->include);
     crw_strlist_clear(&r->exclude);

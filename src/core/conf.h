@@ -45,6 +45,7 @@ typedef struct crw_resource_conf {
     crw_strlist_t exclude; /* columns left out of the object */
     char *poll_column; /* timestamp polling (a table outside the convention): the column every write sets */
     char *filter;      /* snapshots: an SQL condition on the table's rows ("": every row) */
+    char *plural;      /* the watch API: the kind's plural ("": lowercase kind + "s") */
     bool seen_table;   /* resource.<id>.table was given */
     int cache;         /* resource.<id>.cache: 0 auto, 1 true, 2 false */
     bool cached;       /* resolved by crw_config_finalize: its objects are kept in the resource cache */
@@ -92,6 +93,8 @@ typedef struct crw_config {
     int slot_lost;             /* 0 fail, 1 resync */
     char *http_listen;         /* host:port of the operations endpoint; "": off */
     int health_timeout_ms;     /* the main loop's silence that makes /healthz 503 */
+    char *watch_listen;        /* host:port of the watch API (app/watchapi.c); "": off */
+    int watch_history_events;  /* changes kept for resuming watches */
 
     /* --- snapshots: backfill, snapshot.mode (source/snapshot.c) --- */
     crw_snapshot_mode_t snapshot_mode;

@@ -111,6 +111,16 @@ void *crw_strmap_put(crw_strmap_t *m, const void *key, size_t len, bool *created
     return e->data;
 }
 
+bool crw_strmap_remove(crw_strmap_t *m, const void *key, size_t len) {
+    entry_t **pp = find(m, key, len, hash_of(key, len)), *e = *pp;
+    if (!e)
+        return false;
+    *pp = e->next;
+    free(e);
+    m->n--;
+    return true;
+}
+
 void crw_strmap_sweep(crw_strmap_t *m, crw_strmap_sweep_fn fn, void *opaque) {
     for (size_t i = 0; i < m->nbuckets; i++)
         for (entry_t **pp = &m->buckets[i]; *pp;) {

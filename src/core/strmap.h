@@ -24,6 +24,9 @@ void *crw_strmap_get(const crw_strmap_t *m, const void *key, size_t len);
 /* The value of key; a new key gets a zeroed value and *created = true. */
 void *crw_strmap_put(crw_strmap_t *m, const void *key, size_t len, bool *created);
 
+/* Removes key; false when it was not there. */
+bool crw_strmap_remove(crw_strmap_t *m, const void *key, size_t len);
+
 /*
  * Calls fn for every entry (in no order); the entries for which it returns
  * true are removed.  fn must not change the map.
