@@ -260,8 +260,10 @@ void crw_wapi_confirmed(crw_wapi_t *w, uint64_t position) {
         publish(w, w->pend[i]);
         wobj_unref(w->pend[i]);
     }
-    memmove(w->pend, w->pend + i, (w->npend - i) * sizeof *w->pend);
-    w->npend -= i;
+    if (i) {
+        memmove(w->pend, w->pend + i, (w->npend - i) * sizeof *w->pend);
+        w->npend -= i;
+    }
     if (position > w->last_rv)
         w->last_rv = position;
     pthread_cond_broadcast(&w->cv);

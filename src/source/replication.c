@@ -510,6 +510,11 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
     int rc0 = crw_guard_tick(&r->guard, &r->ses, r->confirmed, errstr, n);
     if (rc0 < 0)
         return rc0;
+    if (r->guard.flush_moved) { /* what was just stored may be confirmed to the slot now */
+        r->guard.flush_moved = false;
+        if (send_status(r, false) < 0)
+            return CRW_ERR_CONN;
+    }
     for (int batch = 0;; batch++) {
         /* Return now and then while data keeps coming, so the caller sees
          * signals and sinks, and feedback goes out on time. */

@@ -260,8 +260,10 @@ int crw_guard_tick(crw_guard_t *g, crw_session_t *s, uint64_t confirmed, char *e
                     g->last_status_us = crw_clock_mono_us(); /* from its answer: the others get their turn */
                     rc = status_result(g, res, errstr, n);
                 } else {
-                    if ((kind == Q_SAVE || kind == Q_HEARTBEAT_MARK) && g->saving > g->saved)
+                    if ((kind == Q_SAVE || kind == Q_HEARTBEAT_MARK) && g->saving > g->saved) {
                         g->saved = g->saving;
+                        g->flush_moved = true; /* the source tells the server at once */
+                    }
                     if (kind == Q_HEARTBEAT || kind == Q_HEARTBEAT_MARK)
                         crw_metric_add(CRW_M_HEARTBEATS, 1);
                 }
@@ -284,7 +286,10 @@ int crw_guard_tick(crw_guard_t *g, crw_session_t *s, uint64_t confirmed, char *e
                           "FROM pg_replication_slots WHERE slot_name = $1",
                           1, p, errstr, n);
     }
-    bool mark_due = g->store && confirmed > g->saved && (!g->last_mark_us || now - g->last_mark_us >= status_us);
+    /* The slot is told no more than is stored: store soon (at most once a second), or a take-over by a standby
+     * sends again everything since the last store. */
+    int64_t mark_us = status_us < 1000000 ? status_us : 1000000;
+    bool mark_due = g->store && confirmed > g->saved && (!g->last_mark_us || now - g->last_mark_us >= mark_us);
     bool hb_due = cf->heartbeat_interval_ms > 0 && !g->hb_waiting && now >= g->hb_paused_until_us &&
                   now - g->last_activity_us >= (int64_t)cf->heartbeat_interval_ms * 1000;
     char name[128], pos[32], tli[16], content[160];
@@ -361,6 +366,7 @@ bool crw_guard_heartbeat_back(crw_guard_t *g, const char *content, size_t len, i
     crw_metric_set(CRW_M_SOURCE_LAG_US, lag > 0 ? lag : 0);
     crw_debug("heartbeat %" PRIu64 " back: %.1f ms after its commit", seq, (double)lag / 1000.0);
     g->hb_waiting = 0;
+    g->last_activity_us = crw_clock_mono_us(); /* the next one in an interval, even before its commit is read */
     g->timeout_us = (int64_t)g->conf->heartbeat_timeout_ms * 1000; /* the stream is well: the bound is reset */
     return true;
 }

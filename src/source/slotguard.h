@@ -40,6 +40,7 @@ typedef struct crw_guard {
     bool store_checked;      /* looked for it (once per process) */
     bool had_mark;           /* crw_guard_start found one, and the slot is at or before it (saved) */
     bool check_only;         /* crwatch check: crw_guard_start compares, and writes nothing */
+    bool flush_moved;        /* a store completed: the flush position may be sent (the source clears it) */
     uint64_t saved;          /* the mark stored */
     uint64_t saving;         /* being stored by the query in flight */
     int pending;             /* the query in flight (0: none) */
