@@ -437,3 +437,38 @@ Test(watch, a_watcher_sees_only_what_the_sinks_acknowledged, .timeout = 120) {
     PQfinish(c);
     it_db_drop(NULL, db);
 }
+
+Test(watch, the_example_page_shows_a_job_created_after_it_loaded, .timeout = 120) {
+    char db[64];
+    PGconn *c = jobs_db("wpage", db, sizeof db);
+    add_job(c, "job-1", "a");
+    int port;
+    it_proc_t *p = serve(db, NULL, &port);
+    char url[512];
+    snprintf(url, sizeof url, "file://%s/examples/watch.html?api=http://127.0.0.1:%d&until=late-1", CRW_SOURCE_DIR,
+             port);
+    /* Headless Chromium (Debian's chromium): it prints the page once nothing is pending, i.e. after the page saw
+     * late-1 and closed its EventSource. */
+    const char *argv[] = {"chromium",  "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=60000",
+                          "--dump-dom", url,         NULL};
+    it_proc_t *browser = it_proc_spawn("/usr/bin/chromium", argv);
+    usleep(3000 * 1000); /* the page has loaded, listed and is watching */
+    cr_assert(it_proc_running(browser), "chromium exited before the job was created");
+    it_exec(c, "INSERT INTO jobs (name, spec, status) VALUES ('late-1', '{}', '{\"phase\":\"Pending\"}')");
+    cr_assert_eq(it_proc_wait(browser, 60000), 0, "chromium did not finish");
+    char dom[65536] = "";
+    size_t used = 0;
+    for (char *l; (l = it_proc_read_line(browser, 100));) {
+        used += (size_t)snprintf(dom + used, sizeof dom - used, "%s\n", l);
+        free(l);
+        if (used >= sizeof dom - 1)
+            break;
+    }
+    cr_expect(strstr(dom, "<tr id=\"job-late-1\" data-phase=\"Pending\">"), "the page did not show late-1: %s", dom);
+    cr_expect(strstr(dom, "<tr id=\"job-job-1\""), "the page did not list job-1: %s", dom);
+    cr_expect(strstr(dom, "saw late-1"), "%s", dom);
+    it_proc_free(browser);
+    it_crwatch_stop(p, 10000);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
