@@ -244,6 +244,32 @@ static int make_key(crw_buf_t *key, const crw_relinfo_t *ri, const crw_pgo_tuple
     return 0;
 }
 
+/*
+ * Drops one pointer (a JSON string, quotes included) from a comma list of
+ * them: a crd object's metadata.resourceVersion changes with every write,
+ * so `changed` leaves it out (docs/events.md); the patch keeps it.
+ */
+static void drop_pointer(crw_buf_t *list, const char *ptr) {
+    size_t n = strlen(ptr);
+    if (!list->data || list->len < n)
+        return;
+    for (char *p = list->data; (p = strstr(p, ptr));) {
+        bool start = p == list->data || p[-1] == ',', end = p[n] == ',' || p[n] == '\0';
+        if (!start || !end) {
+            p += n;
+            continue;
+        }
+        size_t from = (size_t)(p - list->data), to = from + n;
+        if (list->data[to] == ',')
+            to++; /* "x,next" -> "next" */
+        else if (from > 0)
+            from--; /* "prev,x" -> "prev" */
+        memmove(list->data + from, list->data + to, list->len - to + 1);
+        list->len -= to - from;
+        return;
+    }
+}
+
 /* The cache key: the kind too for shared tables, where names repeat across kinds. */
 static void cache_key(crw_ce_t *ce, const crw_rel_variant_t *v, const crw_relinfo_t *ri, const crw_buf_t *key) {
     crw_buf_reset(&ce->cachekey);
@@ -417,6 +443,8 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
         if (olddoc && crw_jdoc_parse(&ce->db, ce->obj.data, ce->obj.len) == 0)
             crw_jdoc_diff(olddoc, &ce->db, &ce->changed, ce->patch ? &ce->patchbuf : NULL,
                           ce->unknown.len ? ce->unknown.data : NULL);
+        if (ri->shape == CRW_SHAPE_CRD)
+            drop_pointer(&ce->changed, "\"/metadata/resourceVersion\"");
         crw_buf_put(out, ",\"changed\":[", 12);
         crw_buf_put(out, ce->changed.data ? ce->changed.data : "", ce->changed.len);
         crw_buf_putc(out, ']');
