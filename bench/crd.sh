@@ -33,9 +33,13 @@
 #   BENCH_BATCH [1000]          rows per insert / update transaction (= resources per namespace)
 #   BENCH_INCLUDE_INSERTS [0]   1: create the slots before the inserts (the stream holds
 #                               ADDED events too); 0: after them, so it holds only the updates
-#   BENCH_CACHE_ENTRIES [200000] cache.max.entries of the cache contenders (must be >= resources)
+#   BENCH_CACHE_ENTRIES [200000] cache.max.entries of the *-cache contenders (must be >= resources)
+#   BENCH_CACHE_BYTES           cache.max.bytes for every crwatch contender (e.g. 16MB, 1GB; a binary
+#                               with the byte bound only; unset: its default, 64 MiB); the nocache
+#                               contenders are unaffected (their kind is not cached)
 #   BENCH_REPEATS [3]           timed runs per contender (median reported)
-#   BENCH_EXTRA [0]             1: also time crwatch with the cache under FULL
+#   BENCH_EXTRA [0]             1: also time crw-full-cache (and, with the byte-bound binary,
+#                               crw-full-nocache)
 #   BENCH_SAMPLE_EVERY [50]     validation: parse and compare every Nth event in full
 #   BENCH_FENCE [1]             1: right after endpos, commit one row to bench.fence (in the
 #                               publication) so crwatch sees the next transaction at once;
@@ -63,6 +67,7 @@ ROUNDS="${BENCH_ROUNDS:-5}"
 BATCH="${BENCH_BATCH:-1000}"
 INCLUDE_INSERTS="${BENCH_INCLUDE_INSERTS:-0}"
 CACHE_ENTRIES="${BENCH_CACHE_ENTRIES:-200000}"
+CACHE_BYTES="${BENCH_CACHE_BYTES:-}"
 REPEATS="${BENCH_REPEATS:-3}"
 EXTRA="${BENCH_EXTRA:-0}"
 SAMPLE_EVERY="${BENCH_SAMPLE_EVERY:-50}"
@@ -89,6 +94,23 @@ bench_need_time
 bench_need "$PG_BIN/psql" "$PG_BIN/pg_recvlogical" python3 bc
 bench_workdir crwatch-crdbench
 bench_build crwatch
+# Which resource cache the binary has: since bce3872 it is on by default for crd
+# kinds, bounded by cache.max.bytes, with resource.<id>.cache; before, only
+# with cache.max.entries > 0 (and no byte bound).
+if "$CRW" --help 2>&1 | grep -q '^ *cache\.max\.bytes '; then
+  BYTE_CACHE=1
+  CACHE_BYTES_EFF="$("$CRW" --help 2>&1 | awk '$1 == "cache.max.bytes" {print $2}')"
+else
+  BYTE_CACHE=0
+  CACHE_BYTES_EFF=""
+  [[ -z "$CACHE_BYTES" ]] || die "BENCH_CACHE_BYTES: this crwatch has no cache.max.bytes (cache only with cache.max.entries > 0)"
+fi
+if [[ -n "$CACHE_BYTES" ]]; then
+  CACHE_BYTES_EFF="$(awk -v v="$CACHE_BYTES" 'BEGIN {
+    n = v + 0; u = toupper(substr(v, length(n "") + 1)); gsub(/ /, "", u)
+    m = (u == "" || u == "B") ? 1 : (u == "KB" ? 1024 : (u == "MB" ? 1048576 : (u == "GB" ? 1073741824 : -1)))
+    if (m < 0) exit 1; printf "%d\n", n * m }')" || die "BENCH_CACHE_BYTES: '$CACHE_BYTES' is not a size (B, kB, MB, GB)"
+fi
 
 # ---------------------------------------------------------------- server
 # No checkpoint during a measured update phase: the script checkpoints right
@@ -246,8 +268,22 @@ for key in "${KEYS[@]}"; do run_workload "$key" "crd_$key"; done
 
 # ---------------------------------------------------------------- contenders
 # NAME -> "size-independent identity:cache"; rl = pg_recvlogical
-CONTENDERS=(rl-default crw-default crw-default-cache rl-full crw-full)
-((EXTRA)) && CONTENDERS+=(crw-full-cache)
+if ((BYTE_CACHE)); then
+  # crw-default and crw-full have the default cache (crd kinds); -nocache turns it off for the kind.
+  CONTENDERS=(rl-default crw-default crw-default-nocache crw-default-cache rl-full crw-full)
+  ((EXTRA)) && CONTENDERS+=(crw-full-cache crw-full-nocache)
+else
+  CONTENDERS=(rl-default crw-default crw-default-cache rl-full crw-full)
+  ((EXTRA)) && CONTENDERS+=(crw-full-cache)
+fi
+# is_cached CONTENDER: whether crwatch keeps the kind in the resource cache in that run
+is_cached() {
+  case "$1" in
+    rl-* | *-nocache) return 1 ;;
+    *-cache) return 0 ;;
+    *) ((BYTE_CACHE)) ;;
+  esac
+}
 ident_of() { case "$1" in *-default*) echo default ;; *) echo full ;; esac; }
 
 copy_slot() { qd "$1" "SELECT pg_copy_logical_replication_slot('$2', '$3')" >/dev/null; } # DB SRC NAME
@@ -272,7 +308,9 @@ cmd_for() {
                -X resource.jobs.table=public.jobs -X resource.jobs.kind=Job -X resource.jobs.shape=crd
                -X "resource.jobs.api.version=$API_VERSION" -X "log.level=$level"
                -X "deadletter.file=$WORK/deadletter-$slot.jsonl")
-           if [[ "$c" == *-cache ]]; then CMD+=(-X "cache.max.entries=$CACHE_ENTRIES"); fi ;;
+           if [[ "$c" == *-nocache ]]; then CMD+=(-X resource.jobs.cache=false)
+           elif [[ "$c" == *-cache ]]; then CMD+=(-X "cache.max.entries=$CACHE_ENTRIES"); fi
+           if [[ -n "$CACHE_BYTES" && "$c" != *-nocache ]]; then CMD+=(-X "cache.max.bytes=$CACHE_BYTES"); fi ;;
     *) die "unknown contender $c" ;;
   esac
 }
@@ -323,6 +361,7 @@ with open(specs_file, encoding="utf-8") as f:
         k, _, v = line.rstrip("\n").partition("\t")
         specs[k] = v
 n = 0; verbs = {}; ids = set(); unknown_any = 0; unknown_spec = 0; with_old = 0; with_changed = 0
+old_unknown = 0; unknown_spec_with_old = 0
 sampled = 0; old_newer = 0; spec_ok = 0; spec_missing = 0; spec_bad = 0; old_ok = 0; old_bad = 0; first = {}
 changed_kinds = {}
 for line in sys.stdin:
@@ -331,15 +370,20 @@ for line in sys.stdin:
     ids.add(line[i + 6:j])
     t = line.find('"data":{"type":"'); verb = line[t + 16:line.find('"', t + 16)]
     verbs[verb] = verbs.get(verb, 0) + 1
+    has_old = '"oldObject":' in line
+    if '"oldObjectUnknown":true' in line:
+        old_unknown += 1
     u = line.rfind(',"unknown":[')
     if u >= 0:
         unknown_any += 1
         arr = json.loads(line[u + 11:line.find("]", u) + 1])
         if "/spec" in arr:
             unknown_spec += 1
+            if has_old:
+                unknown_spec_with_old += 1
     full = n % every == 0 or verb not in first
     if not full:
-        if '"oldObject":' in line:
+        if has_old:
             with_old += 1
         if '"changed":' in line:
             with_changed += 1
@@ -369,7 +413,8 @@ for line in sys.stdin:
         if int(d["oldObject"]["metadata"]["resourceVersion"]) > int(obj["metadata"]["resourceVersion"]):
             old_newer += 1
 res = dict(events=n, verbs=verbs, distinct_ids=len(ids), unknown_any=unknown_any, unknown_spec=unknown_spec,
-           with_oldObject=with_old, with_changed=with_changed, sampled=sampled, sample_spec_equal=spec_ok,
+           with_oldObject=with_old, with_changed=with_changed, oldObjectUnknown=old_unknown,
+           unknown_spec_with_oldObject=unknown_spec_with_old, sampled=sampled, sample_spec_equal=spec_ok,
            sample_spec_missing=spec_missing, sample_spec_different=spec_bad,
            sample_oldObject_spec_equal=old_ok, sample_oldObject_spec_different=old_bad,
            sample_oldObject_newer_than_object=old_newer,
@@ -378,10 +423,10 @@ with open(out, "w") as f:
     json.dump(res, f, indent=1, sort_keys=True)
 PY
 
-declare -A VALID
+declare -A VALID HITS SEEDLOG
 # validate KEY CONTENDER
 validate() {
-  local key="$1" c="$2" db="crd_$1" slot="v_${2//-/_}" vrc=0 res want_unknown
+  local key="$1" c="$2" db="crd_$1" slot="v_${2//-/_}" vrc=0 res
   [[ -f "$WORK/specs-$key.tsv" ]] ||
     qd "$db" "SELECT namespace || '/' || name, spec::text FROM public.jobs" | tr '|' '\t' >"$WORK/specs-$key.tsv"
   copy_slot "$db" "src_$key" "$slot"
@@ -393,31 +438,49 @@ validate() {
   vrc=$(cat "$WORK/vrc")
   drop_slot "$db" "$slot"
   res="$WORK/validate-$key-$c.json"
-  # What the stream must show: "/spec" unknown on every MODIFIED of a TOASTed spec,
-  # only for the default identity without the cache; whole specs everywhere else.
-  want_unknown=0
-  [[ "$c" == crw-default ]] && want_unknown=$((ROUNDS * TOASTED[$key]))
-  VALID[$key/$c]="$(python3 - "$res" "$vrc" "${EVENTS[$key]}" "$((ROUNDS * N))" "$want_unknown" "$WORK/deadletter-$slot.jsonl" <<'PY'
+  # What the stream must show. Without the cache under DEFAULT: "/spec" unknown on
+  # every MODIFIED of a TOASTed spec, no oldObject. With the cache under DEFAULT:
+  # a hit has oldObject and the whole spec; a miss (evicted by the byte bound)
+  # says oldObjectUnknown and, for a TOASTed spec, lists "/spec" unknown; never
+  # both an oldObject and an unknown spec. FULL: whole specs everywhere.
+  local mode=full
+  if [[ "$(ident_of "$c")" == default ]]; then is_cached "$c" && mode=cached || mode=plain; fi
+  VALID[$key/$c]="$(python3 - "$res" "$vrc" "${EVENTS[$key]}" "$((ROUNDS * N))" "$mode" "$((ROUNDS * TOASTED[$key]))" \
+    "$((TOASTED[$key] == N ? 1 : 0))" "$WORK/deadletter-$slot.jsonl" <<'PY'
 import json, os, sys
-r = json.load(open(sys.argv[1])); vrc = int(sys.argv[2]); events, modified, want_unknown = map(int, sys.argv[3:6])
-dl = sys.argv[6]
+r = json.load(open(sys.argv[1])); vrc = int(sys.argv[2]); events, modified = map(int, sys.argv[3:5])
+mode = sys.argv[5]; toasted_updates = int(sys.argv[6]); all_toasted = sys.argv[7] == "1"; dl = sys.argv[8]
 errs = []
 if vrc != 0: errs.append("crwatch exited %d" % vrc)
 if r["events"] != events: errs.append("%d events, want %d" % (r["events"], events))
 if r["verbs"].get("MODIFIED", 0) != modified: errs.append("%d MODIFIED, want %d" % (r["verbs"].get("MODIFIED", 0), modified))
 if r["distinct_ids"] != events: errs.append("%d distinct ids, want %d" % (r["distinct_ids"], events))
-if r["unknown_spec"] != want_unknown: errs.append('%d events list "/spec" unknown, want %d' % (r["unknown_spec"], want_unknown))
+us, ou = r["unknown_spec"], r["oldObjectUnknown"]
+if mode == "plain":
+    if us != toasted_updates: errs.append('%d events list "/spec" unknown, want %d' % (us, toasted_updates))
+    if ou or r["with_oldObject"]: errs.append("no cache, yet %d oldObjectUnknown and %d oldObject" % (ou, r["with_oldObject"]))
+elif mode == "cached":
+    if r["unknown_spec_with_oldObject"]: errs.append('%d events have an oldObject and list "/spec" unknown' % r["unknown_spec_with_oldObject"])
+    if r["with_oldObject"] + ou != modified: errs.append("%d oldObject + %d oldObjectUnknown != %d MODIFIED" % (r["with_oldObject"], ou, modified))
+    if toasted_updates == 0 and us: errs.append('%d events list "/spec" unknown, no spec is TOASTED' % us)
+    if all_toasted and us != ou: errs.append('%d events list "/spec" unknown, %d cache misses: want equal' % (us, ou))
+    if us > ou: errs.append('%d events list "/spec" unknown, more than the %d cache misses' % (us, ou))
+else:
+    if us or ou: errs.append('FULL, yet %d events list "/spec" unknown and %d oldObjectUnknown' % (us, ou))
 if r["unknown_any"] != r["unknown_spec"]: errs.append("%d events with other unknown fields" % (r["unknown_any"] - r["unknown_spec"]))
 if r["sample_spec_different"] or r["sample_oldObject_spec_different"]:
     errs.append("sampled specs differ from the table: %d object, %d oldObject" % (r["sample_spec_different"], r["sample_oldObject_spec_different"]))
-if want_unknown == 0 and r["sample_spec_missing"]: errs.append("%d sampled objects lack spec" % r["sample_spec_missing"])
+if us == 0 and r["sample_spec_missing"]: errs.append("%d sampled objects lack spec" % r["sample_spec_missing"])
 if os.path.exists(dl) and os.path.getsize(dl) > 0: errs.append("dead-letter file not empty")
 print("ok" if not errs else "FAIL: " + "; ".join(errs))
 PY
 )"
+  # The cache hit rate of the pass (MODIFIED with an oldObject; DEFAULT, cached), and crwatch's seed line.
+  [[ "$mode" == cached ]] && HITS[$key/$c]="$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); m=r["verbs"].get("MODIFIED",0); print("%.1f" % (100.0*r["with_oldObject"]/m) if m else "-")' "$res")"
+  SEEDLOG[$key/$c]="$(grep -o 'cache: [0-9]* of [0-9]* rows.*' "$WORK/validate-$key-$c.err" | head -n 1 || true)"
   [[ "${VALID[$key/$c]}" == ok ]] || { FAILED=1; tail -n 20 "$WORK/validate-$key-$c.err" | sed 's/^/    /' >&2; }
   log "$(printf 'validation %-14s %-17s %s' "$key" "$c" \
-    "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%d events %s, %d distinct ids, unknown /spec on %d, oldObject on %d; sampled %d: spec equal %d, missing %d, oldObject newer %d" % (r["events"], r["verbs"], r["distinct_ids"], r["unknown_spec"], r["with_oldObject"], r["sampled"], r["sample_spec_equal"], r["sample_spec_missing"], r["sample_oldObject_newer_than_object"]))' "$res"): ${VALID[$key/$c]}")"
+    "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%d events %s, %d distinct ids, unknown /spec on %d, oldObject on %d, oldObjectUnknown on %d; sampled %d: spec equal %d, missing %d, oldObject newer %d" % (r["events"], r["verbs"], r["distinct_ids"], r["unknown_spec"], r["with_oldObject"], r["oldObjectUnknown"], r["sampled"], r["sample_spec_equal"], r["sample_spec_missing"], r["sample_oldObject_newer_than_object"]))' "$res"): ${VALID[$key/$c]}")"
 }
 
 for key in "${KEYS[@]}"; do
@@ -490,18 +553,37 @@ walsum() { # KEY FIELD
   echo "workload per table: $N crd-shaped resources, inserted in $BATCH-row txns; then $ROUNDS status-only update rounds over all of them in $BATCH-row txns"
   echo "streamed (timed): $( ((INCLUDE_INSERTS)) && echo "the inserts and the updates ($N ADDED + $((ROUNDS * N)) MODIFIED per table)" || echo "the updates only ($((ROUNDS * N)) MODIFIED per table; slot created after the inserts)")"
   echo "endpos: the end of each table's update phase; $( ((FENCE)) && echo "a one-row fence transaction follows it in the same database" || echo "no fence (crwatch reads on until a keepalive past endpos)")"
-  echo "logical_decoding_work_mem = $LDWM; cache contenders: cache.max.entries=$CACHE_ENTRIES, seeded at start by listing the table (inside the timed run)"
+  echo "logical_decoding_work_mem = $LDWM"
+  if ((BYTE_CACHE)); then
+    echo "resource cache: on by default for crd kinds (crw-default, crw-full), cache.max.bytes=${CACHE_BYTES:-default} ($CACHE_BYTES_EFF B); *-nocache: resource.jobs.cache=false; *-cache: + cache.max.entries=$CACHE_ENTRIES"
+  else
+    echo "resource cache: only with cache.max.entries > 0 (this binary has no byte bound): *-cache contenders, cache.max.entries=$CACHE_ENTRIES"
+  fi
+  echo "cached runs are seeded at start by listing the table (inside the timed run); 'hits' = MODIFIED events with an oldObject in the validation pass"
   if ((FAILED)); then echo "*** A RUN FAILED OR DID NOT VALIDATE: the figures below mean nothing (see the log above) ***"; fi
   for s in $SIZES; do
     kd="s${s}_default"; kf="s${s}_full"
     echo
     echo "spec ~${SPECTXT[$kd]} B as JSON text, ${SPECCOL[$kd]} B stored (pg_column_size; row ~${ROWCOL[$kd]} B); externally TOASTed: ${TOASTED[$kd]} of $N specs"
-    printf '  %-18s %8s %10s %7s %13s %13s  %s\n' contender seconds rows/s "vs rl" "peak RSS MiB" "client CPU s" validation
+    printf '  %-19s %8s %10s %7s %13s %13s %7s  %s\n' contender seconds rows/s "vs rl" "peak RSS MiB" "client CPU s" "hits %" validation
     for c in "${CONTENDERS[@]}"; do
       key="s${s}_$(ident_of "$c")"; rl="rl-$(ident_of "$c")"
-      printf '  %-18s %8.2f %10.0f %7.2f %13.1f %13.2f  %s\n' "$c" "${SECS[$key/$c]}" \
+      printf '  %-19s %8.2f %10.0f %7.2f %13.1f %13.2f %7s  %s\n' "$c" "${SECS[$key/$c]}" \
         "$(echo "${EVENTS[$key]} / ${SECS[$key/$c]}" | bc -l)" "$(echo "${SECS[$key/$rl]} / ${SECS[$key/$c]}" | bc -l)" \
-        "$(echo "${RSS[$key/$c]} / 1024" | bc -l)" "${CPU[$key/$c]}" "${VALID[$key/$c]:--}"
+        "$(echo "${RSS[$key/$c]} / 1024" | bc -l)" "${CPU[$key/$c]}" "${HITS[$key/$c]:--}" "${VALID[$key/$c]:--}"
+    done
+    for c in "${CONTENDERS[@]}"; do
+      if [[ "$c" != crw-default* ]] || ! is_cached "$c"; then continue; fi
+      key="s${s}_default"
+      r=$(echo "${SECS[$key/rl-default]} / ${SECS[$key/$c]}" | bc -l)
+      g1=$( (($(echo "$r >= 0.9" | bc -l))) && echo MET || echo "NOT MET")
+      if [[ -n "$CACHE_BYTES_EFF" ]]; then
+        lim=$(( (CACHE_BYTES_EFF + 16 * 1048576) / 1024 ))
+        g2="peak RSS $(printf '%.1f' "$(echo "${RSS[$key/$c]} / 1024" | bc -l)") MiB <= cache.max.bytes + 16 MiB = $((lim / 1024)) MiB: $( ((${RSS[$key/$c]%.*} <= lim)) && echo MET || echo "NOT MET")"
+      else
+        g2="no byte bound in this binary"
+      fi
+      printf '  goal %-19s vs rl %.2f >= 0.90: %s; %s\n' "$c" "$r" "$g1" "$g2"
     done
     echo "  WAL of the status-only update phase ($((ROUNDS * N)) updates, after a CHECKPOINT):"
     printf '  %-9s %8s %9s %9s %9s %9s %12s %10s\n' identity "MiB" "B/update" "heap B/u" "btree B/u" "FPI B/u" "B/u w/o FPI" "vs DEFAULT"
@@ -539,6 +621,8 @@ walsum() { # KEY FIELD
   echo "include_inserts=$INCLUDE_INSERTS"
   echo "fence=$FENCE"
   echo "cache_max_entries=$CACHE_ENTRIES"
+  echo "byte_cache=$BYTE_CACHE"
+  echo "cache_max_bytes=${CACHE_BYTES_EFF:-none}"
   echo "repeats=$REPEATS"
   for key in "${KEYS[@]}"; do
     echo "${key}_events=${EVENTS[$key]}"
@@ -559,6 +643,8 @@ walsum() { # KEY FIELD
       echo "${k}_peak_rss_kib=${RSS[$key/$c]}"
       echo "${k}_client_cpu_seconds=${CPU[$key/$c]}"
       [[ -n "${VALID[$key/$c]:-}" ]] && echo "${k}_validation=${VALID[$key/$c]}"
+      [[ -n "${HITS[$key/$c]:-}" ]] && echo "${k}_cache_hit_percent=${HITS[$key/$c]}"
+      [[ -n "${SEEDLOG[$key/$c]:-}" ]] && echo "${k}_seed_log=${SEEDLOG[$key/$c]}"
     done
   done
   echo "failed=$FAILED"

@@ -20,8 +20,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 }
 
 struct MHD_Daemon *crw_http_start(const char *what, const char *listen, unsigned flags,
-                                  MHD_AccessHandlerCallback handler, void *cls, unsigned connection_limit, int *port,
-                                  char *errstr, size_t n) {
+                                  MHD_AccessHandlerCallback handler, void *cls, unsigned connection_limit,
+                                  unsigned timeout_s, int *port, char *errstr, size_t n) {
     char host[256], portstr[16];
     if (crw_config_listen(listen, host, sizeof host, port) < 0) {
         snprintf(errstr, n, "%s: '%s' is not host:port", what, listen);
@@ -40,7 +40,7 @@ struct MHD_Daemon *crw_http_start(const char *what, const char *listen, unsigned
     /* the logger first: libmicrohttpd logs with its own until it sees it */
     struct MHD_Daemon *d =
         MHD_start_daemon(flags, (uint16_t)*port, NULL, NULL, handler, cls, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-                         (void *)what, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+                         (void *)what, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT, timeout_s,
                          MHD_OPTION_CONNECTION_LIMIT, connection_limit, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!d) {

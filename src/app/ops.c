@@ -81,8 +81,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 crw_ops_t *crw_ops_start(const char *listen, int health_timeout_ms, char *errstr, size_t n) {
     crw_ops_t *ops = crw_calloc(1, sizeof *ops);
     ops->health_timeout_ms = health_timeout_ms;
-    if (!(ops->d = crw_http_start("http.listen", listen, MHD_USE_INTERNAL_POLLING_THREAD, handle, ops, 64, &ops->port,
-                                  errstr, n))) {
+    if (!(ops->d = crw_http_start("http.listen", listen, MHD_USE_INTERNAL_POLLING_THREAD, handle, ops, 64, 30,
+                                  &ops->port, errstr, n))) {
         free(ops);
         return NULL;
     }

@@ -266,6 +266,8 @@ static int on_snapshot(void *opaque, crw_catalog_t *cat, const crw_src_snapshot_
     }
     if (!st->watch && (!st->cache || !cf->cache_seed))
         return 0;
+    if (!consistent && st->cache)
+        crw_mapper_cache_horizon(st->mapper, snap->read_at); /* replayed changes are older than the listing */
     crw_txn_init(&st->tx, snap->lsn, 0, 0); /* the listing stands at the stream's start */
     st->tx.position = snap->position;
     crw_wapi_base(st->watch, snap->position);

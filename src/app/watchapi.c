@@ -72,6 +72,8 @@ struct crw_wapi {
     wobj_t **pend;
     size_t npend, cappend;
     uint64_t last_confirmed;
+    uint64_t max_committed;   /* the newest rv of a committed transaction fed (the driver's side) */
+    bool ready;               /* the store was filled (crw_wapi_base): requests before it get 503 */
     int nwatchers;            /* watches being served (w->mu) */
 };
 
@@ -171,8 +173,8 @@ static void pend_push(crw_wapi_t *w, wobj_t *o) {
 }
 
 void crw_wapi_event(crw_wapi_t *w, const crw_event_t *ev) {
-    if (!w)
-        return;
+    if (!w || (w->max_committed && ev->position <= w->max_committed && strcmp(ev->type, "SYNC")))
+        return; /* a transaction the source sends again after a reconnect: it is pending or shown already */
     const char *type = !strcmp(ev->type, "SYNC") ? "SYNC" : ev->type;
     wobj_t *o = wobj_new(w, ev, type, ev->position);
     if (o)
@@ -182,8 +184,11 @@ void crw_wapi_event(crw_wapi_t *w, const crw_event_t *ev) {
 void crw_wapi_commit(crw_wapi_t *w, uint64_t end) {
     if (!w)
         return;
-    for (size_t i = w->npend; i-- > 0 && !w->pend[i]->end;)
+    for (size_t i = w->npend; i-- > 0 && !w->pend[i]->end;) {
         w->pend[i]->end = end ? end : 1;
+        if (w->pend[i]->rv > w->max_committed)
+            w->max_committed = w->pend[i]->rv;
+    }
 }
 
 void crw_wapi_abandon(crw_wapi_t *w) {
@@ -206,17 +211,55 @@ static void ring_push(crw_wapi_t *w, wobj_t *o) {
     w->head++;
 }
 
+/*
+ * A DELETED of the last version the store has (its labels, so that selectors
+ * still match it), at resourceVersion rv: what a delete whose own object is
+ * only its key, or a TRUNCATE, shows.
+ */
+static wobj_t *deleted_of(const wobj_t *cur, uint64_t rv) {
+    wobj_t *d = crw_calloc(1, sizeof *d);
+    d->refs = 1;
+    d->rv = rv;
+    d->kind = cur->kind;
+    snprintf(d->type, sizeof d->type, "DELETED");
+    d->ns = crw_strdup(cur->ns);
+    d->name = crw_strdup(cur->name);
+    d->key = crw_strdup(cur->key);
+    d->labels = crw_calloc((size_t)cur->nlabels + 1, sizeof *d->labels);
+    for (int i = 0; i < cur->nlabels; i++) {
+        d->labels[i].k = crw_strdup(cur->labels[i].k);
+        d->labels[i].v = crw_strdup(cur->labels[i].v);
+    }
+    d->nlabels = cur->nlabels;
+    json_object *obj = json_tokener_parse(cur->obj), *md;
+    if (obj && json_object_object_get_ex(obj, "metadata", &md)) {
+        char rvs[24];
+        snprintf(rvs, sizeof rvs, "%" PRIu64, rv);
+        json_object_object_add(md, "resourceVersion", json_object_new_string(rvs));
+        size_t len;
+        const char *t = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+                                                          &len);
+        d->obj = crw_strndup(t, len);
+        d->objlen = len;
+    } else {
+        d->obj = crw_strndup(cur->obj, cur->objlen);
+        d->objlen = cur->objlen;
+    }
+    json_object_put(obj);
+    return d;
+}
+
+typedef struct {
+    crw_wapi_t *w;
+    uint64_t rv;
+} truncate_t;
+
 static bool drop_all(void *opaque, const void *key, size_t len, void *value) {
     (void)key, (void)len;
-    crw_wapi_t *w = opaque;
+    truncate_t *t = opaque;
     wobj_t *cur = *(wobj_t **)value;
-    /* a DELETED of each: watchers hear of every object that went */
-    wobj_t *d = crw_calloc(1, sizeof *d);
-    *d = (wobj_t){.refs = 1, .rv = w->last_rv, .kind = cur->kind, .ns = crw_strdup(cur->ns),
-                  .name = crw_strdup(cur->name), .key = crw_strdup(cur->key), .obj = crw_strdup(cur->obj),
-                  .objlen = cur->objlen};
-    snprintf(d->type, sizeof d->type, "DELETED");
-    ring_push(w, d);
+    wobj_t *d = deleted_of(cur, t->rv); /* watchers hear of every object that went */
+    ring_push(t->w, d);
     wobj_unref(d);
     wobj_unref(cur);
     return true;
@@ -228,7 +271,8 @@ static void publish(crw_wapi_t *w, wobj_t *o) {
     if (o->rv > w->last_rv)
         w->last_rv = o->rv;
     if (o->truncate) {
-        crw_strmap_sweep(k->store, drop_all, w);
+        truncate_t t = {w, o->rv};
+        crw_strmap_sweep(k->store, drop_all, &t);
         return;
     }
     wobj_t **cur = crw_strmap_get(k->store, o->key, strlen(o->key));
@@ -236,8 +280,13 @@ static void publish(crw_wapi_t *w, wobj_t *o) {
         snprintf(o->type, sizeof o->type, "%s", cur ? "MODIFIED" : "ADDED");
     if (!strcmp(o->type, "DELETED")) {
         if (cur) {
+            /* the store knows the whole last version: watchers (and their selectors) get it, at the delete's rv */
+            wobj_t *d = deleted_of(*cur, o->rv);
             wobj_unref(*cur);
             crw_strmap_remove(k->store, o->key, strlen(o->key));
+            ring_push(w, d);
+            wobj_unref(d);
+            return;
         }
     } else {
         bool created;
@@ -274,6 +323,7 @@ void crw_wapi_base(crw_wapi_t *w, uint64_t position) {
     if (!w)
         return;
     pthread_mutex_lock(&w->mu);
+    w->ready = true;
     if (!w->base_rv || position < w->base_rv)
         w->base_rv = position;
     if (position > w->last_rv)
@@ -359,8 +409,9 @@ static int parse_req(selector_t *s, const char *a, const char *b) {
         const char *v = p[1] == '=' ? p + 2 : p + 1;
         q.vals = crw_calloc(1, sizeof *q.vals);
         q.vals[q.nvals++] = trimdup(v, r + strlen(r));
-    } else if ((p = strstr(r, " notin ")) || (p = strstr(r, " in "))) {
-        bool notin = !strncmp(p, " notin ", 7);
+    } else if ((p = strstr(r, " notin ")) || (p = strstr(r, " notin(")) || (p = strstr(r, " in ")) ||
+               (p = strstr(r, " in("))) {
+        bool notin = !strncmp(p, " notin", 6);
         q.op = notin ? SEL_NOTIN : SEL_IN;
         q.key = trimdup(r, p);
         char *open = strchr(p, '('), *close = strrchr(p, ')');
@@ -491,6 +542,7 @@ typedef struct {
     selector_t sel;          /* its namespace from the path goes into sel.ns */
     bool sse, bookmarks;
     uint64_t next;           /* the next history seq to send */
+    uint64_t min_rv;         /* only changes after it (the watch's resourceVersion, or its list's) */
     wobj_t **initial;        /* the current objects first (a watch without resourceVersion) */
     size_t ninitial, sent_initial;
     int64_t deadline_ms, last_bookmark_ms, last_keepalive_ms;
@@ -532,9 +584,12 @@ static int64_t start_seq(const crw_wapi_t *w, uint64_t rv) {
     return (int64_t)s;
 }
 
+/* One event; rv 0: no id (an initial object: their order is not their resourceVersions'). */
 static void put_event(watcher_t *wt, const char *type, const char *obj, size_t len, uint64_t rv) {
     if (wt->sse) {
-        crw_buf_printf(&wt->out, "id: %" PRIu64 "\nevent: %s\ndata: ", rv, type);
+        if (rv)
+            crw_buf_printf(&wt->out, "id: %" PRIu64 "\n", rv);
+        crw_buf_printf(&wt->out, "event: %s\ndata: ", type);
         crw_buf_put(&wt->out, obj, len);
         crw_buf_puts(&wt->out, "\n\n");
     } else {
@@ -544,13 +599,13 @@ static void put_event(watcher_t *wt, const char *type, const char *obj, size_t l
     }
 }
 
-static void put_bookmark(watcher_t *wt) {
+static void put_bookmark(watcher_t *wt, uint64_t rv) {
     const wkind_t *k = &wt->w->kinds[wt->kind];
     char obj[512];
     int n = snprintf(obj, sizeof obj,
                      "{\"kind\":\"%s\",\"apiVersion\":\"%s\",\"metadata\":{\"resourceVersion\":\"%" PRIu64 "\"}}",
-                     k->kind, k->api_version, wt->w->last_rv);
-    put_event(wt, "BOOKMARK", obj, (size_t)n, wt->w->last_rv);
+                     k->kind, k->api_version, rv);
+    put_event(wt, "BOOKMARK", obj, (size_t)n, rv);
 }
 
 /* Fills wt->out with what is due (w->mu held); waits up to a second when nothing is. */
@@ -559,7 +614,9 @@ static void fill(watcher_t *wt) {
     int64_t now = crw_clock_mono_ms();
     while (wt->sent_initial < wt->ninitial && wt->out.len < 65536) {
         wobj_t *o = wt->initial[wt->sent_initial++];
-        put_event(wt, "ADDED", o->obj, o->objlen, o->rv);
+        put_event(wt, "ADDED", o->obj, o->objlen, 0);
+        if (wt->sent_initial == wt->ninitial && (wt->bookmarks || wt->sse))
+            put_bookmark(wt, wt->min_rv); /* where the initial objects stand: a resume goes on from it */
     }
     if (wt->out.len)
         return;
@@ -584,11 +641,11 @@ static void fill(watcher_t *wt) {
         return; /* cut off on the next call */
     for (; wt->next < w->head && wt->out.len < 65536; wt->next++) {
         const wobj_t *o = w->ring[wt->next % w->cap];
-        if (o->kind == wt->kind && matches(&wt->sel, o))
+        if (o->kind == wt->kind && o->rv > wt->min_rv && matches(&wt->sel, o))
             put_event(wt, o->type, o->obj, o->objlen, o->rv);
     }
     if (!wt->out.len && wt->bookmarks && now - wt->last_bookmark_ms >= 5000) {
-        put_bookmark(wt);
+        put_bookmark(wt, w->last_rv);
         wt->last_bookmark_ms = now;
     }
     if (!wt->out.len && wt->sse && now - wt->last_keepalive_ms >= 15000) {
@@ -597,7 +654,7 @@ static void fill(watcher_t *wt) {
     }
     if (!wt->out.len && (w->stopping || now >= wt->deadline_ms)) {
         if (wt->bookmarks)
-            put_bookmark(wt); /* where to resume: everything up to it was sent */
+            put_bookmark(wt, w->last_rv > wt->min_rv ? w->last_rv : wt->min_rv); /* where to resume */
         wt->ending = true;
     }
 }
@@ -686,6 +743,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (strcmp(method, "GET"))
         return status_reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, "MethodNotAllowed", "the watch API is read-only: GET");
+    pthread_mutex_lock(&w->mu);
+    bool ready = w->ready;
+    pthread_mutex_unlock(&w->mu);
+    if (!ready)
+        return status_reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "ServiceUnavailable",
+                            "crwatch is connecting, or listing the tables: try again");
     /* /apis/{group}/{version}[/namespaces/{ns}]/{plural}[/{name}] */
     char path[1024];
     snprintf(path, sizeof path, "%s", url);
@@ -695,13 +758,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         parts[np++] = t;
     const char *ns = NULL, *plural = NULL, *name = NULL;
     if (np >= 4 && !strcmp(parts[0], "apis")) {
-        if (np >= 6 && !strcmp(parts[3], "namespaces")) {
+        if (np >= 6 && np <= 7 && !strcmp(parts[3], "namespaces")) {
             ns = parts[4];
             plural = parts[5];
-            name = np >= 7 ? parts[6] : NULL;
-        } else {
+            name = np == 7 ? parts[6] : NULL;
+        } else if (np <= 5 && strcmp(parts[3], "namespaces")) {
             plural = parts[3];
-            name = np >= 5 ? parts[4] : NULL;
+            name = np == 5 ? parts[4] : NULL;
         }
     }
     int kind = -1;
@@ -785,6 +848,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         listing_t l = {w, &wt->sel, kind, NULL, 0, &wt->initial, &wt->ninitial};
         crw_strmap_sweep(k->store, list_one, &l);
         wt->next = w->head;
+        wt->min_rv = w->last_rv;
     } else {
         char *end;
         errno = 0;
@@ -802,6 +866,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                            : status_reply(c, MHD_HTTP_GONE, "Expired", msg);
         }
         wt->next = (uint64_t)s;
+        wt->min_rv = rv; /* a resourceVersion not reached yet: what comes up to it is not sent */
     }
     wt->counted = true;
     w->nwatchers++;
@@ -864,7 +929,7 @@ crw_wapi_t *crw_wapi_start(const crw_config_t *conf, int *err, char *errstr, siz
     w->ring = crw_calloc(w->cap, sizeof *w->ring);
     int bound;
     if (!(w->d = crw_http_start("watch.listen", conf->watch_listen,
-                                MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, handle, w, 1024,
+                                MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, handle, w, 1024, 0,
                                 &bound, errstr, n))) {
         crw_wapi_stop(w);
         return NULL;

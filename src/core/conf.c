@@ -541,6 +541,10 @@ int crw_config_finalize(crw_config_t *c, char *errstr, size_t n) {
                          r->table, c->resources[j].id, r->id);
                 return CRW_ERR_CONFIG;
             }
+        if (r->cache == 1 && c->cache_max_bytes == 0) {
+            snprintf(errstr, n, "resource.%s.cache=true, but cache.max.bytes=0 turns the cache off", r->id);
+            return CRW_ERR_CONFIG;
+        }
         /* The resource cache (docs/events.md): crd kinds by default; row kinds when asked. */
         r->cached = c->cache_max_bytes > 0 &&
                     (r->cache == 1 || (r->cache == 0 && (r->shape == CRW_SHAPE_CRD || c->cache_max_entries > 0)));

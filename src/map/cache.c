@@ -141,8 +141,10 @@ const char *crw_cache_get(crw_cache_t *c, uint32_t relid, const char *key, size_
 }
 
 void crw_cache_put(crw_cache_t *c, uint32_t relid, const char *key, size_t keylen, const char *obj, size_t len) {
-    if (keylen + len > UINT32_MAX / 2)
-        return; /* not an object worth keeping */
+    if (keylen + len > UINT32_MAX / 2) {
+        crw_cache_remove(c, relid, key, keylen); /* not worth keeping; an older one would be stale */
+        return;
+    }
     uint32_t want = (uint32_t)(keylen + len);
     entry_t **pp = find(c, relid, key, keylen);
     entry_t *e = *pp;
@@ -154,9 +156,9 @@ void crw_cache_put(crw_cache_t *c, uint32_t relid, const char *key, size_t keyle
         uint32_t cap = want + want / 8;
         if (cost(cap) + c->nbuckets * sizeof *c->buckets + sizeof *c > c->max_bytes)
             return; /* it cannot fit: never kept */
-        evict(c, cost(cap), 1, NULL);
         if (c->n * 2 > c->nbuckets && c->nbuckets < (1u << 26))
-            grow_buckets(c);
+            grow_buckets(c); /* first: the buckets count against the bound too */
+        evict(c, cost(cap), 1, NULL);
         e = crw_malloc(sizeof *e + cap);
         e->prev = e->next = NULL;
         e->relid = relid;

@@ -16,7 +16,7 @@
 
 typedef struct crw_cache crw_cache_t;
 
-/* max_entries 0: no entry bound; max_bytes 0: no byte bound. */
+/* max_entries 0: no entry bound; max_bytes 0: no byte bound (the configuration's 0 means no cache at all). */
 crw_cache_t *crw_cache_new(uint32_t max_entries, size_t max_bytes);
 void crw_cache_destroy(crw_cache_t *c);
 

@@ -32,6 +32,7 @@ enum { ATTR_SPECVERSION, ATTR_ID, ATTR_SOURCE, ATTR_TYPE, ATTR_SUBJECT, ATTR_TIM
 
 struct crw_ce {
     crw_cache_t *cache;
+    uint64_t horizon;   /* changes committed before it find the cache newer than they are (crw_ce_cache_horizon) */
     bool patch;
     crw_buf_t obj, old, unknown, changed, patchbuf, cachekey, cached;
     crw_jdoc_t da, db, dc;
@@ -394,7 +395,9 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
     }
     cache_key(ce, v, ri, rekeyed ? oldkey : key);
     /* A read (SYNC) is the whole current object: it has no older one to show. */
-    const crw_jdoc_t *cached = oldkind == 'O' || ch->op == CRW_OP_READ ? NULL : cached_doc(ce, ri);
+    /* A change older than the cache's listing would find a newer object there: treated as a miss. */
+    const crw_jdoc_t *cached =
+        oldkind == 'O' || ch->op == CRW_OP_READ || tx->commit_lsn < ce->horizon ? NULL : cached_doc(ce, ri);
 
     /* object, and oldObject when the old row is known */
     crw_buf_reset(&ce->unknown);
@@ -464,8 +467,9 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
     close_data(out, ev);
     set_attrs(ce, ev, ri, v, tx, verb, key);
 
-    /* keep the cache current: only whole objects are worth remembering */
-    if (ce->cache && ri->cached) {
+    /* keep the cache current: only whole objects are worth remembering; a change older than the listing leaves
+     * what the listing read, which is newer */
+    if (ce->cache && ri->cached && tx->commit_lsn >= ce->horizon) {
         if (rekeyed)
             crw_cache_remove(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len);
         cache_key(ce, v, ri, key);
@@ -476,6 +480,8 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
     }
     return 0;
 }
+
+void crw_ce_cache_horizon(crw_ce_t *ce, uint64_t lsn) { ce->horizon = lsn; }
 
 int crw_ce_seed(crw_ce_t *ce, const crw_relinfo_t *ri, const crw_pgo_tuple_t *row, char *errstr, size_t n) {
     if (!ce->cache || !ri->cached)

@@ -42,6 +42,9 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
 void crw_ce_truncate(crw_ce_t *ce, crw_buf_t *out, crw_event_t *ev, const crw_relinfo_t *ri, const crw_txn_ctx_t *tx);
 
 /* Renders a whole row (read outside replication) as its object and caches it. */
+/* The cache was listed from the tables' current state at WAL position lsn: changes committed before it do not
+ * take an old object (or unchanged values) from it; they say oldObjectUnknown.  0: no such horizon. */
+void crw_ce_cache_horizon(crw_ce_t *ce, uint64_t lsn);
 int crw_ce_seed(crw_ce_t *ce, const crw_relinfo_t *ri, const crw_pgo_tuple_t *row, char *errstr, size_t errstr_size);
 
 #endif

@@ -183,6 +183,8 @@ int crw_mapper_change(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_chang
     return 0;
 }
 
+void crw_mapper_cache_horizon(crw_mapper_t *mp, uint64_t lsn) { crw_ce_cache_horizon(mp->ce, lsn); }
+
 int crw_mapper_seed(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_pgo_tuple_t *row, char *errstr, size_t n) {
     return crw_ce_seed(mp->ce, ri, row, errstr, n);
 }

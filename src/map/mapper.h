@@ -66,6 +66,8 @@ int crw_mapper_change(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_chang
                       crw_mapped_t *out, char *errstr, size_t errstr_size);
 
 /* Renders a whole row read outside replication as its object and caches it (cache seeding). */
+/* The cache's listing read the current state at WAL position lsn (map/cloudevents.h's crw_ce_cache_horizon). */
+void crw_mapper_cache_horizon(crw_mapper_t *mp, uint64_t lsn);
 int crw_mapper_seed(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_pgo_tuple_t *row, char *errstr,
                     size_t errstr_size);
 

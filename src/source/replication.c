@@ -138,7 +138,13 @@ static int run_snapshot(logical_t *r, uint64_t start, char *errstr, size_t n) {
             PQclear(PQexec(sql, "ROLLBACK"));
         }
     }
-    crw_src_snapshot_t snap = {in_snap ? r->ses.snapshot : NULL, start, start};
+    crw_src_snapshot_t snap = {in_snap ? r->ses.snapshot : NULL, start, start, 0};
+    if (!in_snap) { /* the current state is read: the changes the slot sends up to here are older than it */
+        PGresult *res = PQexec(sql, "SELECT pg_current_wal_lsn()");
+        if (PQresultStatus(res) == PGRES_TUPLES_OK)
+            crw_lsn_parse(PQgetvalue(res, 0, 0), &snap.read_at);
+        PQclear(res);
+    }
     int rc = r->ev.snapshot(r->ev.opaque, r->cat, &snap);
     if (in_snap)
         PQclear(PQexec(sql, "COMMIT"));

@@ -45,6 +45,8 @@ typedef struct crw_src_snapshot {
     const char *name;  /* an exported snapshot the changes continue from exactly; NULL: none (the current state) */
     uint64_t position; /* the position changes continue from: what is read in the snapshot stands there */
     uint64_t lsn;      /* its WAL position (events' pglsn); 0: unknown */
+    uint64_t read_at;  /* no name: the WAL position when the current state was read (changes before it are older
+                        * than what is read); 0: unknown */
 } crw_src_snapshot_t;
 
 /*

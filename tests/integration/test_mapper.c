@@ -390,3 +390,29 @@ Test(mapper, debezium_envelope_with_tombstones_and_key_changes) {
     PQfinish(c);
     it_db_drop(NULL, db);
 }
+
+Test(mapper, changes_older_than_the_caches_listing_say_the_old_object_is_unknown, .timeout = 60) {
+    char db[64];
+    PGconn *c = it_db_create("bigold", db, sizeof db);
+    make_big(c, "DEFAULT");
+    insert_big(c, "one");
+    const char *xs[] = {"resource.r.table=public.r", "resource.r.shape=crd", "resource.r.kind=Big", NULL};
+    it_proc_t *p = start(db, xs);
+    stop(p);
+    /* While crwatch is away; on the next start the slot sends it, and the cache is listed after it. */
+    it_exec(c, "UPDATE r SET status = '{\"phase\":\"b\"}' WHERE name = 'one'");
+    p = start(db, xs);
+    json_object *old = it_proc_expect_event(p, EV_TIMEOUT);
+    it_expect_str(old, "data.object.status.phase", "b");
+    cr_assert_not(it_json_exists(old, "data.oldObject"), "a newer oldObject: %s", json_object_to_json_string(old));
+    it_expect_str(old, "data.oldObjectUnknown", "true");
+    json_object_put(old);
+    it_exec(c, "UPDATE r SET status = '{\"phase\":\"c\"}' WHERE name = 'one'");
+    json_object *now = it_proc_expect_event(p, EV_TIMEOUT);
+    it_expect_str(now, "data.oldObject.status.phase", "b");
+    cr_assert(it_json_array_has(now, "data.changed", "/status/phase"), "%s", json_object_to_json_string(now));
+    json_object_put(now);
+    stop(p);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}

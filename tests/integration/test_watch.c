@@ -472,3 +472,65 @@ Test(watch, the_example_page_shows_a_job_created_after_it_loaded, .timeout = 120
     PQfinish(c);
     it_db_drop(NULL, db);
 }
+
+Test(watch, deletes_reach_label_filtered_watchers_with_their_labels, .timeout = 120) {
+    char db[64];
+    PGconn *c = jobs_db("wdel", db, sizeof db);
+    int port;
+    /* A one-entry cache: the delete of job-1 finds no old object there, only its key in the WAL. */
+    const char *const extra[] = {"cache.max.entries=1", NULL};
+    it_proc_t *p = serve(db, extra, &port);
+    add_job(c, "job-1", "a");
+    add_job(c, "job-2", "a");
+    add_job(c, "job-3", "b");
+    for (int i = 0; i < 3; i++)
+        json_object_put(it_proc_expect_event(p, EV_TIMEOUT));
+    usleep(300 * 1000);
+    int items;
+    char *rv = list_rv(port, &items);
+    char q[256];
+    snprintf(q, sizeof q, "watch=1&resourceVersion=%s&labelSelector=team%%3Da", rv);
+    it_proc_t *w = watch(port, q, NULL);
+    usleep(300 * 1000);
+    it_exec(c, "DELETE FROM jobs WHERE name = 'job-1'");
+    char *line = it_proc_read_line(w, EV_TIMEOUT);
+    cr_assert(line, "no DELETED for the filtered watcher");
+    json_object *e = json_tokener_parse(line);
+    it_expect_str(e, "type", "DELETED");
+    it_expect_str(e, "object.metadata.name", "job-1");
+    it_expect_str(e, "object.metadata.labels.team", "a");
+    json_object_put(e);
+    free(line);
+    it_exec(c, "TRUNCATE jobs");
+    expect_event(w, "DELETED job-2");
+    cr_expect(it_proc_no_line_within(w, 500), "job-3 is team b");
+    char *after = list_rv(port, &items);
+    cr_expect_eq(items, 0, "the store is empty after the TRUNCATE");
+    free(after);
+    it_proc_free(w);
+    free(rv);
+    it_crwatch_stop(p, 10000);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(watch, a_change_sent_again_after_a_reconnect_is_shown_once, .timeout = 120) {
+    char db[64];
+    PGconn *c = jobs_db("wdup", db, sizeof db);
+    int port;
+    /* Each delivery takes a second: the walsender is ended before the change is acknowledged. */
+    const char *const extra[] = {"sink=exec", "exec.mode=per-event", "exec.command=sleep 1", NULL};
+    it_proc_t *p = serve(db, extra, &port);
+    it_proc_t *w = watch(port, "watch=1&timeoutSeconds=30", NULL);
+    usleep(300 * 1000);
+    add_job(c, "job-1", "a");
+    usleep(300 * 1000);
+    it_exec(c, "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '%s'", db);
+    cr_assert(it_proc_stderr_wait(p, "reconnecting", EV_TIMEOUT), "no reconnect");
+    expect_event(w, "ADDED job-1");
+    cr_expect(it_proc_no_line_within(w, 4000), "the change sent again came twice");
+    it_proc_free(w);
+    it_crwatch_stop(p, 15000);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
