@@ -270,7 +270,6 @@ static int on_snapshot(void *opaque, crw_catalog_t *cat, const crw_src_snapshot_
         crw_mapper_cache_horizon(st->mapper, snap->read_at); /* replayed changes are older than the listing */
     crw_txn_init(&st->tx, snap->lsn, 0, 0); /* the listing stands at the stream's start */
     st->tx.position = snap->position;
-    crw_wapi_base(st->watch, snap->position);
     crw_info("%s: listing the watched tables (%s)", st->watch ? "cache, watch API" : "cache",
              consistent ? "in the new slot's snapshot" : "current state; the slot existed already");
     for (int i = 0; i < cf->nresources; i++) {
@@ -294,6 +293,7 @@ static int on_snapshot(void *opaque, crw_catalog_t *cat, const crw_src_snapshot_
         else
             crw_info("cache: %ld of %ld rows of %s.%s", sd.seeded, rows, rel->nspname, rel->relname);
     }
+    crw_wapi_base(st->watch, snap->position); /* listed: the watch API answers from here */
     return 0;
 }
 
