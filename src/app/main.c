@@ -26,6 +26,13 @@
 
 static volatile sig_atomic_t stop_requested;
 
+/* slot.lost=resync inside `crwatch stream` (app/stream.h): crwatch resync against every watched table. */
+static int resync_for_stream(const crw_config_t *conf, const char *conninfo, volatile sig_atomic_t *stop, char *err,
+                             size_t n) {
+    crw_resync_opts_t ro = {conninfo, stop, false, NULL};
+    return crw_resync_run(conf, &ro, err, n);
+}
+
 static void on_signal(int sig) {
     (void)sig;
     stop_requested = 1;
@@ -204,6 +211,7 @@ int main(int argc, char **argv) {
 
     if (!strcmp(cmd, "stream")) {
         crw_stream_opts_t so = {conninfo, endpos, &stop_requested, NULL, NULL};
+        so.resync = resync_for_stream;
         rc = crw_stream_run(conf, &so, err, sizeof err);
     } else if (!strcmp(cmd, "backfill")) {
         crw_backfill_opts_t bo = {conninfo, &stop_requested, resume, &only};

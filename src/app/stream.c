@@ -30,7 +30,6 @@
 #include "core/pipeline.h"
 #include "decode/types.h"
 #include "app/ops.h"
-#include "app/resync.h"
 #include "app/watchapi.h"
 #include "map/cache.h"
 #include "map/mapper.h"
@@ -573,10 +572,11 @@ static int resync_lost_slot(stream_t *st, const crw_stream_opts_t *opts) {
              cf->resync_from);
     char why[1024];
     int rc = crw_admin_slot_recover(cf, st->conninfo, false, why, sizeof why);
-    if (rc == 0) {
-        crw_resync_opts_t ro = {st->conninfo, opts->stop, false, NULL};
-        rc = crw_resync_run(cf, &ro, why, sizeof why);
-    }
+    if (rc == 0 && !opts->resync) {
+        snprintf(why, sizeof why, "no resync here (the command line's stream runs it; set slot.lost=fail)");
+        rc = CRW_ERR_CONFIG;
+    } else if (rc == 0)
+        rc = opts->resync(cf, st->conninfo, opts->stop, why, sizeof why);
     if (rc == 0 && opts->stop && *opts->stop)
         rc = CRW_ERR_STOPPED;
     if (rc == 0)

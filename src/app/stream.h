@@ -50,6 +50,9 @@ typedef struct crw_stream_opts {
     int (*at_end)(void *arg, int (*emit)(void *emit_ctx, crw_event_t *ev), void *emit_ctx);
     void *arg;                   /* of source_new, progress, finished, verdict and at_end */
     const char *checkpoint_id;   /* the sinks' checkpoint name (crw_sink_env_t); NULL: slot.name */
+    /* slot.lost=resync: corrects the sinks against the tables (crwatch resync, app/resync.h); NULL: not here. */
+    int (*resync)(const crw_config_t *conf, const char *conninfo, volatile sig_atomic_t *stop, char *errstr,
+                  size_t errstr_size);
 } crw_stream_opts_t;
 
 /*

@@ -3,6 +3,8 @@
  */
 #include "core/buf.h"
 
+#include "core/utf8.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -55,35 +57,6 @@ void crw_buf_printf(crw_buf_t *b, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* Length of the valid UTF-8 sequence starting at s (at most n bytes), or 0. */
-size_t crw_utf8_seq_len(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0xC2)
-        return 0; /* continuation byte or overlong 2-byte lead */
-    if (c < 0xE0) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if (c < 0xF0) {
-        len = 3;
-        cp = c & 0x0F;
-    } else if (c < 0xF5) {
-        len = 4;
-        cp = c & 0x07;
-    } else
-        return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
-        return 0;
-    return len;
-}
 
 void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";

@@ -58,10 +58,6 @@ void crw_buf_vprintf(crw_buf_t *b, const char *fmt, va_list ap);
  * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
 void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n);
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 when it is not one (overlongs, surrogates and
- * code points past U+10FFFF are not). */
-size_t crw_utf8_seq_len(const unsigned char *s, size_t n);
-
 /* The value of hexadecimal digit c, or -1. */
 static inline int crw_hexval(char c) {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;

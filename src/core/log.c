@@ -3,7 +3,7 @@
  */
 #include "core/log.h"
 
-#include "core/buf.h"
+#include "core/utf8.h"
 
 #include <stdarg.h>
 #include <stdint.h>
