@@ -370,6 +370,13 @@ static int on_change(void *opaque, const crw_change_t *ch) {
         return rc;
     if (!ri->watched || st->skipping)
         return 0;
+    if (ri->cached && ch->oldkind == 'O' && st->cache) {
+        /* The whole old row comes with the changes (REPLICA IDENTITY FULL): the cache adds nothing for it. */
+        ri->cached = false;
+        crw_cache_clear_relation(st->cache, ri->rel->relid);
+        crw_info("cache: %s.%s sends its old rows (REPLICA IDENTITY FULL): not cached", ch->rel->nspname,
+                 ch->rel->relname);
+    }
     char why[512];
     rc = crw_mapper_change(st->mapper, ri, ch, &st->tx, &st->mapped, why, sizeof why);
     if (rc == CRW_ERR_UNMAPPED)
