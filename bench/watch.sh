@@ -40,17 +40,22 @@
 #        MODIFIED of this phase, the first file's status.seq in write order,
 #        no ERROR event (a watcher that fell behind watch.history.events is cut
 #        off with one), and every file byte-identical to the first (md5);
-#   6. stops crwatch (SIGTERM), prints the table, writes bench/results/watch-<stamp>.txt.
+#   6. the linger check (BENCH_LINGER): 10 watchers connect and disconnect while
+#      nothing changes; how long their connection threads stay;
+#   7. stops crwatch (SIGTERM), prints the table, writes bench/results/watch-<stamp>.txt.
 #
 # Environment (defaults in brackets):
 #   BENCH_CHANGES [20000]       status updates per phase (N)
 #   BENCH_OBJECTS [1000]        jobs in the table (the updates go round robin over them)
 #   BENCH_BATCH [100]           single-row UPDATEs per writer transaction
-#   BENCH_SPEC_PAD [200]        bytes of padding in each spec (the object is ~0.6 KiB plus this)
+#   BENCH_SPEC_PAD [200]        bytes of padding in each spec (a watch line is ~0.5 KiB plus this)
 #   BENCH_WATCHERS ["0 1 10 100"] watcher counts, one phase (per mode) each, in this order
 #   BENCH_MODES ["live burst"]  live: write while streaming; burst: crwatch stopped while writing
 #   BENCH_HISTORY               watch.history.events for crwatch (unset: its default, 10000)
-#   BENCH_POLL_MS [50]          the poller's interval (the resolution of the times)
+#   BENCH_POLL_MS [50]          the poller's interval (with a poll's own time, the resolution of the times)
+#   BENCH_LINGER [20]           after the phases: 10 watchers connect and go; crwatch's threads are
+#                               counted each second for this long without changes, then after one
+#                               change (0: skip)
 #   BENCH_DRAIN_TIMEOUT [180]   seconds a phase may take after t0 before it counts as failed
 #   BENCH_CRWATCH_OPTS          more -X settings for crwatch, space separated key=value
 #   BENCH_PG_OPTS               more server settings, space separated name=value
@@ -62,7 +67,7 @@
 #
 # Needs the PostgreSQL 15 server binaries (scripts/deps), curl, python3, md5sum.
 # The watchers' files take about W x N x the line size on disk per phase
-# (100 x 20,000 x ~0.9 KiB = ~1.8 GB), removed after each phase.
+# (100 x 20,000 x ~0.7 KiB = ~1.4 GB), removed after each phase.
 # Exit status: 0 every phase completed and every watcher got the same N
 # changes; 1 otherwise (crwatch died, a watcher was cut off or missed events,
 # or a phase timed out).
@@ -82,10 +87,12 @@ HISTORY="${BENCH_HISTORY:-}"
 POLL_MS="${BENCH_POLL_MS:-50}"
 DRAIN_TIMEOUT="${BENCH_DRAIN_TIMEOUT:-180}"
 KEEP_FILES="${BENCH_KEEP_FILES:-0}"
+LINGER="${BENCH_LINGER:-20}"
 
 for v in N OBJECTS BATCH POLL_MS DRAIN_TIMEOUT; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "bench/watch.sh: $v must be a positive integer" >&2; exit 2; }
 done
+[[ "$LINGER" =~ ^[0-9]+$ ]] || { echo "bench/watch.sh: BENCH_LINGER must be an integer" >&2; exit 2; }
 [[ "$SPEC_PAD" =~ ^[0-9]+$ ]] || { echo "bench/watch.sh: BENCH_SPEC_PAD must be an integer" >&2; exit 2; }
 [[ -z "$HISTORY" || "$HISTORY" =~ ^[1-9][0-9]*$ ]] || { echo "bench/watch.sh: BENCH_HISTORY must be a positive integer" >&2; exit 2; }
 for w in $WATCHERS; do [[ "$w" =~ ^[0-9]+$ ]] || { echo "bench/watch.sh: BENCH_WATCHERS: '$w' is not a count" >&2; exit 2; }; done
@@ -101,11 +108,13 @@ bench_need "$PG_BIN/psql" curl python3 md5sum
 bench_workdir crwatch-watchbench
 CRW_PID=""
 WRITER_PID=""
+POLLER_PID=""
 CURL_PIDS=()
 # shellcheck disable=SC2317  # invoked by bench_cleanup
 bench_on_exit() {
   local p
   if [[ -n "$WRITER_PID" ]]; then kill -TERM "$WRITER_PID" 2>/dev/null || true; fi
+  if [[ -n "$POLLER_PID" ]]; then kill -TERM "$POLLER_PID" 2>/dev/null || true; fi
   for p in "${CURL_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   if [[ -n "$CRW_PID" ]]; then
     kill -CONT "$CRW_PID" 2>/dev/null || true
@@ -177,7 +186,7 @@ for ((i = 0; i < 300; i++)); do
 done
 [[ -n "$WPORT" && -n "$MPORT" ]] || { cat "$WORK/crwatch.err" >&2; die "no watch API or /metrics port in crwatch's log"; }
 BASE="http://127.0.0.1:$WPORT/apis/$GROUP_VERSION/$PLURAL"
-HISTORY_EFF="$(grep -o 'history of [0-9]* events' "$WORK/crwatch.err" | head -n 1 | awk '{print $3}')"
+HISTORY_EFF="$(grep -m 1 -o 'history of [0-9]* events' "$WORK/crwatch.err" | awk '{print $3}' || true)"
 log "crwatch pid $CRW_PID: watch API on port $WPORT (history of ${HISTORY_EFF:-?} events), /metrics on $MPORT"
 
 proc_status() { # FIELD -> kB (or count) from /proc/CRW_PID/status
@@ -189,8 +198,11 @@ proc_cpu() { # user + sys seconds of crwatch
 events_total() {
   curl -s "http://127.0.0.1:$MPORT/metrics" | awk '/^crwatch_events_total/ {s += $NF} END {printf "%d\n", s}'
 }
-list_rv() {
-  curl -s "$BASE" | grep -o '"resourceVersion":"[0-9]*"' | head -n 1 | grep -o '[0-9][0-9]*'
+list_rv() { # the list's metadata.resourceVersion (the first one in the body)
+  local body
+  body="$(curl -s "$BASE")"
+  [[ "$body" =~ \"resourceVersion\":\"([0-9]+)\" ]] || die "no resourceVersion in the list: ${body:0:200}"
+  echo "${BASH_REMATCH[1]}"
 }
 wait_idle() { # until crwatch has confirmed the WAL written so far (or 30 s)
   local lsn i
@@ -213,9 +225,12 @@ log "crwatch streams; the list has $ITEMS objects; VmRSS $((RSS_START / 1024)) M
 # marker (its last change), dead when its curl is gone without it.
 cat >"$WORK/poll.py" <<'PY'
 import json, os, re, subprocess, sys, time, urllib.request
-(t0, timeout, poll_ms, murl, base_events, n, marker, psql_cmd, lsn_file, pid, out) = sys.argv[1:12]
+(t0_file, timeout, poll_ms, murl, base_events, n, marker, psql_cmd, lsn_file, pid, out) = sys.argv[1:12]
 files = sys.argv[12:]
-t0 = float(t0); timeout = float(timeout); poll = int(poll_ms) / 1000.0
+# Started before t0 (python's start-up is not in the times): t0 is in t0_file once it has come.
+while not (os.path.exists(t0_file) and os.path.getsize(t0_file) > 0):
+    time.sleep(0.002)
+t0 = float(open(t0_file).read()); timeout = float(timeout); poll = int(poll_ms) / 1000.0
 base_events = int(base_events); n = int(n); pid = int(pid)
 mark = re.compile(marker.encode())
 wfiles = files[0::2]; wpids = [int(p) for p in files[1::2]]
@@ -234,8 +249,9 @@ def events():
     except Exception:
         return None
     return sum(float(l.rsplit(" ", 1)[1]) for l in body.splitlines() if l.startswith("crwatch_events_total"))
+cycle_max = 0.0; slow_req = 0.0
 while True:
-    now = time.time() - t0; polls += 1
+    c0 = time.time(); now = c0 - t0; polls += 1
     try:
         with open("/proc/%d/status" % pid) as f:
             for l in f:
@@ -243,13 +259,15 @@ while True:
                     rss_max = max(rss_max, int(l.split()[1]))
     except OSError:
         break  # crwatch is gone
+    # Every time is taken when the observation is complete (an upper bound of when it happened).
     if stream_done is None:
-        e = events()
+        r0 = time.time(); e = events(); r1 = time.time()
+        slow_req = max(slow_req, r1 - r0)
         if e is not None:
             last_events = e
-            events_at.append((round(now, 3), int(e - base_events)))
+            events_at.append((round(r1 - t0, 3), int(e - base_events)))
             if e - base_events >= n:
-                stream_done = now
+                stream_done = r1 - t0
     if target is None and os.path.exists(lsn_file) and os.path.getsize(lsn_file) > 0:
         target = open(lsn_file).read().split()[-1]
         writer_done = os.path.getmtime(lsn_file) - t0
@@ -257,7 +275,7 @@ while True:
         r = subprocess.run(psql_cmd.split("\x1f") + ["SELECT coalesce(pg_wal_lsn_diff('%s', confirmed_flush_lsn) <= 0, false)::int FROM pg_replication_slots WHERE slot_name = 'watchbench'" % target],
                            capture_output=True, text=True)
         if r.stdout.strip() == "1":
-            confirm_done = now
+            confirm_done = time.time() - t0
     for i, fn in enumerate(wfiles):
         if done[i] is not None or dead[i] is not None:
             continue
@@ -267,12 +285,14 @@ while True:
                 f.seek(max(0, sz - 16384)); tail = f.read()
         except OSError:
             tail = b""
+        t = time.time() - t0
         if mark.search(tail):
-            done[i] = now
+            done[i] = t
         elif b'"type":"ERROR"' in tail:
-            dead[i] = now; cut[i] = True
+            dead[i] = t; cut[i] = True
         elif not alive(wpids[i]):
-            dead[i] = now
+            dead[i] = t
+    cycle_max = max(cycle_max, time.time() - c0)
     pending = sum(1 for i in range(len(wfiles)) if done[i] is None and dead[i] is None)
     if stream_done is not None and confirm_done is not None and pending == 0:
         break
@@ -281,7 +301,8 @@ while True:
     time.sleep(poll)
 json.dump(dict(stream_done=stream_done, confirm_done=confirm_done, writer_done=writer_done, target_lsn=target,
                events_seen=int(last_events - base_events), watcher_done=done, watcher_dead=dead, watcher_cut=cut,
-               rss_max_kib=rss_max, polls=polls, events_at=events_at[:: max(1, len(events_at) // 40)]),
+               rss_max_kib=rss_max, polls=polls, poll_cycle_max_s=round(cycle_max, 3), metrics_request_max_s=round(slow_req, 3),
+               events_at=events_at[:: max(1, len(events_at) // 40)]),
           open(out, "w"))
 PY
 
@@ -327,6 +348,20 @@ for mode in $MODES; do
     p=$((p + 1))
     writer_sql "$p" >"$WORK/writer-$p.sql"
     wait_idle
+    # The previous phase's connection threads notice that their watcher went only
+    # when a write fails: the second change after it went (see the linger check).
+    # Up to three throwaway changes (not in any phase's count) end them first, so
+    # they do not wake with every change of this phase.
+    for ((k = 1; k <= 3; k++)); do
+      for ((i = 0; i < 20; i++)); do (($(proc_status Threads) <= THREADS_START)) && break; sleep 0.05; done
+      (($(proc_status Threads) <= THREADS_START)) && break
+      ((k > 1)) || log "phase $p: $(($(proc_status Threads) - THREADS_START)) connection threads of gone watchers are still there; flushing them with throwaway changes"
+      qb "UPDATE public.jobs SET annotations = jsonb_build_object('flush', $p * 10 + $k) WHERE namespace = 'team-1' AND name = 'job-000001'" >/dev/null
+      sleep 0.5
+    done
+    (($(proc_status Threads) <= THREADS_START)) ||
+      log "phase $p: $(($(proc_status Threads) - THREADS_START)) connection threads of gone watchers are still there after three changes"
+    wait_idle
     rv="$(list_rv)"
     rss_before="$(proc_status VmRSS)"; thr_before="$(proc_status Threads)"
     CURL_PIDS=()
@@ -348,7 +383,11 @@ for mode in $MODES; do
     rss_conn="$(proc_status VmRSS)"
     cpu0="$(proc_cpu)"
     ev0="$(events_total)"
-    rm -f "$WORK/lsn-$p"
+    rm -f "$WORK/lsn-$p" "$WORK/t0-$p"
+    python3 "$WORK/poll.py" "$WORK/t0-$p" "$DRAIN_TIMEOUT" "$POLL_MS" "http://127.0.0.1:$MPORT/metrics" "$ev0" "$N" \
+      "\"seq\": ?$((p * 10000000 + N))[,}]" "$PSQL_CMD" "$WORK/lsn-$p" "$CRW_PID" "$WORK/poll-$p.json" ${files[@]+"${files[@]}"} &
+    POLLER_PID=$!
+    sleep 0.5 # python's start-up
     if [[ "$mode" == burst ]]; then
       kill -STOP "$CRW_PID"
       tw0=$(date +%s.%N)
@@ -357,16 +396,18 @@ for mode in $MODES; do
       t0=$(date +%s.%N)
       mv "$WORK/lsn-$p.tmp" "$WORK/lsn-$p"
       touch -d "@$t0" "$WORK/lsn-$p"
+      echo "$t0" >"$WORK/t0-$p.tmp" && mv "$WORK/t0-$p.tmp" "$WORK/t0-$p"
       kill -CONT "$CRW_PID"
       write_s=$(echo "$tw1 - $tw0" | bc -l)
     else
       t0=$(date +%s.%N)
+      echo "$t0" >"$WORK/t0-$p.tmp" && mv "$WORK/t0-$p.tmp" "$WORK/t0-$p"
       (psqlx -d "$DB" -At -f "$WORK/writer-$p.sql" >"$WORK/lsn-$p.tmp" && mv "$WORK/lsn-$p.tmp" "$WORK/lsn-$p") &
       WRITER_PID=$!
       write_s=""
     fi
-    python3 "$WORK/poll.py" "$t0" "$DRAIN_TIMEOUT" "$POLL_MS" "http://127.0.0.1:$MPORT/metrics" "$ev0" "$N" \
-      "\"seq\": ?$((p * 10000000 + N))[,}]" "$PSQL_CMD" "$WORK/lsn-$p" "$CRW_PID" "$WORK/poll-$p.json" ${files[@]+"${files[@]}"}
+    wait "$POLLER_PID" || { log "phase $p: the poller failed"; FAILED=1; }
+    POLLER_PID=""
     if [[ -n "$WRITER_PID" ]]; then wait "$WRITER_PID" || { log "phase $p: the writer failed"; FAILED=1; }; WRITER_PID=""; fi
     cpu1="$(proc_cpu)"
     rss_after="$(proc_status VmRSS)"
@@ -374,20 +415,20 @@ for mode in $MODES; do
     for pid in "${CURL_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     CURL_PIDS=()
     sleep 0.5
-    rss_disc="$(proc_status VmRSS)"; hwm="$(proc_status VmHWM)"
+    rss_disc="$(proc_status VmRSS)"; hwm="$(proc_status VmHWM)"; thr_disc="$(proc_status Threads)"
     wfiles=()
     for ((i = 1; i <= w; i++)); do wfiles+=("$WORK/w$p-$i.ndjson"); done
     python3 "$WORK/check.py" "$p" "$N" "$WORK/check-$p.json" ${wfiles[@]+"${wfiles[@]}"}
     ((KEEP_FILES)) || rm -f ${wfiles[@]+"${wfiles[@]}"}
     kill -0 "$CRW_PID" 2>/dev/null || { tail -n 20 "$WORK/crwatch.err" >&2; die "phase $p: crwatch exited"; }
     row="$(python3 - "$WORK/poll-$p.json" "$WORK/check-$p.json" "$mode" "$w" "$N" "${write_s:-}" \
-      "$rss_before" "$rss_conn" "$rss_after" "$rss_disc" "$hwm" "$cpu0" "$cpu1" "$thr_before" "$thr" <<'PY'
+      "$rss_before" "$rss_conn" "$rss_after" "$rss_disc" "$hwm" "$cpu0" "$cpu1" "$thr_before" "$thr" "$thr_disc" <<'PY'
 import json, statistics, sys
 pl = json.load(open(sys.argv[1])); ck = json.load(open(sys.argv[2]))
 mode, w, n = sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 write_s = float(sys.argv[6]) if sys.argv[6] else pl["writer_done"]
 rss_b, rss_c, rss_a, rss_d, hwm = map(int, sys.argv[7:12]); cpu0, cpu1 = map(float, sys.argv[12:14])
-thr_b, thr = map(int, sys.argv[14:16])
+thr_b, thr, thr_d = map(int, sys.argv[14:17])
 errs = []
 done = [d for d in pl["watcher_done"] if d is not None]
 if pl["stream_done"] is None: errs.append("the stream did not emit %d events (saw %d)" % (n, pl["events_seen"]))
@@ -412,9 +453,10 @@ out = dict(mode=mode, watchers=w, changes=n, write_s=write_s, stream_s=pl["strea
            rss_disconnected_kib=rss_d, hwm_kib=hwm,
            kib_per_watcher_connected=((rss_c - rss_b) / w) if w else None,
            kib_per_watcher_delivering=((pl["rss_max_kib"] - rss_b) / w) if w else None,
-           threads_before=thr_b, threads_connected=thr, crwatch_cpu_s=cpu1 - cpu0,
+           threads_before=thr_b, threads_connected=thr, threads_after_disconnect=thr_d, crwatch_cpu_s=cpu1 - cpu0,
            lines=ck["lines"][:3] + (["..."] if len(ck["lines"]) > 3 else []), distinct_md5=len(set(ck["md5"])),
-           cut_off=sum(pl["watcher_cut"]), polls=pl["polls"], events_at=pl["events_at"],
+           cut_off=sum(pl["watcher_cut"]), polls=pl["polls"], poll_cycle_max_s=pl["poll_cycle_max_s"],
+           metrics_request_max_s=pl["metrics_request_max_s"], events_at=pl["events_at"],
            verdict="ok" if not errs else "FAIL: " + "; ".join(errs))
 print(json.dumps(out))
 PY
@@ -429,6 +471,36 @@ print("phase %s %-5s W=%-3d write %ss  stream %ss (%s ev/s) confirm %ss  watcher
   r["crwatch_cpu_s"], r["verdict"]))' "$row" "$p")"
   done
 done
+
+# ---------------------------------------------------------------- linger
+# A watcher that goes while nothing changes: crwatch notices only when it next
+# writes to the connection (a change, or a bookmark/keepalive when asked for).
+LINGER_LINE=""
+if ((LINGER > 0)); then
+  for ((i = 0; i < 100; i++)); do (($(proc_status Threads) <= THREADS_START)) && break; sleep 0.05; done
+  lthr0="$(proc_status Threads)"
+  rv="$(list_rv)"
+  CURL_PIDS=()
+  for ((i = 1; i <= 10; i++)); do
+    curl -sN "$BASE?watch=1&resourceVersion=$rv" >/dev/null 2>&1 &
+    CURL_PIDS+=($!)
+  done
+  for ((i = 0; i < 200; i++)); do (($(proc_status Threads) >= lthr0 + 10)) && break; sleep 0.05; done
+  lthr1="$(proc_status Threads)"
+  for pid in "${CURL_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${CURL_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  CURL_PIDS=()
+  samples=()
+  for ((i = 1; i <= LINGER; i++)); do sleep 1; samples+=("$(proc_status Threads)"); done
+  qb "UPDATE public.jobs SET status = status || '{\"linger\": 1}' WHERE namespace = 'team-1' AND name = 'job-000001'" >/dev/null
+  sleep 1.5
+  lthr2="$(proc_status Threads)"
+  qb "UPDATE public.jobs SET status = status || '{\"linger\": 2}' WHERE namespace = 'team-1' AND name = 'job-000001'" >/dev/null
+  sleep 1.5
+  lthr3="$(proc_status Threads)"
+  LINGER_LINE="linger: threads $lthr0 before, $lthr1 with 10 watchers; after they went, each second for ${LINGER} s without changes: ${samples[*]}; 1.5 s after one change: $lthr2; after a second: $lthr3"
+  log "$LINGER_LINE"
+fi
 
 # ---------------------------------------------------------------- stop, report
 kill -TERM "$CRW_PID" 2>/dev/null || true
@@ -448,16 +520,17 @@ GIT_DIRTY="$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo d
   echo "per phase: $N single-row status UPDATEs of $OBJECTS jobs (round robin), $BATCH per transaction; watchers: curl -sN ?watch=1&resourceVersion=<the list's> into a file each"
   echo "crwatch: shape=crd, watch.history.events=${HISTORY_EFF:-?}, sink=stdout -> /dev/null; VmRSS at start $((RSS_START / 1024)) MiB, $THREADS_START threads; $WARNS warn/error log lines"
   if ((FAILED)); then echo "*** A PHASE FAILED: see the verdicts and the log above ***"; fi
+  [[ -z "$LINGER_LINE" ]] || echo "$LINGER_LINE"
   echo
-  printf '%-5s %4s %7s %8s %9s %8s %9s %9s %10s %10s %11s %8s %8s %8s %9s %9s %6s  %s\n' mode W "write s" "stream s" "stream/s" "confirm" "watch med" "watch max" "ev/s/watch" "ev/s total" "RSS 0/conn" "max MiB" "KiB/w" "KiB/w*" "CPU s" "threads" "md5s" verdict
+  printf '%-5s %4s %7s %8s %9s %8s %9s %9s %10s %10s %11s %8s %8s %8s %9s %9s %6s %6s  %s\n' mode W "write s" "stream s" "stream/s" "confirm" "watch med" "watch max" "ev/s/watch" "ev/s total" "RSS 0/conn" "max MiB" "KiB/w" "KiB/w*" "CPU s" "threads" "md5s" "cycle" verdict
   for row in "${ROWS[@]}"; do
     python3 -c 'import json,sys; r=json.loads(sys.argv[1]); f=lambda x, s="%.2f": s % x if x is not None else "-"
-print("%-5s %4d %7s %8s %9s %8s %9s %9s %10s %10s %11s %8.1f %8s %8s %9.2f %9s %6s  %s" % (
+print("%-5s %4d %7s %8s %9s %8s %9s %9s %10s %10s %11s %8.1f %8s %8s %9.2f %9s %6s %6.2f  %s" % (
   r["mode"], r["watchers"], f(r["write_s"]), f(r["stream_s"]), f(r["stream_eps"], "%.0f"), f(r["confirm_s"]),
   f(r["watch_median_s"]), f(r["watch_max_s"]), f(r["per_watcher_eps_min"], "%.0f"), f(r["total_eps"], "%.0f"),
   "%.1f/%.1f" % (r["rss_before_kib"] / 1024, r["rss_connected_kib"] / 1024), r["rss_max_kib"] / 1024,
   f(r["kib_per_watcher_connected"], "%.0f"), f(r["kib_per_watcher_delivering"], "%.0f"), r["crwatch_cpu_s"],
-  "%d->%d" % (r["threads_before"], r["threads_connected"]), r["distinct_md5"] if r["watchers"] else "-", r["verdict"]))' "$row"
+  "%d->%d" % (r["threads_before"], r["threads_connected"]), r["distinct_md5"] if r["watchers"] else "-", r["poll_cycle_max_s"], r["verdict"]))' "$row"
   done
   echo
   echo "(times in seconds after t0: live = the writer's start, burst = SIGCONT of crwatch after the writer wrote everything;"
@@ -465,7 +538,7 @@ print("%-5s %4d %7s %8s %9s %8s %9s %9s %10s %10s %11s %8.1f %8s %8s %9.2f %9s %
   echo " watch med/max = the median and the last watcher's file ending with the last change; ev/s/watch = $N / watch max; ev/s total = W x $N / watch max;"
   echo " RSS 0/conn = crwatch VmRSS before the watchers / with them connected, idle; max = the highest VmRSS seen while delivering;"
   echo " KiB/w = (conn - 0) / W; KiB/w* = (max - 0) / W; CPU = crwatch user+sys during the phase; md5s = distinct checksums of the watchers' files (1: identical);"
-  echo " poll interval ${POLL_MS} ms)"
+  echo " every time is taken when its observation completed, so it is late by up to one poll interval (${POLL_MS} ms) plus one poll cycle: cycle = the longest cycle)"
 } | tee "$WORK/table.txt"
 
 {
@@ -489,6 +562,7 @@ print("%-5s %4d %7s %8s %9s %8s %9s %9s %10s %10s %11s %8.1f %8s %8s %9.2f %9s %
   echo "rss_start_kib=$RSS_START"
   echo "crwatch_warn_error_lines=$WARNS"
   echo "failed=$FAILED"
+  [[ -z "$LINGER_LINE" ]] || echo "linger=$LINGER_LINE"
   for row in "${ROWS[@]}"; do echo "phase $row"; done
   echo "# crwatch log (warn and error lines)"
   grep -E 'crwatch (WARN|ERROR):' "$WORK/crwatch.err" | head -n 50 | sed 's/^/#   /' || true

@@ -16,7 +16,10 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
-    crw_warn("%s: %s", (const char *)cls, msg);
+    if (strstr(msg, "no longer available")) /* a client that went away (a watcher closing): nothing to fix */
+        crw_debug("%s: %s", (const char *)cls, msg);
+    else
+        crw_warn("%s: %s", (const char *)cls, msg);
 }
 
 struct MHD_Daemon *crw_http_start(const char *what, const char *listen, unsigned flags,
