@@ -108,6 +108,17 @@ static const char *jstr(json_object *o, const char *k) {
                : "";
 }
 
+/* obj's metadata.resourceVersion set to rv, rendered into *out (malloc'd); md: obj's metadata object. */
+static void render_at(json_object *obj, json_object *md, uint64_t rv, char **out, size_t *outlen) {
+    char rvs[24];
+    snprintf(rvs, sizeof rvs, "%" PRIu64, rv);
+    json_object_object_add(md, "resourceVersion", json_object_new_string(rvs));
+    size_t len;
+    const char *t = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &len);
+    *out = crw_strndup(t, len);
+    *outlen = len;
+}
+
 /* A change as a watcher sees it: the object parsed once for its name and labels, its resourceVersion set. */
 static wobj_t *wobj_new(crw_wapi_t *w, const crw_event_t *ev, const char *type, uint64_t rv) {
     int k = ev->kind ? kind_of(w, ev->kind) : -1;
@@ -135,9 +146,6 @@ static wobj_t *wobj_new(crw_wapi_t *w, const crw_event_t *ev, const char *type, 
         free(o);
         return NULL;
     }
-    char rvs[24];
-    snprintf(rvs, sizeof rvs, "%" PRIu64, rv);
-    json_object_object_add(md, "resourceVersion", json_object_new_string(rvs));
     o->ns = crw_strdup(jstr(md, "namespace"));
     o->name = crw_strdup(jstr(md, "name"));
     crw_buf_t key = CRW_BUF_INIT;
@@ -153,11 +161,7 @@ static wobj_t *wobj_new(crw_wapi_t *w, const crw_event_t *ev, const char *type, 
             o->labels[o->nlabels++].v = crw_strdup(json_object_get_string(lv));
         }
     }
-    size_t len;
-    const char *s = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
-                                                      &len);
-    o->obj = crw_strndup(s, len);
-    o->objlen = len;
+    render_at(obj, md, rv, &o->obj, &o->objlen);
     json_object_put(obj);
     return o;
 }
@@ -233,14 +237,7 @@ static wobj_t *deleted_of(const wobj_t *cur, uint64_t rv) {
     d->nlabels = cur->nlabels;
     json_object *obj = json_tokener_parse(cur->obj), *md;
     if (obj && json_object_object_get_ex(obj, "metadata", &md)) {
-        char rvs[24];
-        snprintf(rvs, sizeof rvs, "%" PRIu64, rv);
-        json_object_object_add(md, "resourceVersion", json_object_new_string(rvs));
-        size_t len;
-        const char *t = json_object_to_json_string_length(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
-                                                          &len);
-        d->obj = crw_strndup(t, len);
-        d->objlen = len;
+        render_at(obj, md, rv, &d->obj, &d->objlen);
     } else {
         d->obj = crw_strndup(cur->obj, cur->objlen);
         d->objlen = cur->objlen;
@@ -263,6 +260,16 @@ static bool drop_all(void *opaque, const void *key, size_t len, void *value) {
     wobj_unref(d);
     wobj_unref(cur);
     return true;
+}
+
+/* o becomes the store's current version of its key (w->mu held); the store takes a reference. */
+static void store_put(crw_wapi_t *w, wobj_t *o) {
+    bool created;
+    wobj_t **slot = crw_strmap_put(w->kinds[o->kind].store, o->key, strlen(o->key), &created);
+    if (!created)
+        wobj_unref(*slot);
+    o->refs++;
+    *slot = o;
 }
 
 /* Shows o (w->mu held): the store and the history. */
@@ -288,14 +295,8 @@ static void publish(crw_wapi_t *w, wobj_t *o) {
             wobj_unref(d);
             return;
         }
-    } else {
-        bool created;
-        wobj_t **slot = crw_strmap_put(k->store, o->key, strlen(o->key), &created);
-        if (!created)
-            wobj_unref(*slot);
-        o->refs++;
-        *slot = o;
-    }
+    } else
+        store_put(w, o);
     ring_push(w, o);
 }
 
@@ -338,11 +339,8 @@ void crw_wapi_seed(crw_wapi_t *w, const crw_event_t *ev, uint64_t position) {
     if (!o)
         return;
     pthread_mutex_lock(&w->mu);
-    bool created;
-    wobj_t **slot = crw_strmap_put(w->kinds[o->kind].store, o->key, strlen(o->key), &created);
-    if (!created)
-        wobj_unref(*slot);
-    *slot = o; /* the store's reference */
+    store_put(w, o);
+    wobj_unref(o); /* the store's reference is the only one */
     if (position > w->last_rv)
         w->last_rv = position;
     pthread_mutex_unlock(&w->mu);

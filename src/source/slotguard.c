@@ -334,17 +334,12 @@ int crw_guard_save(crw_guard_t *g, crw_session_t *s, uint64_t confirmed) {
     while (g->pending && (res = PQgetResult(OPS(s)))) /* the query in flight first */
         PQclear(res);
     g->pending = Q_NONE;
-    char name[128], pos[32], tli[16], why[512];
-    mark_name(g, name, sizeof name);
-    snprintf(pos, sizeof pos, "%" PRIu64, confirmed);
-    snprintf(tli, sizeof tli, "%u", s->timeline);
-    const char *p[4] = {name, pos, s->sysid ? s->sysid : "", tli};
-    int rc = crw_session_query(OPS(s), &res, why, sizeof why, MARK_UPSERT, 4, p);
+    char why[512];
+    int rc = crw_guard_accept(s, confirmed, why, sizeof why);
     if (rc < 0) {
         crw_warn("slot safety: cannot store the final position in crwatch.offsets: %s", why);
         return rc;
     }
-    PQclear(res);
     g->saved = confirmed;
     return 0;
 }
