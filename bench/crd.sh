@@ -104,9 +104,12 @@ bench_build crwatch
 # Which resource cache the binary has: since bce3872 it is on by default for crd
 # kinds, bounded by cache.max.bytes, with resource.<id>.cache; before, only
 # with cache.max.entries > 0 (and no byte bound).
-if "$CRW" --help 2>&1 | grep -q '^ *cache\.max\.bytes '; then
+# (The help is read whole first: `grep -q` on the pipe would end it early and,
+# under pipefail, the SIGPIPE of crwatch would read as "no such key".)
+CRW_HELP="$("$CRW" --help 2>&1 || true)"
+if grep -q '^ *cache\.max\.bytes ' <<<"$CRW_HELP"; then
   BYTE_CACHE=1
-  CACHE_BYTES_EFF="$("$CRW" --help 2>&1 | awk '$1 == "cache.max.bytes" {print $2}')"
+  CACHE_BYTES_EFF="$(awk '$1 == "cache.max.bytes" {print $2}' <<<"$CRW_HELP")"
 else
   BYTE_CACHE=0
   CACHE_BYTES_EFF=""

@@ -36,8 +36,14 @@
 #   BENCH_TXNS [100] BENCH_TXN_ROWS [1000] BENCH_BIG_ROWS [50000] BENCH_UPDATE_ROWS [50000]
 #   BENCH_UPDATE_BATCH [1000] BENCH_REPEATS [3]
 #   BENCH_LAT_RATE [2000] rows/s   BENCH_LAT_SECS [20]   BENCH_LAT_EOS [1] also time exactly-once
+#   BENCH_LAT_FETCH_WAIT [5] the latency consumer's fetch.wait.max.ms (the mock answers an empty fetch
+#     only after that wait, new data or not, where a broker answers as data comes: 1 is nearer a broker)
+#   BENCH_LAT [1] 0: no latency runs   BENCH_CONTENDERS [recvlogical crwatch wal2json-kcat] the timed
+#     runs; crwatch-eos is crwatch with delivery=exactly-once (its checkpoint topic made in the mock first),
+#     crwatch-before and crwatch-before-eos the same with CRWATCH_BEFORE (added when it is given)
+#   BENCH_KAFKA_OPTS, BENCH_KAFKA_BEFORE_OPTS: more -X options for this crwatch's runs and CRWATCH_BEFORE's
 #   BENCH_TIMEOUT [900] s per run   BENCH_RESULTS [bench/results]   BENCH_KEEP [0]
-#   BENCH_BUILD_DIR [${TMPDIR:-/tmp}/crwatch-bench-build]   CRWATCH, MOCK_KAFKA: binaries to use
+#   BENCH_BUILD_DIR [${TMPDIR:-/tmp}/crwatch-bench-build]   CRWATCH, MOCK_KAFKA, CRWATCH_BEFORE: binaries to use
 #
 # Exit status: 0 the benchmark ran and validated (whatever the figures); 1 otherwise.
 set -euo pipefail
@@ -56,6 +62,10 @@ LAT_RATE="${BENCH_LAT_RATE:-2000}"
 LAT_SECS="${BENCH_LAT_SECS:-20}"
 LAT_EOS="${BENCH_LAT_EOS:-1}"
 TIMEOUT="${BENCH_TIMEOUT:-900}"
+LAT_FETCH_WAIT="${BENCH_LAT_FETCH_WAIT:-5}"
+LAT_ON="${BENCH_LAT:-1}"
+read -r -a OPTS_AFTER <<<"${BENCH_KAFKA_OPTS:-}"
+read -r -a OPTS_BEFORE <<<"${BENCH_KAFKA_BEFORE_OPTS:-}"
 [[ "$REPEATS" =~ ^[1-9][0-9]*$ ]] || { echo "BENCH_REPEATS must be >= 1" >&2; exit 2; }
 
 DB=bench
@@ -83,6 +93,18 @@ else
   bench_build crwatch crwatch-mock-kafka
   MOCK="$BUILD_DIR/crwatch-mock-kafka"
 fi
+if [[ -n "${CRWATCH_BEFORE:-}" ]]; then
+  [[ -x "$CRWATCH_BEFORE" ]] || die "CRWATCH_BEFORE=$CRWATCH_BEFORE is not executable"
+fi
+# xopts BINARY-KIND: the -X arguments of BENCH_KAFKA_OPTS (after) or BENCH_KAFKA_BEFORE_OPTS (before).
+xopts() {
+  local o
+  if [[ "$1" == before ]]; then
+    for o in ${OPTS_BEFORE[@]+"${OPTS_BEFORE[@]}"}; do printf '%s\0%s\0' -X "$o"; done
+  else
+    for o in ${OPTS_AFTER[@]+"${OPTS_AFTER[@]}"}; do printf '%s\0%s\0' -X "$o"; done
+  fi
+}
 
 # mock_start [--transactions]: a fresh mock cluster process; sets BS.  Its
 # stdin is a FIFO held open on fd 9, so it lives until mock_stop closes it.
@@ -153,13 +175,20 @@ run_one() { # CONTENDER ITER
         "$PG_BIN/pg_recvlogical" -d "$CONNINFO" --slot "$slot" --start --no-loop -o proto_version=2 \
         -o streaming=on -o "publication_names=$PUB" --endpos "$ENDPOS" -f /dev/null 2>"$WORK/$slot.err" 9>&- || rc=$?
       ;;
-    crwatch)
-      topic="bench.crwatch.$i"
+    crwatch | crwatch-eos | crwatch-before | crwatch-before-eos)
+      topic="bench.${c//-/.}.$i"
+      local bin="$CRW" kind=after delivery=at-least-once extra=()
+      [[ "$c" == crwatch-before* ]] && bin="$CRWATCH_BEFORE" kind=before
+      if [[ "$c" == *-eos ]]; then
+        delivery=exactly-once
+        mock_cmd "create crwatch.checkpoints 1" # the mock has no CreateTopics of its own
+      fi
+      mapfile -d '' -t extra < <(xopts "$kind")
       timeout --kill-after=10 "$TIMEOUT" /usr/bin/time -f '%M' -o "$WORK/rss" \
-        "$CRW" stream -d "$CONNINFO" --endpos "$ENDPOS" -X "slot.name=$slot" -X "publication.name=$PUB" \
+        "$bin" stream -d "$CONNINFO" --endpos "$ENDPOS" -X "slot.name=$slot" -X "publication.name=$PUB" \
         -X slot.create=false -X publication.create=false -X "tables=public.$TABLE" -X log.level=warn \
-        -X sink=kafka -X "kafka.bootstrap.servers=$BS" -X "topic.template=$topic" \
-        -X "deadletter.file=$WORK/deadletter.jsonl" 2>"$WORK/$slot.err" 9>&- || rc=$?
+        -X sink=kafka -X "kafka.bootstrap.servers=$BS" -X "topic.template=$topic" -X "delivery=$delivery" \
+        -X "deadletter.file=$WORK/deadletter.jsonl" ${extra[@]+"${extra[@]}"} 2>"$WORK/$slot.err" 9>&- || rc=$?
       ;;
     wal2json-kcat)
       topic="bench.wal2json.$i"
@@ -187,7 +216,16 @@ run_one() { # CONTENDER ITER
     "$(echo "$TOTAL_ROWS / $secs" | bc -l)" "$(echo "$rss / 1024" | bc -l)" "$n")"
 }
 
-CONTENDERS=(recvlogical crwatch wal2json-kcat)
+read -r -a CONTENDERS <<<"${BENCH_CONTENDERS:-recvlogical crwatch wal2json-kcat}"
+if [[ -n "${CRWATCH_BEFORE:-}" && -z "${BENCH_CONTENDERS:-}" ]]; then CONTENDERS+=(crwatch-before); fi
+for c in "${CONTENDERS[@]}"; do
+  case "$c" in
+    recvlogical | crwatch | crwatch-eos | wal2json-kcat) ;;
+    crwatch-before | crwatch-before-eos) [[ -n "${CRWATCH_BEFORE:-}" ]] || die "$c needs CRWATCH_BEFORE" ;;
+    *) die "unknown contender $c (recvlogical crwatch crwatch-eos crwatch-before crwatch-before-eos wal2json-kcat)" ;;
+  esac
+done
+has() { [[ " ${CONTENDERS[*]} " == *" $1 "* ]]; }
 log "timed runs: ${CONTENDERS[*]}, $REPEATS each, interleaved, each on a fresh slot copy and a fresh mock broker"
 for ((i = 1; i <= REPEATS; i++)); do
   for c in "${CONTENDERS[@]}"; do run_one "$c" "$i"; done
@@ -205,14 +243,17 @@ lat_run() { # DELIVERY
   [[ "$mode" == exactly-once ]] && relay=(--transactions) iso=read_committed
   mock_start "${relay[@]}"
   mock_cmd "create $topic 4"
+  local extra=()
+  mapfile -d '' -t extra < <(xopts after)
   "$CRW" stream -d "$CONNINFO" -X "slot.name=$slot" -X publication.name=lat_pub -X tables=public.lat_t \
     -X sink=kafka -X "kafka.bootstrap.servers=$BS" -X "topic.template=$topic" -X "delivery=$mode" \
-    -X "deadletter.file=$WORK/deadletter.jsonl" 2>"$WORK/lat.$mode.err" 9>&- &
+    -X "deadletter.file=$WORK/deadletter.jsonl" ${extra[@]+"${extra[@]}"} 2>"$WORK/lat.$mode.err" 9>&- &
   CRW_PID=$!
   for _ in $(seq 1 200); do grep -q "streaming from slot" "$WORK/lat.$mode.err" && break; sleep 0.05; done
   # The follower: fetches without waiting long; perl stamps each line on arrival.
   # $! is kcat's pid (perl runs in the process substitution and ends with it).
-  kcat -b "$BS" -C -t "$topic" -o end -u -q -X fetch.wait.max.ms=5 -X fetch.min.bytes=1 -X "isolation.level=$iso" \
+  kcat -b "$BS" -C -t "$topic" -o end -u -q -X "fetch.wait.max.ms=$LAT_FETCH_WAIT" -X fetch.min.bytes=1 \
+    -X "isolation.level=$iso" \
     -f '%s\n' 2>/dev/null 9>&- \
     > >(bench_stamp >"$WORK/lat.$mode.txt") &
   CONS_PID=$!
@@ -234,18 +275,18 @@ lat_run() { # DELIVERY
   log "latency $mode: ${LTPS[$mode]} rows/s committed, $n events measured: p50 $p50 ms, p99 $p99 ms, max $max ms; peak RSS $(echo "${LRSS[$mode]} / 1024" | bc -l | xargs printf '%.1f') MiB"
   [[ "$n" -gt 0 ]] || { log "latency $mode: no events arrived"; FAILED=1; }
 }
-lat_run at-least-once
-[[ "$LAT_EOS" == 1 ]] && lat_run exactly-once
+if [[ "$LAT_ON" == 1 ]]; then
+  lat_run at-least-once
+  [[ "$LAT_EOS" == 1 ]] && lat_run exactly-once
+fi
 
 # ---------------------------------------------------------------- report
 mkdir -p "$RESULTS_DIR"
 OUT="$RESULTS_DIR/kafka-$STAMP.txt"
 GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
 GIT_DIRTY="$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && echo dirty || echo clean)"
-r_recv=$(echo "${SECS[recvlogical]} / ${SECS[crwatch]}" | bc -l)
-r_pipe=$(echo "${SECS[wal2json-kcat]} / ${SECS[crwatch]}" | bc -l)
-rss_max=$(printf '%s\n' "${RSS[crwatch]}" "${LRSS[at-least-once]}" | sort -n | tail -n 1)
-read -r _ p99 _ _ <<<"${LAT[at-least-once]}"
+rss_max=$(printf '%s\n' "${RSS[crwatch]:-0}" "${LRSS[at-least-once]:-0}" | sort -n | tail -n 1)
+read -r _ p99 _ _ <<<"${LAT[at-least-once]:-- - - -}"
 met() { if ((FAILED)); then echo "n/a (a run failed)"; elif (($(echo "$1" | bc -l))); then echo MET; else echo MISSED; fi; }
 {
   echo
@@ -256,8 +297,17 @@ met() { if ((FAILED)); then echo "n/a (a run failed)"; elif (($(echo "$1" | bc -
   for c in "${CONTENDERS[@]}"; do
     printf '%-16s %10.2f %12.0f %12.1f\n' "$c" "${SECS[$c]}" "$(echo "$TOTAL_ROWS / ${SECS[$c]}" | bc -l)" "$(echo "${RSS[$c]} / 1024" | bc -l)"
   done
-  printf 'crwatch / pg_recvlogical:      %.2f  (goal >= 0.9: %s)\n' "$r_recv" "$(met "$r_recv >= 0.9")"
-  printf 'crwatch / wal2json|kcat:       %.2f  (goal >= 1.0: %s)\n' "$r_pipe" "$(met "$r_pipe >= 1.0")"
+  for c in "${CONTENDERS[@]}"; do
+    [[ "$c" == crwatch* ]] || continue
+    if has recvlogical; then
+      r=$(echo "${SECS[recvlogical]} / ${SECS[$c]}" | bc -l)
+      printf '%-30s %.2f  (goal >= 0.9: %s)\n' "$c / pg_recvlogical:" "$r" "$(met "$r >= 0.9")"
+    fi
+    if has wal2json-kcat; then
+      r=$(echo "${SECS[wal2json-kcat]} / ${SECS[$c]}" | bc -l)
+      printf '%-30s %.2f  (goal >= 1.0: %s)\n' "$c / wal2json|kcat:" "$r" "$(met "$r >= 1.0")"
+    fi
+  done
   for mode in at-least-once exactly-once; do
     [[ -n "${LAT[$mode]:-}" ]] || continue
     read -r a b c d <<<"${LAT[$mode]}"
@@ -265,8 +315,9 @@ met() { if ((FAILED)); then echo "n/a (a run failed)"; elif (($(echo "$1" | bc -
       "$mode" "${LTPS[$mode]}" "$a" "$b" "$c" "$d" "$(echo "${LRSS[$mode]} / 1024" | bc -l)"
   done
   [[ -n "${LAT[exactly-once]:-}" ]] &&
-    echo "  (exactly-once: commit -> visible to read_committed, through the mock's transaction relay; includes transaction.interval.ms)"
-  printf 'p99 latency (at-least-once) < 20 ms: %s\n' "$(met "${p99:-999} < 20")"
+    echo "  (exactly-once: commit -> visible to read_committed, through the mock's transaction relay)"
+  [[ -n "${LAT[at-least-once]:-}" ]] &&
+    printf 'p99 latency (at-least-once, consumer fetch.wait.max.ms=%s) < 20 ms: %s\n' "$LAT_FETCH_WAIT" "$(met "${p99:-999} < 20")"
   printf 'peak RSS %.1f MiB < 48 MiB: %s\n' "$(echo "$rss_max / 1024" | bc -l)" "$(met "$rss_max < 49152")"
 } | tee "$OUT"
 log "results written to $OUT"

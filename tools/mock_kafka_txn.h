@@ -45,6 +45,9 @@
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 typedef struct crw_txnlayer crw_txnlayer_t;
 
@@ -72,5 +75,23 @@ int crw_txnlayer_poll(crw_txnlayer_t *t, int extra_fd, int timeout_ms);
 int crw_txnlayer_topic_config(const crw_txnlayer_t *t, const char *topic, char *out, size_t n);
 
 void crw_txnlayer_destroy(crw_txnlayer_t *t);
+
+/**
+ * A layer with no mock cluster and no sockets, and one connection whose
+ * bytes are handed to it with crw_txnlayer_feed (tests/fuzz/fuzz_kafka_relay.c):
+ * markers get made-up offsets, one after another; CreateTopics creates
+ * nothing.  Destroy it with crw_txnlayer_destroy.
+ */
+crw_txnlayer_t *crw_txnlayer_new_detached(void);
+
+/**
+ * Feeds \p n bytes of a detached layer's connection, from the client
+ * (\p from_client: requests) or from the broker (responses): size-prefixed
+ * frames as on the wire; a partial frame waits for the next bytes.  What
+ * the layer would send on is dropped.
+ * @returns 0, or -1 when a frame is too large to be Kafka (the relay would
+ *          close the connection; what was buffered is dropped).
+ */
+int crw_txnlayer_feed(crw_txnlayer_t *t, bool from_client, const uint8_t *data, size_t n);
 
 #endif

@@ -73,7 +73,8 @@ enum {
     CRW_WATCH_ERR_CONN = -3,     /* connection failure */
     CRW_WATCH_ERR_IO = -5,       /* local I/O, e.g. the dead-letter file could not be written */
     CRW_WATCH_ERR_SINK = -6,     /* a sink failed */
-    CRW_WATCH_ERR_SLOT_LOST = -8 /* the slot vanished while in use (exit 3) */
+    CRW_WATCH_ERR_SLOT_LOST = -8, /* the slot vanished while in use (exit 3) */
+    CRW_WATCH_ERR_AUTH = -13      /* the server refused the login: password, role, database (exit 3) */
 };
 
 /* Creates a watch holding crwatch's defaults.  Never NULL (allocation failure aborts). */

@@ -3,7 +3,7 @@
  * signals and exit codes.  The only place that calls exit().
  *
  * Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error;
- * 3 a database prerequisite is missing.
+ * 3 a database prerequisite is missing, or the server refused the login.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -22,6 +22,7 @@
 #include "sink/sinks.h"
 #include "source/admin.h"
 #include "source/incremental.h"
+#include "source/session.h"
 #include "source/source.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -63,8 +64,9 @@ static void usage(FILE *f) {
             "\n"
             "Configuration keys (key, default, meaning):\n");
     crw_config_describe(f);
-    fprintf(f, "\nExit codes: 0 success, 1 runtime failure, 2 usage or configuration error,\n"
-               "3 database prerequisite missing (wal_level, privilege, slot lost).\n");
+    fprintf(f, "\nExit codes: 0 success, 1 runtime failure, 2 usage or configuration error (the\n"
+               "connection settings too), 3 database prerequisite missing (wal_level, privilege,\n"
+               "slot lost) or login refused (password, role, database; see reconnect.auth).\n");
 }
 
 static int fail_usage(const char *fmt, const char *arg) {
@@ -190,6 +192,8 @@ int main(int argc, char **argv) {
         rc = crw_sinks_check(conf, err, sizeof err);
     if (rc == 0)
         rc = crw_sources_check(conf, err, sizeof err);
+    if (rc == 0)
+        rc = crw_session_check_conninfo(conninfo, "-d/--dbname", err, sizeof err);
     free(overrides);
     if (rc < 0) {
         fprintf(stderr, "crwatch: configuration error: %s\n", err);

@@ -71,6 +71,7 @@ typedef struct {
     uint64_t commits;         /* transactions committed on the current connection */
     uint64_t txn_events;      /* st->events when the open transaction began */
     bool at_end_done;         /* crw_stream_opts_t.at_end ran */
+    bool idle_due;            /* a transaction reached the sinks since they were last told the stream is idle */
     /* incremental snapshots (DBLog): the chunk read between two watermarks, awaiting its high one */
     crw_incr_t *incr;
     uint64_t window;          /* its number; 0: none */
@@ -109,13 +110,14 @@ typedef struct {
     stream_t *st;
     const crw_relinfo_t *ri;
     long seeded;
+    bool cache; /* fill the cache */
 } seed_t;
 
 static int seed_row(void *opaque, const crw_pgo_tuple_t *row) {
     seed_t *sd = opaque;
     stream_t *st = sd->st;
     char why[256];
-    if (st->cache && crw_mapper_seed(st->mapper, sd->ri, row, why, sizeof why) == 0)
+    if (sd->cache && crw_mapper_seed(st->mapper, sd->ri, row, why, sizeof why) == 0)
         sd->seeded++;
     if (st->watch) { /* the watch API's store: the object as a SYNC event, shown to no sink */
         crw_change_t ch = {.op = CRW_OP_READ, .rel = sd->ri->rel, .newtup = row};
@@ -285,11 +287,19 @@ static int on_snapshot(void *opaque, crw_catalog_t *cat, const crw_src_snapshot_
         int rc = info_for(st, rel, &ri);
         if (rc < 0)
             return rc;
-        seed_t sd = {st, ri, 0};
+        seed_t sd = {st, ri, 0, st->cache != NULL};
+        if (snap->whole_old_rows && rel->replident == 'f') {
+            /* every change brings its whole old row: the cache would only be dropped at the first one */
+            sd.cache = false;
+            crw_info("cache: %s.%s not listed into the cache: REPLICA IDENTITY FULL brings each old row whole",
+                     rel->nspname, rel->relname);
+            if (!st->watch)
+                continue;
+        }
         long rows = crw_catalog_scan(cat, rel, seed_row, &sd, why, sizeof why);
         if (rows < 0)
             crw_warn("cache seed of %s.%s failed: %s", rel->nspname, rel->relname, why);
-        else
+        else if (sd.cache)
             crw_info("cache: %ld of %ld rows of %s.%s", sd.seeded, rows, rel->nspname, rel->relname);
     }
     crw_wapi_base(st->watch, snap->position); /* listed: the watch API answers from here */
@@ -329,8 +339,10 @@ static int on_commit(void *opaque, uint64_t end) {
         crw_metric_add(CRW_M_TRANSACTIONS, 1);
     }
     crw_pipeline_commit(st->pipeline, st->seq, end);
-    if (!st->skipping)
+    if (!st->skipping) {
         crw_wapi_commit(st->watch, end);
+        st->idle_due = true;
+    }
     st->tx.last_end = end;
     st->txn_open = false;
     st->commits++;
@@ -339,16 +351,20 @@ static int on_commit(void *opaque, uint64_t end) {
 
 /* A change that cannot be mapped: its raw row goes to the dead-letter file. */
 static int dead_letter(stream_t *st, const crw_relinfo_t *ri, const crw_change_t *ch, const char *why) {
-    st->unmapped++;
     crw_mapper_raw(&st->raw, ch);
     crw_deadletter_rec_t rec = {why, ri->source, st->tx.lsn_str, st->tx.xid, st->tx.ordinal, st->raw.data,
                                 st->raw.len};
+    int rc = crw_deadletter_write(st->deadletter, &rec);
+    if (rc < 0) {
+        snprintf(st->err, sizeof st->err, "cannot write the dead-letter file %s for a change of %s.%s at %s/%u (%s)",
+                 st->conf->deadletter_file, ch->rel->nspname, ch->rel->relname, st->tx.lsn_str, st->tx.ordinal, why);
+        return rc;
+    }
+    /* said and counted once the record is there */
+    st->unmapped++;
     crw_warn("cannot map a change of %s.%s at %s/%u (%s): dead-lettered", ch->rel->nspname, ch->rel->relname,
              st->tx.lsn_str, st->tx.ordinal, why);
-    int rc = crw_deadletter_write(st->deadletter, &rec);
-    if (rc < 0)
-        snprintf(st->err, sizeof st->err, "cannot write the dead-letter file %s", st->conf->deadletter_file);
-    return rc;
+    return 0;
 }
 
 /* Hands ev, of the open transaction, to the sinks (also crw_stream_opts_t.at_end's emit). */
@@ -370,8 +386,9 @@ static int on_change(void *opaque, const crw_change_t *ch) {
         return rc;
     if (!ri->watched || st->skipping)
         return 0;
-    if (ri->cached && ch->oldkind == 'O' && st->cache) {
-        /* The whole old row comes with the changes (REPLICA IDENTITY FULL): the cache adds nothing for it. */
+    if (ri->cached && st->cache && (ch->old_rows_whole || (ch->op == CRW_OP_UPDATE && ch->oldkind == 'O'))) {
+        /* The whole old row comes with the changes (REPLICA IDENTITY FULL): the cache adds nothing for it.
+         * (A polled delete brings its old row too, but polled updates do not: that keeps the cache.) */
         ri->cached = false;
         crw_cache_clear_relation(st->cache, ri->rel->relid);
         crw_info("cache: %s.%s sends its old rows (REPLICA IDENTITY FULL): not cached", ch->rel->nspname,
@@ -615,6 +632,18 @@ static void retry_wait(stream_t *st, int *backoff, volatile sig_atomic_t *stop, 
     *backoff = *backoff * 2 > st->conf->reconnect_max_ms ? st->conf->reconnect_max_ms : *backoff * 2;
 }
 
+/* The source delivered all it had read, between transactions: the sinks send what they hold back (sink.h, idle). */
+static int sinks_idle(stream_t *st) {
+    st->idle_due = false;
+    for (int i = 0; i < st->sinks.n; i++) {
+        crw_sink_t *s = st->sinks.v[i];
+        int rc = s->ops->idle ? s->ops->idle(s) : 0;
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* Streams on one connection until it drops, a stop, endpos or an error. */
 static int stream_connected(stream_t *st, const crw_stream_opts_t *opts) {
     int rc;
@@ -635,6 +664,12 @@ static int stream_connected(stream_t *st, const crw_stream_opts_t *opts) {
             } else if (crw_clock_mono_ms() > stop_deadline)
                 return 0;
         }
+        /* First what the source has read already, without waiting: when that leaves no transaction open
+         * after one committed, the stream has caught up, and the sinks hear it before the wait below. */
+        if ((rc = crw_source_poll(st->src, 0, st->err, sizeof st->err)) < 0)
+            return rc;
+        if (st->idle_due && !st->txn_open && (rc = sinks_idle(st)) < 0)
+            return rc;
         /* While deliveries are in flight, come back soon to apply their acks. */
         rc = crw_source_poll(st->src, crw_pipeline_idle(st->pipeline) ? 200 : 10, st->err, sizeof st->err);
         if (rc < 0)
@@ -769,7 +804,8 @@ int crw_stream_run(const crw_config_t *conf, const crw_stream_opts_t *opts, char
             continue;
         }
         if (rc < 0) {
-            if (!crw_err_retriable(rc))
+            /* A refused login is retried only when asked (reconnect.auth=retry): a password being rotated. */
+            if (!crw_err_retriable(rc) && !(rc == CRW_ERR_AUTH && conf->reconnect_auth == 1))
                 break;
             if (rc == CRW_ERR_SLOT_BUSY && backoff > 1000)
                 backoff = 1000; /* held by a predecessor on its way out, or ended by take-over: soon free */

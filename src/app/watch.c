@@ -24,7 +24,7 @@
 _Static_assert((int)CRW_WATCH_ERR_CONFIG == (int)CRW_ERR_CONFIG && (int)CRW_WATCH_ERR_PREREQ == (int)CRW_ERR_PREREQ &&
                    (int)CRW_WATCH_ERR_CONN == (int)CRW_ERR_CONN && (int)CRW_WATCH_ERR_IO == (int)CRW_ERR_IO &&
                    (int)CRW_WATCH_ERR_SINK == (int)CRW_ERR_SINK &&
-                   (int)CRW_WATCH_ERR_SLOT_LOST == (int)CRW_ERR_SLOT_LOST,
+                   (int)CRW_WATCH_ERR_SLOT_LOST == (int)CRW_ERR_SLOT_LOST && (int)CRW_WATCH_ERR_AUTH == (int)CRW_ERR_AUTH,
                "crwatch.h error codes must equal core/err.h's");
 
 typedef struct {

@@ -38,7 +38,7 @@ typedef struct {
 
 /* One version of one object, immutable once published. */
 typedef struct wobj {
-    int refs;                 /* under w->mu once published */
+    int refs;                 /* atomic (wobj_ref, wobj_unref): watchers render and drop theirs without w->mu */
     uint64_t rv, end;         /* its transaction's commit and end positions (end 0: not committed yet) */
     int kind;                 /* index in w->kinds */
     char type[12];            /* ADDED, MODIFIED, DELETED */
@@ -48,6 +48,8 @@ typedef struct wobj {
     char *obj;                /* the object, resourceVersion set */
     size_t objlen;
     bool truncate;            /* a TRUNCATED event: every object of the kind goes */
+    struct wobj *left;        /* a MODIFIED that changed the labels: the previous version as a DELETED at rv, for
+                               * a watcher whose selector the object leaves (and whose selector it enters: ADDED) */
 } wobj_t;
 
 typedef struct {
@@ -79,8 +81,10 @@ struct crw_wapi {
 
 /* ---- object versions ------------------------------------------------------------------------------ */
 
+static void wobj_ref(wobj_t *o) { __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED); }
+
 static void wobj_unref(wobj_t *o) {
-    if (!o || --o->refs > 0)
+    if (!o || __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     for (int i = 0; i < o->nlabels; i++) {
         free(o->labels[i].k);
@@ -91,6 +95,7 @@ static void wobj_unref(wobj_t *o) {
     free(o->name);
     free(o->key);
     free(o->obj);
+    wobj_unref(o->left);
     free(o);
 }
 
@@ -210,7 +215,7 @@ static void ring_push(crw_wapi_t *w, wobj_t *o) {
             w->dropped_rv = (*slot)->rv;
         wobj_unref(*slot);
     }
-    o->refs++;
+    wobj_ref(o);
     *slot = o;
     w->head++;
 }
@@ -246,6 +251,19 @@ static wobj_t *deleted_of(const wobj_t *cur, uint64_t rv) {
     return d;
 }
 
+static bool same_labels(const wobj_t *a, const wobj_t *b) {
+    if (a->nlabels != b->nlabels)
+        return false;
+    for (int i = 0; i < a->nlabels; i++) {
+        int j = 0;
+        while (j < b->nlabels && strcmp(a->labels[i].k, b->labels[j].k))
+            j++;
+        if (j == b->nlabels || strcmp(a->labels[i].v, b->labels[j].v))
+            return false;
+    }
+    return true;
+}
+
 typedef struct {
     crw_wapi_t *w;
     uint64_t rv;
@@ -268,7 +286,7 @@ static void store_put(crw_wapi_t *w, wobj_t *o) {
     wobj_t **slot = crw_strmap_put(w->kinds[o->kind].store, o->key, strlen(o->key), &created);
     if (!created)
         wobj_unref(*slot);
-    o->refs++;
+    wobj_ref(o);
     *slot = o;
 }
 
@@ -285,6 +303,8 @@ static void publish(crw_wapi_t *w, wobj_t *o) {
     wobj_t **cur = crw_strmap_get(k->store, o->key, strlen(o->key));
     if (!strcmp(o->type, "SYNC"))
         snprintf(o->type, sizeof o->type, "%s", cur ? "MODIFIED" : "ADDED");
+    if (cur && !strcmp(o->type, "MODIFIED") && !same_labels(*cur, o))
+        o->left = deleted_of(*cur, o->rv); /* label selectors may see it leave or enter */
     if (!strcmp(o->type, "DELETED")) {
         if (cur) {
             /* the store knows the whole last version: watchers (and their selectors) get it, at the delete's rv */
@@ -532,6 +552,23 @@ static bool matches(const selector_t *s, const wobj_t *o) {
     return true;
 }
 
+int crw_wapi_selector_match(const char *label_selector, const char *field_selector, const char *ns, const char *name,
+                            const char *const *labels, int nlabels) {
+    selector_t s = {0};
+    int rc = -1;
+    if ((!label_selector || parse_labels(&s, label_selector) == 0) &&
+        (!field_selector || parse_fields(&s, field_selector) == 0)) {
+        wobj_t o = {.ns = (char *)ns, .name = (char *)name, .nlabels = nlabels};
+        o.labels = crw_calloc(nlabels > 0 ? (size_t)nlabels : 1, sizeof *o.labels);
+        for (int i = 0; i < nlabels; i++)
+            o.labels[i] = (label_t){(char *)labels[2 * i], (char *)labels[2 * i + 1]};
+        rc = matches(&s, &o);
+        free(o.labels);
+    }
+    selector_free(&s);
+    return rc;
+}
+
 /* ---- requests ------------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -543,6 +580,8 @@ typedef struct {
     uint64_t min_rv;         /* only changes after it (the watch's resourceVersion, or its list's) */
     wobj_t **initial;        /* the current objects first (a watch without resourceVersion) */
     size_t ninitial, sent_initial;
+    bool initial_pending;    /* the current objects are to be sent, then a bookmark where they stand */
+    bool initial_events;     /* sendInitialEvents=true: that bookmark says so (k8s.io/initial-events-end) */
     int64_t deadline_ms, last_bookmark_ms, last_keepalive_ms;
     crw_buf_t out;
     size_t off;
@@ -597,34 +636,51 @@ static void put_event(watcher_t *wt, const char *type, const char *obj, size_t l
     }
 }
 
-static void put_bookmark(watcher_t *wt, uint64_t rv) {
+static void put_bookmark(watcher_t *wt, uint64_t rv, bool initial_end) {
     const wkind_t *k = &wt->w->kinds[wt->kind];
-    char obj[512];
+    char obj[640];
     int n = snprintf(obj, sizeof obj,
-                     "{\"kind\":\"%s\",\"apiVersion\":\"%s\",\"metadata\":{\"resourceVersion\":\"%" PRIu64 "\"}}",
-                     k->kind, k->api_version, rv);
+                     "{\"kind\":\"%s\",\"apiVersion\":\"%s\",\"metadata\":{\"resourceVersion\":\"%" PRIu64 "\"%s}}",
+                     k->kind, k->api_version, rv,
+                     initial_end ? ",\"annotations\":{\"k8s.io/initial-events-end\":\"true\"}" : "");
     put_event(wt, "BOOKMARK", obj, (size_t)n, rv);
 }
 
-/* Fills wt->out with what is due (w->mu held); waits up to a second when nothing is. */
+/* What one fill takes from the history at most: then the watcher's connection sends it. */
+#define FILL_BYTES 65536
+#define FILL_EVENTS 512
+
+/*
+ * Fills wt->out with what is due; waits up to a second when nothing is.
+ * Under w->mu it only takes references to the history's objects; it copies
+ * them into wt->out after letting go, so a hundred watchers copying do not
+ * hold up the stream publishing.
+ */
 static void fill(watcher_t *wt) {
     crw_wapi_t *w = wt->w;
     int64_t now = crw_clock_mono_ms();
-    while (wt->sent_initial < wt->ninitial && wt->out.len < 65536) {
+    while (wt->sent_initial < wt->ninitial && wt->out.len < FILL_BYTES) {
         wobj_t *o = wt->initial[wt->sent_initial++];
         put_event(wt, "ADDED", o->obj, o->objlen, 0);
-        if (wt->sent_initial == wt->ninitial && (wt->bookmarks || wt->sse))
-            put_bookmark(wt, wt->min_rv); /* where the initial objects stand: a resume goes on from it */
+    }
+    if (wt->initial_pending && wt->sent_initial == wt->ninitial) {
+        wt->initial_pending = false;
+        if (wt->bookmarks || wt->sse || wt->initial_events) /* where the initial objects stand: resume from it */
+            put_bookmark(wt, wt->min_rv, wt->initial_events);
     }
     if (wt->out.len)
         return;
+    wobj_t *batch[FILL_EVENTS];
+    size_t nb = 0, bytes = 0;
+    pthread_mutex_lock(&w->mu);
     uint64_t first = w->head > w->cap ? w->head - w->cap : 0;
     if (wt->next < first) { /* fell behind the history: cut off, as the Kubernetes API does */
         const char *st = "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\","
                          "\"message\":\"too old resource version: the watcher fell behind the history "
                          "(watch.history.events)\",\"reason\":\"Expired\",\"code\":410}";
-        put_event(wt, "ERROR", st, strlen(st), w->last_rv);
+        put_event(wt, "ERROR", st, strlen(st), 0); /* no SSE id: an EventSource resuming from it would skip */
         wt->ending = true;
+        pthread_mutex_unlock(&w->mu);
         return;
     }
     if (wt->next == w->head && !w->stopping && now < wt->deadline_ms) {
@@ -635,24 +691,43 @@ static void fill(watcher_t *wt) {
         now = crw_clock_mono_ms();
     }
     first = w->head > w->cap ? w->head - w->cap : 0;
-    if (wt->next < first)
+    if (wt->next < first) {
+        pthread_mutex_unlock(&w->mu);
         return; /* cut off on the next call */
-    for (; wt->next < w->head && wt->out.len < 65536; wt->next++) {
-        const wobj_t *o = w->ring[wt->next % w->cap];
-        if (o->kind == wt->kind && o->rv > wt->min_rv && matches(&wt->sel, o))
-            put_event(wt, o->type, o->obj, o->objlen, o->rv);
+    }
+    for (; wt->next < w->head && nb < FILL_EVENTS && bytes < FILL_BYTES; wt->next++) {
+        wobj_t *o = w->ring[wt->next % w->cap];
+        if (o->kind == wt->kind && o->rv > wt->min_rv) {
+            wobj_ref(o);
+            batch[nb++] = o;
+            bytes += o->objlen;
+        }
+    }
+    bool stopping = w->stopping;
+    uint64_t last_rv = w->last_rv;
+    pthread_mutex_unlock(&w->mu);
+
+    /* a published object does not change: read without the lock */
+    for (size_t i = 0; i < nb; i++) {
+        const wobj_t *o = batch[i];
+        bool now_in = matches(&wt->sel, o), was_in = o->left ? matches(&wt->sel, o->left) : now_in;
+        if (now_in) /* as the Kubernetes API: ADDED when the labels brought it into the selection */
+            put_event(wt, was_in ? o->type : "ADDED", o->obj, o->objlen, o->rv);
+        else if (was_in) /* and DELETED, with its last version that matched, when they took it out */
+            put_event(wt, "DELETED", o->left->obj, o->left->objlen, o->rv);
+        wobj_unref(batch[i]);
     }
     if (!wt->out.len && wt->bookmarks && now - wt->last_bookmark_ms >= 5000) {
-        put_bookmark(wt, w->last_rv);
+        put_bookmark(wt, last_rv, false);
         wt->last_bookmark_ms = now;
     }
     if (!wt->out.len && wt->sse && now - wt->last_keepalive_ms >= 15000) {
         crw_buf_puts(&wt->out, ": keepalive\n\n");
         wt->last_keepalive_ms = now;
     }
-    if (!wt->out.len && (w->stopping || now >= wt->deadline_ms)) {
+    if (!wt->out.len && nb == 0 && (stopping || now >= wt->deadline_ms)) {
         if (wt->bookmarks)
-            put_bookmark(wt, w->last_rv > wt->min_rv ? w->last_rv : wt->min_rv); /* where to resume */
+            put_bookmark(wt, last_rv > wt->min_rv ? last_rv : wt->min_rv, false); /* where to resume */
         wt->ending = true;
     }
 }
@@ -665,9 +740,7 @@ static ssize_t watch_read(void *cls, uint64_t pos, char *buf, size_t max) {
         wt->off = 0;
         if (wt->ending)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        pthread_mutex_lock(&wt->w->mu);
         fill(wt);
-        pthread_mutex_unlock(&wt->w->mu);
         if (!wt->out.len)
             return wt->ending ? MHD_CONTENT_READER_END_OF_STREAM : 0;
     }
@@ -693,13 +766,10 @@ static void watch_free(void *cls) {
     free(wt);
 }
 
+/* The objects a list or a watch without resourceVersion shows, referenced (w->mu held while taken). */
 typedef struct {
-    crw_wapi_t *w;
     const selector_t *sel;
-    int kind;
-    crw_buf_t *b;
-    int n;
-    wobj_t ***grab; /* a watch's initial objects (referenced), else NULL: rendered into b */
+    wobj_t ***grab;
     size_t *ngrab;
 } listing_t;
 
@@ -709,15 +779,10 @@ static bool list_one(void *opaque, const void *key, size_t len, void *value) {
     wobj_t *o = *(wobj_t **)value;
     if (!matches(l->sel, o))
         return false;
-    if (l->grab) {
-        *l->grab = crw_realloc(*l->grab, (*l->ngrab + 1) * sizeof **l->grab);
-        o->refs++;
-        (*l->grab)[(*l->ngrab)++] = o;
-    } else {
-        if (l->n++)
-            crw_buf_putc(l->b, ',');
-        crw_buf_put(l->b, o->obj, o->objlen);
-    }
+    if ((*l->ngrab & (*l->ngrab - 1)) == 0) /* at 0, 1, 2, 4, ...: doubling */
+        *l->grab = crw_realloc(*l->grab, (*l->ngrab ? *l->ngrab * 2 : 1) * sizeof **l->grab);
+    wobj_ref(o);
+    (*l->grab)[(*l->ngrab)++] = o;
     return false;
 }
 
@@ -818,9 +883,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         crw_buf_printf(&b, "{\"apiVersion\":\"%s\",\"kind\":\"%sList\",\"metadata\":{\"resourceVersion\":\"%" PRIu64
                            "\"},\"items\":[",
                        k->api_version, k->kind, w->last_rv);
-        listing_t l = {w, &sel, kind, &b, 0, NULL, NULL};
-        crw_strmap_sweep(k->store, list_one, &l);
+        wobj_t **objs = NULL;
+        size_t nobjs = 0;
+        listing_t l = {&sel, &objs, &nobjs};
+        crw_strmap_sweep(k->store, list_one, &l); /* references only: the copying is done after */
         pthread_mutex_unlock(&w->mu);
+        for (size_t i = 0; i < nobjs; i++) {
+            if (i)
+                crw_buf_putc(&b, ',');
+            crw_buf_put(&b, objs[i]->obj, objs[i]->objlen);
+            wobj_unref(objs[i]);
+        }
+        free(objs);
         crw_buf_puts(&b, "]}\n");
         selector_free(&sel);
         return respond(c, MHD_HTTP_OK, "application/json", &b);
@@ -838,13 +912,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     wt->sel = sel;
     wt->sse = sse;
     wt->bookmarks = truthy(arg(c, "allowWatchBookmarks"));
+    /* sendInitialEvents (client-go's streaming list): the current objects, then the annotated bookmark; with a
+     * resourceVersion (resourceVersionMatch=NotOlderThan) the current state is not older than it */
+    wt->initial_events = truthy(arg(c, "sendInitialEvents"));
     int64_t now = crw_clock_mono_ms();
     wt->deadline_ms = now + (to && atoll(to) > 0 ? atoll(to) * 1000 : 1800 * 1000);
     wt->last_bookmark_ms = wt->last_keepalive_ms = now;
     pthread_mutex_lock(&w->mu);
-    if (!rvs || !*rvs || !strcmp(rvs, "0")) { /* the current objects as ADDED, then what changes */
-        listing_t l = {w, &wt->sel, kind, NULL, 0, &wt->initial, &wt->ninitial};
+    if (wt->initial_events || !rvs || !*rvs || !strcmp(rvs, "0")) { /* the current objects as ADDED, then changes */
+        listing_t l = {&wt->sel, &wt->initial, &wt->ninitial};
         crw_strmap_sweep(k->store, list_one, &l);
+        wt->initial_pending = true;
         wt->next = w->head;
         wt->min_rv = w->last_rv;
     } else {

@@ -44,4 +44,13 @@ void crw_wapi_abandon(crw_wapi_t *w);
 /* Everything up to position is in every sink: the transactions up to it are shown. */
 void crw_wapi_confirmed(crw_wapi_t *w, uint64_t position);
 
+/*
+ * The selectors of a request (labelSelector, fieldSelector; NULL: none)
+ * against one object: its namespace, name and nlabels labels (labels holds
+ * key, value, key, value, ...), as a list or watch filters each object.
+ * @returns 1 it matches, 0 it does not, -1 a selector does not parse (400 Bad Request).
+ */
+int crw_wapi_selector_match(const char *label_selector, const char *field_selector, const char *ns, const char *name,
+                            const char *const *labels, int nlabels);
+
 #endif

@@ -3,8 +3,6 @@
  */
 #include "core/buf.h"
 
-#include "core/utf8.h"
-
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,9 +24,11 @@ void crw_buf_grow(crw_buf_t *b, size_t extra) {
     size_t need = b->len + extra + 1;
     if (need <= b->cap)
         return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < need)
-        cap *= 2;
+    /* Doubling keeps appends amortized; one put larger than that gets what
+     * it needs, not up to twice as much. */
+    size_t cap = b->cap ? b->cap * 2 : 256;
+    if (cap < need)
+        cap = need;
     char *p = realloc(b->data, cap);
     if (!p)
         crw_log_oom(cap);
@@ -58,15 +58,39 @@ void crw_buf_printf(crw_buf_t *b, const char *fmt, ...) {
 }
 
 
+/*
+ * Makes room at o (inside b) for k bytes of output plus, at one byte each,
+ * the rest bytes of input after them and the closing quote; returns o in
+ * the (possibly moved) buffer.
+ */
+static char *json_str_room(crw_buf_t *b, char *o, size_t k, size_t rest) {
+    size_t off = (size_t)(o - b->data);
+    if (off + k + rest + 2 > b->cap)
+        crw_buf_grow(b, off - b->len + k + rest + 1);
+    return b->data + off;
+}
+
 void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
-    /* Worst case every byte becomes \u00XX (6 bytes); reserve once. */
-    crw_buf_grow(b, n * 6 + 2);
+    /* Room for the text as it is: most text needs no escape, and the worst
+     * case (six bytes for one) reserved up front would ask for six times a
+     * large value.  An escape or a replacement makes more room when the rest
+     * might not fit. */
+    crw_buf_grow(b, n + 2);
     char *o = b->data + b->len;
     *o++ = '"';
     size_t i = 0;
     while (i < n) {
+        /* Plain text eight bytes at a time, then one byte or sequence. */
+        uint64_t w;
+        while (i + 8 <= n && (memcpy(&w, p + i, 8), crw_buf_plain8(w))) {
+            memcpy(o, &w, 8);
+            o += 8;
+            i += 8;
+        }
+        if (i == n)
+            break;
         unsigned char c = p[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             *o++ = (char)c;
@@ -74,6 +98,7 @@ void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
             continue;
         }
         if (c < 0x80) {
+            o = json_str_room(b, o, 6, n - i - 1);
             *o++ = '\\';
             switch (c) {
             case '"': *o++ = '"'; break;
@@ -93,18 +118,18 @@ void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
             i++;
             continue;
         }
-        size_t l = crw_utf8_seq_len(p + i, n - i);
+        size_t l = crw_buf_utf8_len(p + i, n - i);
         if (l == 0) {
-            /* U+FFFD REPLACEMENT CHARACTER, 3 bytes: fits in the 6 reserved. */
+            /* U+FFFD REPLACEMENT CHARACTER: three bytes for one. */
+            o = json_str_room(b, o, 3, n - i - 1);
             *o++ = (char)0xEF;
             *o++ = (char)0xBF;
             *o++ = (char)0xBD;
             i++;
             continue;
         }
-        memcpy(o, p + i, l);
-        o += l;
-        i += l;
+        for (size_t k = 0; k < l; k++) /* two to four bytes: not worth a call to memcpy */
+            *o++ = (char)p[i++];
     }
     *o++ = '"';
     b->len = (size_t)(o - b->data);

@@ -10,9 +10,12 @@
 #define CRW_BUF_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "core/utf8.h"
 
 typedef struct crw_buf {
     char *data;  /* NUL-terminated whenever len < cap (always, after any put) */
@@ -57,6 +60,36 @@ void crw_buf_vprintf(crw_buf_t *b, const char *fmt, va_list ap);
 /* Appends s[0..n) as a JSON string literal: quoted, escaped per RFC 8259.
  * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
 void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n);
+
+/*
+ * crw_utf8_seq_len for the hot paths: the two- and three-byte sequences
+ * most non-ASCII text is made of are checked here, inline; E0 and ED leads
+ * (overlongs, surrogates), four-byte sequences and every invalid byte go to
+ * crw_utf8_seq_len.  s[0] is 0x80 or more.
+ */
+static inline size_t crw_buf_utf8_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c >= 0xC2 && c <= 0xDF && n >= 2 && (s[1] & 0xC0) == 0x80)
+        return 2;
+    if (c >= 0xE1 && c <= 0xEF && c != 0xED && n >= 3 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80)
+        return 3;
+    return crw_utf8_seq_len(s, n);
+}
+
+/*
+ * True when none of the eight bytes in x needs a look of its own inside a
+ * JSON string: no control character, no '"', no '\\', nothing past ASCII.
+ * A false "no" (a borrow crossing into the next byte) only sends the bytes
+ * the slow way; a byte that needs a look is never missed.
+ */
+static inline bool crw_buf_plain8(uint64_t x) {
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t q = x ^ (ones * '"'), bs = x ^ (ones * '\\');
+    uint64_t ctl = (x - ones * 0x20) & ~x; /* bytes below 0x20 */
+    q = (q - ones) & ~q;                    /* bytes equal to '"' */
+    bs = (bs - ones) & ~bs;                 /* bytes equal to '\\' */
+    return !((x | ctl | q | bs) & highs);
+}
 
 /* The value of hexadecimal digit c, or -1. */
 static inline int crw_hexval(char c) {

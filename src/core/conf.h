@@ -81,6 +81,7 @@ typedef struct crw_config {
     char *plugin_path;
     int status_interval_ms;   /* standby status update interval */
     int reconnect_max_ms;     /* cap of the reconnect backoff */
+    int reconnect_auth;       /* a refused login: 0 fail (exit 3), 1 retry it as a lost connection */
     char *spool_dir;          /* streamed in-progress transactions; default $TMPDIR or /tmp */
     int log_level;
     int log_format;           /* 0 text, 1 json (core/log.h) */
@@ -108,6 +109,37 @@ typedef struct crw_config {
     char *checkpoint_topic;   /* exactly-once: compacted topic of (slot, commit LSN) records */
     int transaction_interval_ms; /* exactly-once: a Kafka transaction is committed once this old */
     int cloudevents_mode;     /* 0 structured (the JSON event is the value), 1 binary (ce_* headers) */
+
+    /* --- RabbitMQ sink (sink/rabbitmq.c) --- */
+    char *rabbitmq_url;             /* amqp[s]://user:pass@host:port/vhost, a comma list tried in turn (a secret) */
+    char *rabbitmq_exchange;        /* template: {schema} {table} {kind}; "": the default exchange */
+    char *rabbitmq_routing_key;     /* template: {schema} {table} {kind} {key} */
+    int rabbitmq_max_unconfirmed;   /* messages published and not yet confirmed before emit() waits */
+    bool rabbitmq_mandatory;        /* unroutable messages come back (and are dead-lettered) */
+    char *rabbitmq_password_file;   /* the password, from a file ("": the URL's) */
+    char *rabbitmq_tls_ca_file;     /* amqps: CA certificates (PEM) */
+    char *rabbitmq_tls_cert_file;   /* amqps: client certificate (PEM) */
+    char *rabbitmq_tls_key_file;    /* amqps: client private key (PEM) */
+    bool rabbitmq_tls_verify;       /* amqps: verify the server's certificate and host name */
+
+    /* --- NATS JetStream sink (sink/nats.c) --- */
+    char *nats_url;                 /* comma list of servers, nats://[user:pass@]host:port or tls:// (a secret) */
+    char *nats_subject_template;    /* {schema} {table} {kind} {key}, each expanded into one subject token */
+    char *nats_stream;              /* the JetStream stream the subjects belong to */
+    bool nats_stream_create;        /* create it when missing (the template's subjects, file storage) */
+    int nats_stream_replicas;       /* replicas of a stream crwatch creates */
+    char *nats_stream_duplicate_window; /* a duration (2m, 90s): the duplicate window of a stream crwatch creates */
+    int nats_max_pending;           /* publishes awaiting their JetStream ack before emit() waits */
+    int nats_publish_timeout_ms;    /* an ack not back within this: the publish failed, it is sent again */
+    char *nats_user;                /* user name, with nats.password.file */
+    char *nats_password_file;       /* the password, from a file */
+    char *nats_token_file;          /* an authentication token, from a file */
+    char *nats_creds_file;          /* a credentials file (user JWT and NKey seed) */
+    bool nats_tls;                  /* require TLS (also implied by tls:// and the nats.tls.*.file keys) */
+    char *nats_tls_ca_file;         /* CA certificates (PEM) the server's certificate is checked against */
+    char *nats_tls_cert_file;       /* client certificate (PEM) */
+    char *nats_tls_key_file;        /* client private key (PEM) */
+    bool nats_tls_verify;           /* verify the server's certificate and host name */
 
     /* --- local handlers: exec, plugin, embedding (sink/exec.c, sink/plugin.c) --- */
     int workers;              /* handler worker threads (per handler sink) */

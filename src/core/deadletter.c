@@ -52,7 +52,8 @@ static void put_field(crw_buf_t *b, const char *name, const char *value) {
 
 int crw_deadletter_write(crw_deadletter_t *dl, const crw_deadletter_rec_t *rec) {
     if (dl->fd < 0) {
-        dl->fd = open(dl->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        /* Records hold row data: readable by crwatch's own user only, whatever the umask. */
+        dl->fd = open(dl->path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
         if (dl->fd < 0) {
             crw_error("dead-letter file %s: %s", dl->path, strerror(errno));
             return CRW_ERR_IO;
@@ -60,7 +61,6 @@ int crw_deadletter_write(crw_deadletter_t *dl, const crw_deadletter_rec_t *rec) 
         char abs[PATH_MAX];
         crw_warn("dead-letter records go to %s", realpath(dl->path, abs) ? abs : dl->path);
     }
-    crw_metric_add(CRW_M_DEADLETTER, 1);
     char ts[64];
     crw_clock_format_iso(ts, sizeof ts, crw_clock_wall_us());
 
@@ -78,6 +78,8 @@ int crw_deadletter_write(crw_deadletter_t *dl, const crw_deadletter_rec_t *rec) 
         crw_buf_put(b, rec->payload, rec->payload_len);
     }
     crw_buf_puts(b, "}\n");
+    /* A record that cannot be written whole is taken back, so the file never holds half a line (a full disk). */
+    off_t start = lseek(dl->fd, 0, SEEK_END);
     size_t off = 0;
     while (off < b->len) {
         ssize_t w = write(dl->fd, b->data + off, b->len - off);
@@ -85,6 +87,8 @@ int crw_deadletter_write(crw_deadletter_t *dl, const crw_deadletter_rec_t *rec) 
             continue;
         if (w < 0) {
             crw_error("dead-letter file %s: %s", dl->path, strerror(errno));
+            if (start >= 0 && ftruncate(dl->fd, start) != 0)
+                crw_error("dead-letter file %s: a partial record is left at its end: %s", dl->path, strerror(errno));
             return CRW_ERR_IO;
         }
         off += (size_t)w;
@@ -94,6 +98,7 @@ int crw_deadletter_write(crw_deadletter_t *dl, const crw_deadletter_rec_t *rec) 
         return CRW_ERR_IO;
     }
     dl->count++;
+    crw_metric_add(CRW_M_DEADLETTER, 1); /* counted once it is there */
     return 0;
 }
 

@@ -18,6 +18,7 @@ const char *crw_err_str(int err) {
     case CRW_ERR_STOPPED: return "stopped";
     case CRW_ERR_UNMAPPED: return "change cannot be mapped";
     case CRW_ERR_STANDBY: return "standing by";
+    case CRW_ERR_AUTH: return "login refused";
     }
     return "unknown error";
 }
@@ -28,6 +29,7 @@ int crw_err_exit_code(int err) {
     case CRW_ERR_STOPPED: return 0;
     case CRW_ERR_CONFIG: return 2;
     case CRW_ERR_PREREQ:
+    case CRW_ERR_AUTH:
     case CRW_ERR_SLOT_LOST: return 3;
     default: return 1;
     }

@@ -25,6 +25,7 @@ typedef enum {
     CRW_ERR_STOPPED = -10,    /* a stop was requested (signal, endpos) */
     CRW_ERR_UNMAPPED = -11,   /* one change cannot be mapped: dead-letter it, the stream goes on */
     CRW_ERR_STANDBY = -12,    /* another instance streams this slot: stand by and try again */
+    CRW_ERR_AUTH = -13,       /* the server refused the login (password, role, database): exit 3 */
 } crw_err_t;
 
 const char *crw_err_str(int err);

@@ -55,12 +55,41 @@ static const scalar_def_t scalar_defs[CRW_M_N] = {
 
 static _Atomic int64_t scalars[CRW_M_N];
 
-/* commit-to-ack histogram: upper bounds in microseconds */
-static const int64_t bucket_us[] = {500,    1000,    2500,    5000,    10000,   25000,    50000,
-                                    100000, 250000,  500000,  1000000, 2500000, 10000000, 60000000};
-#define NBUCKETS (sizeof bucket_us / sizeof bucket_us[0])
-static _Atomic uint64_t buckets[NBUCKETS + 1]; /* the last: +Inf only */
-static _Atomic int64_t hist_sum_us;
+/* Histograms: upper bounds in microseconds, ascending, ended by 0. */
+#define HIST_MAX_BUCKETS 20
+static const int64_t commit_to_ack_us[] = {500,    1000,   2500,    5000,    10000,   25000,    50000,   100000,
+                                           250000, 500000, 1000000, 2500000, 10000000, 60000000, 0};
+/* A sink's own step: finer below a millisecond, where an idle stream's deliveries are. */
+static const int64_t sink_step_us[] = {100,    250,    500,     1000,    2500,    5000,     10000,    25000, 50000,
+                                       100000, 250000, 500000,  1000000, 2500000, 10000000, 60000000, 0};
+_Static_assert(sizeof commit_to_ack_us / sizeof *commit_to_ack_us <= HIST_MAX_BUCKETS + 1, "too many buckets");
+_Static_assert(sizeof sink_step_us / sizeof *sink_step_us <= HIST_MAX_BUCKETS + 1, "too many buckets");
+
+typedef struct {
+    const char *name;
+    const char *help;
+    const int64_t *bounds;
+} hist_def_t;
+
+static const hist_def_t hist_defs[CRW_H_N] = {
+    [CRW_H_COMMIT_TO_ACK] = {"crwatch_commit_to_ack_seconds",
+                             "From a transaction's commit in PostgreSQL to every sink's acknowledgement",
+                             commit_to_ack_us},
+    [CRW_H_KAFKA_DELIVERY] = {"crwatch_kafka_delivery_seconds",
+                              "Kafka: from produce() to the message's delivery report (the producer's queue and "
+                              "linger, the broker's acknowledgement)",
+                              sink_step_us},
+    [CRW_H_KAFKA_TXN_COMMIT] = {"crwatch_kafka_transaction_commit_seconds",
+                                "Kafka exactly-once: how long one transaction's commit took (flushing what is "
+                                "queued, then ending the transaction)",
+                                sink_step_us},
+};
+
+typedef struct {
+    _Atomic uint64_t buckets[HIST_MAX_BUCKETS + 1]; /* one per bound, then +Inf only */
+    _Atomic int64_t sum_us;
+} hist_t;
+static hist_t hists[CRW_H_N];
 
 static _Atomic int wal_status_code; /* 0 unknown, else 1 + index in wal_statuses */
 static const char *const wal_statuses[] = {"reserved", "extended", "unreserved", "lost"};
@@ -81,15 +110,18 @@ void crw_metric_add(crw_metric_t m, uint64_t n) { atomic_fetch_add_explicit(&sca
 void crw_metric_set(crw_metric_t m, int64_t v) { atomic_store_explicit(&scalars[m], v, memory_order_relaxed); }
 int64_t crw_metric_get(crw_metric_t m) { return atomic_load_explicit(&scalars[m], memory_order_relaxed); }
 
-void crw_metric_commit_to_ack(int64_t us) {
+void crw_metric_observe(crw_hist_t h, int64_t us) {
     if (us < 0)
         us = 0; /* clocks of two machines */
+    const int64_t *b = hist_defs[h].bounds;
     size_t i = 0;
-    while (i < NBUCKETS && us > bucket_us[i])
+    while (b[i] && us > b[i])
         i++;
-    atomic_fetch_add_explicit(&buckets[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&hist_sum_us, us, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hists[h].buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hists[h].sum_us, us, memory_order_relaxed);
 }
+
+void crw_metric_commit_to_ack(int64_t us) { crw_metric_observe(CRW_H_COMMIT_TO_ACK, us); }
 
 void crw_metric_wal_status(const char *status) {
     int code = 0;
@@ -175,6 +207,25 @@ static void number(crw_buf_t *out, int64_t v, double scale) {
         crw_buf_printf(out, "%.6f\n", (double)v / scale);
 }
 
+static void render_hist(crw_buf_t *out, crw_hist_t h) {
+    const hist_def_t *d = &hist_defs[h];
+    header(out, d->name, "histogram", d->help);
+    uint64_t cum = 0;
+    for (size_t i = 0;; i++) {
+        cum += atomic_load_explicit(&hists[h].buckets[i], memory_order_relaxed);
+        if (!d->bounds[i]) {
+            crw_buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", d->name, (unsigned long long)cum);
+            break;
+        }
+        crw_buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", d->name, (double)d->bounds[i] / 1e6,
+                       (unsigned long long)cum);
+    }
+    crw_buf_printf(out, "%s_sum %.6f\n", d->name,
+                   (double)atomic_load_explicit(&hists[h].sum_us, memory_order_relaxed) / 1e6);
+    /* _count is the +Inf bucket: the same reads, so the two always agree */
+    crw_buf_printf(out, "%s_count %llu\n", d->name, (unsigned long long)cum);
+}
+
 void crw_metrics_render(crw_buf_t *out) {
     for (int m = 0; m < CRW_M_N; m++) {
         const scalar_def_t *d = &scalar_defs[m];
@@ -195,27 +246,17 @@ void crw_metrics_render(crw_buf_t *out) {
         crw_buf_printf(out, "\"} %llu\n", (unsigned long long)atomic_load_explicit(&e->count, memory_order_relaxed));
     }
 
-    header(out, "crwatch_commit_to_ack_seconds", "histogram",
-           "From a transaction's commit in PostgreSQL to every sink's acknowledgement");
-    uint64_t cum = 0;
-    for (size_t i = 0; i <= NBUCKETS; i++) {
-        cum += atomic_load_explicit(&buckets[i], memory_order_relaxed);
-        if (i < NBUCKETS)
-            crw_buf_printf(out, "crwatch_commit_to_ack_seconds_bucket{le=\"%g\"} %llu\n", (double)bucket_us[i] / 1e6,
-                           (unsigned long long)cum);
-        else
-            crw_buf_printf(out, "crwatch_commit_to_ack_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-    }
-    crw_buf_printf(out, "crwatch_commit_to_ack_seconds_sum %.6f\n",
-                   (double)atomic_load_explicit(&hist_sum_us, memory_order_relaxed) / 1e6);
-    /* _count is the +Inf bucket: the same reads, so the two always agree */
-    crw_buf_printf(out, "crwatch_commit_to_ack_seconds_count %llu\n", (unsigned long long)cum);
+    render_hist(out, CRW_H_COMMIT_TO_ACK);
 
     header(out, "crwatch_slot_wal_status", "gauge",
            "The replication slot's wal_status: 1 for the current one (reserved, extended, unreserved, lost)");
     int code = atomic_load_explicit(&wal_status_code, memory_order_relaxed);
     for (int i = 0; i < 4; i++)
         crw_buf_printf(out, "crwatch_slot_wal_status{status=\"%s\"} %d\n", wal_statuses[i], code == i + 1);
+
+    for (int h = 0; h < CRW_H_N; h++)
+        if (h != CRW_H_COMMIT_TO_ACK) /* rendered above, where it always was */
+            render_hist(out, (crw_hist_t)h);
 }
 
 static _Atomic int64_t last_beat_ms;
@@ -235,9 +276,11 @@ int crw_health_ready(void) { return atomic_load_explicit(&ready, memory_order_re
 void crw_metrics_reset(void) {
     for (int m = 0; m < CRW_M_N; m++)
         atomic_store(&scalars[m], 0);
-    for (size_t i = 0; i <= NBUCKETS; i++)
-        atomic_store(&buckets[i], 0);
-    atomic_store(&hist_sum_us, 0);
+    for (int h = 0; h < CRW_H_N; h++) {
+        for (size_t i = 0; i <= HIST_MAX_BUCKETS; i++)
+            atomic_store(&hists[h].buckets[i], 0);
+        atomic_store(&hists[h].sum_us, 0);
+    }
     atomic_store(&wal_status_code, 0);
     atomic_store(&last_beat_ms, 0);
     atomic_store(&ready, 0);

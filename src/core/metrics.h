@@ -41,6 +41,19 @@ void crw_metric_event(const char *kind, const char *type);
 /* A transaction acknowledged by every sink us microseconds after its commit. */
 void crw_metric_commit_to_ack(int64_t us);
 
+/* The histograms (docs/operations.md, "Metrics and health"), each with its own buckets. */
+typedef enum {
+    CRW_H_COMMIT_TO_ACK,    /* crwatch_commit_to_ack_seconds: a transaction's commit -> every sink's ack */
+    CRW_H_KAFKA_DELIVERY,   /* crwatch_kafka_delivery_seconds: produce() -> the message's delivery report
+                             * (the producer's queue and linger, the broker's acknowledgement) */
+    CRW_H_KAFKA_TXN_COMMIT, /* crwatch_kafka_transaction_commit_seconds: exactly-once, one Kafka commit
+                             * (flushing what is queued, then EndTxn) */
+    CRW_H_N
+} crw_hist_t;
+
+/* One observation of us microseconds (negative: counted as 0) in histogram h. */
+void crw_metric_observe(crw_hist_t h, int64_t us);
+
 /* The slot's wal_status ("reserved", "extended", "unreserved", "lost"; NULL or "": unknown). */
 void crw_metric_wal_status(const char *status);
 

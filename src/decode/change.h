@@ -33,6 +33,8 @@ typedef struct crw_change {
     size_t idlen;
     uint32_t xid;                   /* its own writer (a polled row's); 0: the transaction's */
     int64_t time;                   /* its own time, PostgreSQL epoch µs; 0: the transaction's commit time */
+    bool old_rows_whole;            /* every update and delete of rel brings its whole old row (pgoutput and
+                                     * REPLICA IDENTITY FULL), this change's too */
 } crw_change_t;
 
 /*
@@ -40,7 +42,7 @@ typedef struct crw_change {
  * @returns 0, or -1 when m is no row change.
  */
 static inline int crw_change_from_msg(crw_change_t *c, const crw_relation_t *rel, const crw_pgo_msg_t *m) {
-    *c = (crw_change_t){.op = m->type, .rel = rel, .lsn = m->lsn};
+    *c = (crw_change_t){.op = m->type, .rel = rel, .lsn = m->lsn, .old_rows_whole = rel->replident == 'f'};
     switch (m->type) {
     case CRW_PGO_INSERT: c->newtup = &m->u.insert.newtup; return 0;
     case CRW_PGO_UPDATE:

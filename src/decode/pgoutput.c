@@ -355,8 +355,15 @@ static int read_origin(reader_t *r, crw_pgo_msg_t *m) {
 static int read_relation(reader_t *r, crw_pgo_decoder_t *d, bool streamed, crw_pgo_msg_t *m) {
     crw_pgo_relation_t *rel = &m->u.relation;
     uint8_t replident;
-    if (read_stream_xid(r, streamed, &m->xid) < 0 || get_u32(r, &rel->relid, "relation OID") < 0 ||
-        get_string(r, &rel->nspname, "namespace") < 0 || get_string(r, &rel->relname, "relation name") < 0 ||
+    if (read_stream_xid(r, streamed, &m->xid) < 0)
+        return CRW_ERR_PROTOCOL;
+    size_t at = r->pos;
+    if (get_u32(r, &rel->relid, "relation OID") < 0)
+        return CRW_ERR_PROTOCOL;
+    /* proto.c sends RelationGetRelid(): never InvalidOid, which the relation cache cannot hold either. */
+    if (rel->relid == 0)
+        return fail(r, "invalid relation OID 0 at offset %zu", at);
+    if (get_string(r, &rel->nspname, "namespace") < 0 || get_string(r, &rel->relname, "relation name") < 0 ||
         get_u8(r, &replident, "replica identity") < 0 || get_u16(r, &rel->natts, "attribute count") < 0)
         return CRW_ERR_PROTOCOL;
     rel->replident = (char)replident;

@@ -141,6 +141,12 @@ const char *crw_cache_get(crw_cache_t *c, uint32_t relid, const char *key, size_
 }
 
 void crw_cache_put(crw_cache_t *c, uint32_t relid, const char *key, size_t keylen, const char *obj, size_t len) {
+    crw_cache_put_parts(c, relid, key, keylen, NULL, 0, obj, len);
+}
+
+void crw_cache_put_parts(crw_cache_t *c, uint32_t relid, const char *key, size_t keylen, const char *head,
+                         size_t hlen, const char *obj, size_t olen) {
+    size_t len = hlen + olen;
     if (keylen + len > UINT32_MAX / 2) {
         crw_cache_remove(c, relid, key, keylen); /* not worth keeping; an older one would be stale */
         return;
@@ -172,7 +178,9 @@ void crw_cache_put(crw_cache_t *c, uint32_t relid, const char *key, size_t keyle
         c->bytes += cost(cap);
     } else
         lru_unlink(c, e);
-    memcpy(e->buf + keylen, obj, len);
+    if (hlen)
+        memcpy(e->buf + keylen, head, hlen);
+    memcpy(e->buf + keylen + hlen, obj, olen);
     e->objlen = (uint32_t)len;
     lru_front(c, e);
 }

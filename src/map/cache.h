@@ -24,6 +24,9 @@ void crw_cache_destroy(crw_cache_t *c);
 const char *crw_cache_get(crw_cache_t *c, uint32_t relid, const char *key, size_t keylen, size_t *len);
 /* Stores a copy of the object for (relid, key), replacing any older one. */
 void crw_cache_put(crw_cache_t *c, uint32_t relid, const char *key, size_t keylen, const char *obj, size_t len);
+/* The same, the stored object being head[0..hlen) followed by obj[0..olen) (one copy of each). */
+void crw_cache_put_parts(crw_cache_t *c, uint32_t relid, const char *key, size_t keylen, const char *head,
+                         size_t hlen, const char *obj, size_t olen);
 void crw_cache_remove(crw_cache_t *c, uint32_t relid, const char *key, size_t keylen);
 /* Drops every entry of relid (TRUNCATE). */
 void crw_cache_clear_relation(crw_cache_t *c, uint32_t relid);

@@ -34,8 +34,10 @@ struct crw_ce {
     crw_cache_t *cache;
     uint64_t horizon;   /* changes committed before it find the cache newer than they are (crw_ce_cache_horizon) */
     bool patch;
-    crw_buf_t obj, old, unknown, changed, patchbuf, cachekey, cached;
+    crw_buf_t obj, old, unknown, changed, patchbuf, cachekey, head;
     crw_jdoc_t da, db, dc;
+    uint32_t *sp_obj, *sp_old; /* where each column's value is in obj / the old object (span_t pairs) */
+    int spcap;
     crw_event_attr_t attrs[NATTRS];
     char xid[24];
 };
@@ -50,27 +52,69 @@ crw_ce_t *crw_ce_new(crw_cache_t *cache, bool patch) {
 void crw_ce_destroy(crw_ce_t *ce) {
     if (!ce)
         return;
-    crw_buf_t *bufs[] = {&ce->obj, &ce->old, &ce->unknown, &ce->changed, &ce->patchbuf, &ce->cachekey, &ce->cached};
+    crw_buf_t *bufs[] = {&ce->obj, &ce->old, &ce->unknown, &ce->changed, &ce->patchbuf, &ce->cachekey, &ce->head};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         crw_buf_free(bufs[i]);
     crw_jdoc_free(&ce->da);
     crw_jdoc_free(&ce->db);
     crw_jdoc_free(&ce->dc);
+    free(ce->sp_obj);
+    free(ce->sp_old);
     free(ce);
 }
 
 
 /* ---- rendering ------------------------------------------------------- */
 
+/*
+ * Column spans: for each column, where its value is in a rendered object,
+ * as (offset, length) pairs, length 0 for a column the object lacks.  The
+ * renderer writes them as it goes, the cache keeps them in front of each
+ * object, so an unchanged-TOAST value is copied from the cached object and
+ * the diff compares column by column, without tokenizing either object.
+ * Relations wider than SPAN_MAX_COLS keep no spans (the text is parsed).
+ */
+#define SPAN_MAX_COLS 255
+
+/* An old object: its text and, when known, its column spans (else parsed into doc). */
+typedef struct {
+    const char *text;
+    size_t len;
+    const uint32_t *spans; /* NULL: not known */
+    const crw_jdoc_t *doc; /* text parsed, when spans is NULL and parsing worked; else NULL */
+} oldobj_t;
+
 /* How one object is rendered: its tuple and where unknown values may be found. */
 typedef struct {
     const crw_relinfo_t *ri;
     const crw_pgo_tuple_t *t;
     const crw_pgo_tuple_t *fill; /* the whole old row ('O') */
-    const crw_jdoc_t *cached;    /* the cached object, parsed; NULL when none */
+    const oldobj_t *cached;      /* the cached object; NULL when none */
     bool keyonly;                /* t is an old key tuple */
     crw_buf_t *unknown;          /* pointers of fields not known; NULL: do not collect */
+    uint32_t *spans;             /* out: the column spans of what is rendered (NULL: not kept) */
 } render_t;
+
+static void set_span(const render_t *r, int i, size_t off, size_t len) {
+    if (r->spans) {
+        r->spans[2 * i] = (uint32_t)off;
+        r->spans[2 * i + 1] = (uint32_t)len;
+    }
+}
+
+/* The cached value of column i (its pointer ptr), or NULL. */
+static const char *cached_value(const oldobj_t *o, int i, const char *ptr, size_t *len) {
+    if (o->spans) {
+        *len = o->spans[2 * i + 1];
+        return *len ? o->text + o->spans[2 * i] : NULL;
+    }
+    int t = o->doc ? crw_jdoc_lookup(o->doc, ptr) : -1;
+    if (t < 0)
+        return NULL;
+    const crw_jtok_t *tok = &o->doc->toks[t];
+    *len = tok->end - tok->start;
+    return o->text + tok->start;
+}
 
 static void note_unknown(const render_t *r, const char *pointer) {
     if (!r->unknown)
@@ -94,15 +138,14 @@ static int put_field(const render_t *r, crw_buf_t *out, const char *name, int i,
     if (c && (c->kind == CRW_PGO_COL_UNCHANGED || (r->keyonly && !(a->flags & 1)))) {
         const crw_pgo_col_t *o = c->kind == CRW_PGO_COL_UNCHANGED ? crw_pgo_tuple_col(r->fill, i) : NULL;
         c = o && o->kind != CRW_PGO_COL_UNCHANGED ? o : NULL;
-        if (!c && r->cached && cm->obj_pointer) {
-            int t = crw_jdoc_lookup(r->cached, cm->obj_pointer);
-            if (t >= 0) {
-                if (name)
-                    crw_buf_puts(out, name);
-                const crw_jtok_t *tok = &r->cached->toks[t];
-                crw_buf_put(out, r->cached->text + tok->start, tok->end - tok->start);
-                return 1;
-            }
+        size_t vlen;
+        const char *val = !c && r->cached && cm->obj_pointer ? cached_value(r->cached, i, cm->obj_pointer, &vlen) : NULL;
+        if (val) {
+            if (name)
+                crw_buf_puts(out, name);
+            set_span(r, i, out->len, vlen);
+            crw_buf_put(out, val, vlen);
+            return 1;
         }
     }
     if (!c) {
@@ -111,10 +154,12 @@ static int put_field(const render_t *r, crw_buf_t *out, const char *name, int i,
     }
     if (name)
         crw_buf_puts(out, name);
+    size_t start = out->len;
     if (c->kind == CRW_PGO_COL_NULL)
         crw_buf_put(out, "null", 4);
     else if (as_text || crw_value_render(out, &cm->ti, c->data, c->len) < 0)
         crw_value_render_text(out, c->data, c->len);
+    set_span(r, i, start, out->len - start);
     return 1;
 }
 
@@ -137,24 +182,27 @@ static int render_row(const render_t *r, crw_buf_t *out) {
     return 0;
 }
 
+/* crd: the members of metadata, in the order they are written. */
+static const struct {
+    int col;
+    const char *name;
+    bool as_text;
+    bool omit_null;
+} meta[] = {
+    {CRW_CRD_NAME, "\"name\":", false, false},
+    {CRW_CRD_NAMESPACE, "\"namespace\":", false, false},
+    {CRW_CRD_UID, "\"uid\":", false, false},
+    {CRW_CRD_RESOURCE_VERSION, "\"resourceVersion\":", true, false}, /* a string, as Kubernetes has it */
+    {CRW_CRD_GENERATION, "\"generation\":", false, false},
+    {CRW_CRD_CREATED_AT, "\"creationTimestamp\":", false, false},
+    {CRW_CRD_DELETED_AT, "\"deletionTimestamp\":", false, true},
+    {CRW_CRD_LABELS, "\"labels\":", false, false},
+    {CRW_CRD_ANNOTATIONS, "\"annotations\":", false, false},
+};
+#define NMETA (sizeof meta / sizeof meta[0])
+
 /* crd: {apiVersion, kind, metadata{...}, spec, status} from the convention's columns. */
 static int render_crd(const render_t *r, const crw_rel_variant_t *v, crw_buf_t *out, char *errstr, size_t n) {
-    static const struct {
-        int col;
-        const char *name;
-        bool as_text;
-        bool omit_null;
-    } meta[] = {
-        {CRW_CRD_NAME, "\"name\":", false, false},
-        {CRW_CRD_NAMESPACE, "\"namespace\":", false, false},
-        {CRW_CRD_UID, "\"uid\":", false, false},
-        {CRW_CRD_RESOURCE_VERSION, "\"resourceVersion\":", true, false}, /* a string, as Kubernetes has it */
-        {CRW_CRD_GENERATION, "\"generation\":", false, false},
-        {CRW_CRD_CREATED_AT, "\"creationTimestamp\":", false, false},
-        {CRW_CRD_DELETED_AT, "\"deletionTimestamp\":", false, true},
-        {CRW_CRD_LABELS, "\"labels\":", false, false},
-        {CRW_CRD_ANNOTATIONS, "\"annotations\":", false, false},
-    };
     const crw_relinfo_t *ri = r->ri;
     crw_buf_putc(out, '{');
     if (v->js_api_version) {
@@ -166,7 +214,7 @@ static int render_crd(const render_t *r, const crw_rel_variant_t *v, crw_buf_t *
     crw_buf_puts(out, v->js_kind);
     crw_buf_puts(out, ",\"metadata\":{");
     bool first = true;
-    for (size_t k = 0; k < sizeof meta / sizeof meta[0]; k++) {
+    for (size_t k = 0; k < NMETA; k++) {
         int i = ri->crd_col[meta[k].col];
         if (i < 0 || !ri->cols[i].obj_pointer)
             continue;
@@ -190,6 +238,7 @@ static int render_crd(const render_t *r, const crw_rel_variant_t *v, crw_buf_t *
         int rc = put_field(r, out, s == CRW_CRD_SPEC ? ",\"spec\":" : ",\"status\":", i, false);
         if (rc != 1) {
             out->len = mark;
+            set_span(r, i, 0, 0);
             continue;
         }
         /* The convention's spec is an object; anything else is not a resource. */
@@ -203,9 +252,17 @@ static int render_crd(const render_t *r, const crw_rel_variant_t *v, crw_buf_t *
     return 0;
 }
 
+/* The object appended to out (the event itself, when r keeps no spans). */
+static int render_append(const render_t *r, const crw_rel_variant_t *v, crw_buf_t *out, char *errstr, size_t n) {
+    return r->ri->shape == CRW_SHAPE_CRD ? render_crd(r, v, out, errstr, n) : render_row(r, out);
+}
+
+/* The object alone in out, with its column spans when r keeps them. */
 static int render(const render_t *r, const crw_rel_variant_t *v, crw_buf_t *out, char *errstr, size_t n) {
     crw_buf_reset(out);
-    return r->ri->shape == CRW_SHAPE_CRD ? render_crd(r, v, out, errstr, n) : render_row(r, out);
+    if (r->spans)
+        memset(r->spans, 0, sizeof *r->spans * 2 * (size_t)r->ri->ncols);
+    return render_append(r, v, out, errstr, n);
 }
 
 /* The variant a row belongs to (shared table: by its kind column). */
@@ -281,17 +338,57 @@ static void cache_key(crw_ce_t *ce, const crw_rel_variant_t *v, const crw_relinf
     crw_buf_put(&ce->cachekey, key->data ? key->data : "", key->len);
 }
 
-/* Parses the cached object of the current key into ce->dc; returns it or NULL. */
-static const crw_jdoc_t *cached_doc(crw_ce_t *ce, const crw_relinfo_t *ri) {
+/* Room for the column spans of ri's rows (both objects). */
+static void spans_reserve(crw_ce_t *ce, const crw_relinfo_t *ri) {
+    if (ri->ncols <= ce->spcap)
+        return;
+    ce->spcap = ri->ncols;
+    ce->sp_obj = crw_realloc(ce->sp_obj, sizeof *ce->sp_obj * 2 * (size_t)ce->spcap);
+    ce->sp_old = crw_realloc(ce->sp_old, sizeof *ce->sp_old * 2 * (size_t)ce->spcap);
+}
+
+static bool keeps_spans(const crw_relinfo_t *ri) { return ri->ncols <= SPAN_MAX_COLS; }
+
+/*
+ * A cache entry: uint32 ncols (0: no spans), ncols span pairs, the object.
+ * Stores ce->obj with its spans under the current key.
+ */
+static void cache_store(crw_ce_t *ce, const crw_relinfo_t *ri) {
+    uint32_t nc = keeps_spans(ri) && ce->obj.len <= UINT32_MAX ? (uint32_t)ri->ncols : 0;
+    crw_buf_reset(&ce->head);
+    crw_buf_put(&ce->head, &nc, sizeof nc);
+    crw_buf_put(&ce->head, ce->sp_obj, sizeof *ce->sp_obj * 2 * nc);
+    crw_cache_put_parts(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len, ce->head.data, ce->head.len,
+                        ce->obj.data, ce->obj.len);
+}
+
+/*
+ * The cached object of the current key, or false.  Its text points into the
+ * cache, valid until the next put or remove (crw_ce_change makes them last).
+ * Spans are copied into ce->sp_old when they fit the relation as it is now;
+ * otherwise the text is parsed into ce->dc.
+ */
+static bool cache_lookup(crw_ce_t *ce, const crw_relinfo_t *ri, oldobj_t *o) {
     if (!ce->cache || !ri->cached)
-        return NULL;
+        return false;
     size_t len;
-    const char *o = crw_cache_get(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len, &len);
-    if (!o)
-        return NULL;
-    crw_buf_reset(&ce->cached);
-    crw_buf_put(&ce->cached, o, len); /* a copy: the cache entry may change before we are done */
-    return crw_jdoc_parse(&ce->dc, ce->cached.data, ce->cached.len) == 0 ? &ce->dc : NULL;
+    const char *e = crw_cache_get(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len, &len);
+    uint32_t nc;
+    if (!e || len < sizeof nc)
+        return false;
+    memcpy(&nc, e, sizeof nc);
+    size_t hlen = sizeof nc + sizeof(uint32_t) * 2 * nc;
+    if (len < hlen)
+        return false;
+    *o = (oldobj_t){e + hlen, len - hlen, NULL, NULL};
+    if (nc && nc == (uint32_t)ri->ncols) {
+        memcpy(ce->sp_old, e + sizeof nc, sizeof(uint32_t) * 2 * nc); /* the entry's bytes are not aligned */
+        o->spans = ce->sp_old;
+    } else if (crw_jdoc_parse(&ce->dc, o->text, o->len) == 0)
+        o->doc = &ce->dc;
+    else
+        return false;
+    return true;
 }
 
 /* ---- the envelope ----------------------------------------------------- */
@@ -352,11 +449,78 @@ static void close_data(crw_buf_t *out, crw_event_t *ev) {
 }
 
 /* Appends ,"<name>":<json> and records its span. */
-static void put_object(crw_buf_t *out, const char *member, size_t mlen, const crw_buf_t *json, crw_span_t *span) {
+static void put_object_text(crw_buf_t *out, const char *member, size_t mlen, const char *json, size_t len,
+                            crw_span_t *span) {
     crw_buf_put(out, member, mlen);
     span->off = out->len;
-    span->len = json->len;
-    crw_buf_put(out, json->data, json->len);
+    span->len = len;
+    crw_buf_put(out, json, len);
+}
+
+static void put_object(crw_buf_t *out, const char *member, size_t mlen, const crw_buf_t *json, crw_span_t *span) {
+    put_object_text(out, member, mlen, json->data, json->len, span);
+}
+
+/* Column c's value in object o (text + spans), or NULL when o lacks it. */
+static const char *span_value(const char *text, const uint32_t *spans, int c, size_t *len) {
+    *len = spans[2 * c + 1];
+    return *len ? text + spans[2 * c] : NULL;
+}
+
+/*
+ * One group of members (the members of one object, in the order they are
+ * written), compared column by column in the order crw_jdoc_diff walks them:
+ * changed and added members first, then removed ones.
+ */
+static void diff_group(crw_ce_t *ce, const crw_relinfo_t *ri, const oldobj_t *old, const uint32_t *spans,
+                       const int *cols, int ncols) {
+    const char *skip = ce->unknown.len ? ce->unknown.data : NULL;
+    crw_buf_t *patch = ce->patch ? &ce->patchbuf : NULL;
+    for (int pass = 0; pass < 2; pass++)
+        for (int k = 0; k < ncols; k++) {
+            int c = cols[k];
+            size_t an, bn;
+            const char *a = span_value(old->text, old->spans, c, &an);
+            const char *b = span_value(ce->obj.data, spans, c, &bn);
+            if (pass == 0 ? b != NULL : (a != NULL && b == NULL))
+                crw_jdoc_diff_member(ri->cols[c].obj_pointer, a, an, b, bn, &ce->da, &ce->db, &ce->changed, patch,
+                                     skip);
+        }
+}
+
+/* `changed` (and the patch) between the old object and ce->obj. */
+static void diff_objects(crw_ce_t *ce, const crw_relinfo_t *ri, const oldobj_t *old, const uint32_t *spans) {
+    const char *skip = ce->unknown.len ? ce->unknown.data : NULL;
+    crw_buf_t *patch = ce->patch ? &ce->patchbuf : NULL;
+    if (!spans || !old->spans) {
+        /* no spans on one side: both objects tokenized (the cached one may be already) */
+        const crw_jdoc_t *olddoc = old->doc;
+        if (!olddoc && crw_jdoc_parse(&ce->da, old->text, old->len) == 0)
+            olddoc = &ce->da;
+        if (olddoc && crw_jdoc_parse(&ce->db, ce->obj.data, ce->obj.len) == 0)
+            crw_jdoc_diff(olddoc, &ce->db, &ce->changed, patch, skip);
+        return;
+    }
+    int cols[SPAN_MAX_COLS], nc = 0;
+    if (ri->shape == CRW_SHAPE_CRD) {
+        /* metadata's members, then spec and status; apiVersion and kind are the variant's, the same in both */
+        for (size_t k = 0; k < NMETA; k++) {
+            int i = ri->crd_col[meta[k].col];
+            if (i >= 0 && ri->cols[i].obj_pointer)
+                cols[nc++] = i;
+        }
+        diff_group(ce, ri, old, spans, cols, nc);
+        nc = 0;
+        for (int s = CRW_CRD_SPEC; s <= CRW_CRD_STATUS; s++) {
+            int i = ri->crd_col[s];
+            if (i >= 0 && ri->cols[i].obj_pointer)
+                cols[nc++] = i;
+        }
+    } else
+        for (int i = 0; i < ri->ncols; i++)
+            if (ri->cols[i].obj_pointer)
+                cols[nc++] = i;
+    diff_group(ce, ri, old, spans, cols, nc);
 }
 
 int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev, const crw_relinfo_t *ri,
@@ -396,27 +560,39 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
     cache_key(ce, v, ri, rekeyed ? oldkey : key);
     /* A read (SYNC) is the whole current object: it has no older one to show. */
     /* A change older than the cache's listing would find a newer object there: treated as a miss. */
-    const crw_jdoc_t *cached =
-        oldkind == 'O' || ch->op == CRW_OP_READ || tx->commit_lsn < ce->horizon ? NULL : cached_doc(ce, ri);
+    spans_reserve(ce, ri);
+    uint32_t *spans = keeps_spans(ri) ? ce->sp_obj : NULL;
+    oldobj_t co;
+    const oldobj_t *cached = oldkind == 'O' || ch->op == CRW_OP_READ || tx->commit_lsn < ce->horizon ||
+                                     !cache_lookup(ce, ri, &co)
+                                 ? NULL
+                                 : &co;
 
     /* object, and oldObject when the old row is known */
     crw_buf_reset(&ce->unknown);
-    render_t r = {ri, cur, oldkind == 'O' ? oldt : NULL, cached, newt == NULL && oldkind == 'K', &ce->unknown};
+    render_t r = {ri, cur, oldkind == 'O' ? oldt : NULL, cached, newt == NULL && oldkind == 'K', &ce->unknown, spans};
+    oldobj_t old = {NULL, 0, NULL, NULL};
     bool have_old = false;
-    if (!newt && cached) {
+    /* With no diff to make and nothing to cache, the object is rendered
+     * straight into the event: a copy of it would double a large value. */
+    bool direct = !cached && !(newt && oldkind == 'O') && !(ce->cache && ri->cached && tx->commit_lsn >= ce->horizon);
+    if (direct) {
+        r.spans = NULL;
+    } else if (!newt && cached) {
         /* a key-only delete: the cache knows the whole last state */
         crw_buf_reset(&ce->obj);
-        crw_buf_put(&ce->obj, ce->cached.data, ce->cached.len);
+        crw_buf_put(&ce->obj, cached->text, cached->len);
+        spans = NULL;
     } else if ((rc = render(&r, v, &ce->obj, errstr, n)) < 0)
         return rc;
     if (newt && oldkind == 'O') {
-        render_t ro = {ri, oldt, NULL, NULL, false, NULL};
+        render_t ro = {ri, oldt, NULL, NULL, false, NULL, spans ? ce->sp_old : NULL};
         if ((rc = render(&ro, v, &ce->old, errstr, n)) < 0)
             return rc;
+        old = (oldobj_t){ce->old.data, ce->old.len, ro.spans, NULL};
         have_old = true;
     } else if (newt && cached) {
-        crw_buf_reset(&ce->old);
-        crw_buf_put(&ce->old, ce->cached.data, ce->cached.len);
+        old = *cached; /* straight from the cache: nothing below changes it before the event is written */
         have_old = true;
     }
 
@@ -433,19 +609,20 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
     crw_buf_puts(out, v->js_kind);
     crw_buf_put(out, ",\"key\":", 7);
     crw_buf_put_json_str(out, key->data ? key->data : "", key->len);
-    put_object(out, ",\"object\":", 10, &ce->obj, &ev->object);
+    if (direct) {
+        crw_buf_put(out, ",\"object\":", 10);
+        ev->object.off = out->len;
+        if ((rc = render_append(&r, v, out, errstr, n)) < 0)
+            return rc;
+        ev->object.len = out->len - ev->object.off;
+    } else
+        put_object(out, ",\"object\":", 10, &ce->obj, &ev->object);
     ev->old_object = (crw_span_t){0, 0};
     if (have_old) {
-        put_object(out, ",\"oldObject\":", 13, &ce->old, &ev->old_object);
+        put_object_text(out, ",\"oldObject\":", 13, old.text, old.len, &ev->old_object);
         crw_buf_reset(&ce->changed);
         crw_buf_reset(&ce->patchbuf);
-        /* The old object from the cache is parsed already (ce->dc). */
-        const crw_jdoc_t *olddoc = cached && oldkind != 'O' ? cached : NULL;
-        if (!olddoc && crw_jdoc_parse(&ce->da, ce->old.data, ce->old.len) == 0)
-            olddoc = &ce->da;
-        if (olddoc && crw_jdoc_parse(&ce->db, ce->obj.data, ce->obj.len) == 0)
-            crw_jdoc_diff(olddoc, &ce->db, &ce->changed, ce->patch ? &ce->patchbuf : NULL,
-                          ce->unknown.len ? ce->unknown.data : NULL);
+        diff_objects(ce, ri, &old, spans);
         if (ri->shape == CRW_SHAPE_CRD)
             drop_pointer(&ce->changed, "\"/metadata/resourceVersion\"");
         crw_buf_put(out, ",\"changed\":[", 12);
@@ -476,7 +653,7 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
         if (!newt || ce->unknown.len)
             crw_cache_remove(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len);
         else
-            crw_cache_put(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len, ce->obj.data, ce->obj.len);
+            cache_store(ce, ri);
     }
     return 0;
 }
@@ -493,10 +670,11 @@ int crw_ce_seed(crw_ce_t *ce, const crw_relinfo_t *ri, const crw_pgo_tuple_t *ro
     if (rc < 0)
         return rc;
     cache_key(ce, v, ri, &ce->old);
-    render_t r = {ri, row, NULL, NULL, false, NULL};
+    spans_reserve(ce, ri);
+    render_t r = {ri, row, NULL, NULL, false, NULL, ce->sp_obj};
     if ((rc = render(&r, v, &ce->obj, errstr, n)) < 0)
         return rc;
-    crw_cache_put(ce->cache, ri->rel->relid, ce->cachekey.data, ce->cachekey.len, ce->obj.data, ce->obj.len);
+    cache_store(ce, ri);
     return 0;
 }
 

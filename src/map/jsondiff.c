@@ -365,10 +365,11 @@ static void path_push_key(diff_t *df, const char *tok, size_t n) {
 static bool skipped(const diff_t *df) {
     if (!df->skip)
         return false;
-    /* skip holds "\"/a\",\"/b\"": look for the quoted path */
+    /* skip holds "\"/a\",\"/b\"": look for the quoted path (which may hold a NUL: a key's \u0000) */
     size_t n = df->path.len;
+    const char *end = df->skip + strlen(df->skip);
     for (const char *s = df->skip; (s = strchr(s, '"')); s++) {
-        if (!strncmp(s + 1, df->path.data, n) && s[1 + n] == '"')
+        if ((size_t)(end - s) > n + 1 && !memcmp(s + 1, df->path.data, n) && s[1 + n] == '"')
             return true;
         s = strchr(s + 1, '"');
         if (!s)
@@ -377,7 +378,8 @@ static bool skipped(const diff_t *df) {
     return false;
 }
 
-static void record(diff_t *df, const char *op, const crw_jdoc_t *vd, uint32_t vt) {
+/* Records the current path as changed; v[0..n) is the new value (NULL for a removal). */
+static void record_text(diff_t *df, const char *op, const char *v, size_t n) {
     if (df->changed->len)
         crw_buf_putc(df->changed, ',');
     crw_buf_put_json_str(df->changed, df->path.data ? df->path.data : "", df->path.len);
@@ -387,14 +389,71 @@ static void record(diff_t *df, const char *op, const crw_jdoc_t *vd, uint32_t vt
         crw_buf_putc(df->patch, ',');
     crw_buf_printf(df->patch, "{\"op\":\"%s\",\"path\":", op);
     crw_buf_put_json_str(df->patch, df->path.data ? df->path.data : "", df->path.len);
-    if (vd) {
-        const char *s;
-        size_t n;
-        tok_text(vd, vt, &s, &n);
+    if (v) {
         crw_buf_puts(df->patch, ",\"value\":");
-        crw_buf_put(df->patch, s, n);
+        crw_buf_put(df->patch, v, n);
     }
     crw_buf_putc(df->patch, '}');
+}
+
+static void record(diff_t *df, const char *op, const crw_jdoc_t *vd, uint32_t vt) {
+    const char *s = NULL;
+    size_t n = 0;
+    if (vd)
+        tok_text(vd, vt, &s, &n);
+    record_text(df, op, s, n);
+}
+
+/*
+ * Do two member keys (raw JSON string tokens) name the same member?  Equal
+ * text does; otherwise only when escapes are involved ("\u0061" is "a"):
+ * then both are decoded, side by side in the key scratch, and compared.
+ */
+static bool same_key(diff_t *df, const char *x, size_t xn, const char *y, size_t yn) {
+    if (xn == yn && !memcmp(x, y, xn))
+        return true;
+    if (!memchr(x, '\\', xn) && !memchr(y, '\\', yn))
+        return false;
+    crw_buf_reset(&df->key);
+    if (crw_json_unescape(&df->key, x + 1, xn - 2) < 0)
+        return false;
+    size_t half = df->key.len;
+    if (crw_json_unescape(&df->key, y + 1, yn - 2) < 0)
+        return false;
+    return df->key.len == 2 * half && !memcmp(df->key.data, df->key.data + half, half);
+}
+
+/*
+ * The key token of the member of object tok (in d) that is the nth (from 0)
+ * to spell the key k[0..kn), or -1.  json keeps a key written twice: the
+ * first of one document pairs with the first of the other, the second with
+ * the second, so a document does not differ from itself.
+ */
+static int nth_member(diff_t *df, const crw_jdoc_t *d, uint32_t tok, const char *k, size_t kn, uint32_t nth) {
+    uint32_t m = tok + 1;
+    for (uint32_t i = 0; i < d->toks[tok].count; i++, m = d->toks[m + 1].next) {
+        const char *s;
+        size_t n;
+        tok_text(d, m, &s, &n);
+        if (same_key(df, s, n, k, kn) && nth-- == 0)
+            return (int)m;
+    }
+    return -1;
+}
+
+/* How many members of object tok (in d) before the one of key token key spell its key. */
+static uint32_t occurrence(diff_t *df, const crw_jdoc_t *d, uint32_t tok, uint32_t key) {
+    const char *k;
+    size_t kn;
+    tok_text(d, key, &k, &kn);
+    uint32_t n = 0;
+    for (uint32_t m = tok + 1; m != key; m = d->toks[m + 1].next) {
+        const char *s;
+        size_t sn;
+        tok_text(d, m, &s, &sn);
+        n += same_key(df, s, sn, k, kn);
+    }
+    return n;
 }
 
 static void diff_at(diff_t *df, uint32_t ta, uint32_t tb) {
@@ -413,18 +472,7 @@ static void diff_at(diff_t *df, uint32_t ta, uint32_t tb) {
             const char *kbs;
             size_t kbn;
             tok_text(df->b, kb, &kbs, &kbn);
-            uint32_t ka = ta + 1;
-            int found = -1;
-            for (uint32_t j = 0; j < x->count; j++) {
-                const char *kas;
-                size_t kan;
-                tok_text(df->a, ka, &kas, &kan);
-                if (kan == kbn && !memcmp(kas, kbs, kan)) {
-                    found = (int)ka;
-                    break;
-                }
-                ka = df->a->toks[ka + 1].next;
-            }
+            int found = nth_member(df, df->a, ta, kbs, kbn, occurrence(df, df->b, tb, kb));
             path_push_key(df, kbs, kbn);
             if (found >= 0)
                 diff_at(df, (uint32_t)found + 1, kb + 1);
@@ -440,16 +488,7 @@ static void diff_at(diff_t *df, uint32_t ta, uint32_t tb) {
             const char *kas;
             size_t kan;
             tok_text(df->a, ka, &kas, &kan);
-            bool present = false;
-            kb = tb + 1;
-            for (uint32_t i = 0; i < y->count && !present; i++) {
-                const char *kbs;
-                size_t kbn;
-                tok_text(df->b, kb, &kbs, &kbn);
-                present = kan == kbn && !memcmp(kas, kbs, kan);
-                kb = df->b->toks[kb + 1].next;
-            }
-            if (!present) {
+            if (nth_member(df, df->b, tb, kas, kan, occurrence(df, df->a, ta, ka)) < 0) {
                 path_push_key(df, kas, kan);
                 if (!skipped(df))
                     record(df, "remove", NULL, 0);
@@ -496,6 +535,25 @@ void crw_jdoc_diff(const crw_jdoc_t *a, const crw_jdoc_t *b, crw_buf_t *changed,
     crw_buf_grow(&df.path, 64);
     df.path.data[0] = '\0';
     diff_at(&df, 0, 0);
+    crw_buf_free(&df.path);
+    crw_buf_free(&df.key);
+}
+
+void crw_jdoc_diff_member(const char *pointer, const char *a, size_t an, const char *b, size_t bn, crw_jdoc_t *da,
+                          crw_jdoc_t *db, crw_buf_t *changed, crw_buf_t *patch, const char *skip) {
+    if ((!a && !b) || (a && b && an == bn && memcmp(a, b, an) == 0))
+        return;
+    diff_t df = {da, db, changed, patch, skip, CRW_BUF_INIT, CRW_BUF_INIT};
+    crw_buf_puts(&df.path, pointer);
+    if (!b) {
+        if (!skipped(&df))
+            record_text(&df, "remove", NULL, 0);
+    } else if (!a)
+        record_text(&df, "add", b, bn);
+    else if (crw_jdoc_parse(da, a, an) == 0 && crw_jdoc_parse(db, b, bn) == 0)
+        diff_at(&df, 0, 0);
+    else
+        record_text(&df, "replace", b, bn); /* not JSON (cannot come from the renderer): the whole value */
     crw_buf_free(&df.path);
     crw_buf_free(&df.key);
 }

@@ -57,6 +57,16 @@ uint64_t crw_jdoc_fingerprint(const crw_jdoc_t *doc, int tok);
 void crw_jdoc_diff(const crw_jdoc_t *a, const crw_jdoc_t *b, crw_buf_t *changed, crw_buf_t *patch, const char *skip);
 
 /*
+ * The same comparison for one member, at pointer (RFC 6901, escaped), when
+ * the caller knows where the member's value is in each object: a (old) and
+ * b (new) are its JSON texts, NULL when the member is absent.  Appends what
+ * crw_jdoc_diff would append for that member; da and db are scratch
+ * documents, tokenized only when the two texts differ.
+ */
+void crw_jdoc_diff_member(const char *pointer, const char *a, size_t an, const char *b, size_t bn, crw_jdoc_t *da,
+                          crw_jdoc_t *db, crw_buf_t *changed, crw_buf_t *patch, const char *skip);
+
+/*
  * Appends the JSON string body body[0..n) (no quotes) decoded: escapes
  * become their characters, \u escapes UTF-8.  @returns 0, or -1 when an
  * escape is malformed (what was decoded before it stays appended).

@@ -21,9 +21,11 @@
  */
 #include "map/value.h"
 
+#include <ctype.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* PostgreSQL's MAXDIM is 6; a little slack, and recursion stays bounded. */
 #define MAX_ARRAY_DEPTH 16
@@ -140,35 +142,174 @@ static int render_bool(crw_buf_t *out, const char *s, size_t n) {
 
 /* ---- json / jsonb ----------------------------------------------------- */
 
-/* json keeps its input text verbatim, newlines included; the event must be
+/* True when e[0..n), the bytes after a backslash inside a JSON string, start
+ * a JSON escape: one of "\\/bfnrt, or u and four hex digits. */
+static bool json_escape_ok(const unsigned char *e, size_t n) {
+    switch (e[0]) {
+    case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': return true;
+    case 'u':
+        if (n < 5)
+            return false;
+        for (int k = 1; k <= 4; k++)
+            if (crw_hexval((char)e[k]) < 0)
+                return false;
+        return true;
+    default: return false;
+    }
+}
+
+/* The literal or number at u[0..n): its length when it is one RFC 8259 allows, else 0. */
+static size_t json_scalar(const unsigned char *u, size_t n) {
+    size_t l = 0;
+    while (l < n && (isalnum(u[l]) || u[l] == '-' || u[l] == '+' || u[l] == '.'))
+        l++;
+    if ((l == 4 && !memcmp(u, "true", 4)) || (l == 4 && !memcmp(u, "null", 4)) || (l == 5 && !memcmp(u, "false", 5)))
+        return l;
+    size_t i = 0; /* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? */
+    if (i < l && u[i] == '-')
+        i++;
+    if (i < l && u[i] == '0')
+        i++;
+    else if (i < l && u[i] >= '1' && u[i] <= '9')
+        while (i < l && isdigit(u[i]))
+            i++;
+    else
+        return 0;
+    if (i < l && u[i] == '.') {
+        if (++i >= l || !isdigit(u[i]))
+            return 0;
+        while (i < l && isdigit(u[i]))
+            i++;
+    }
+    if (i < l && (u[i] == 'e' || u[i] == 'E')) {
+        if (++i < l && (u[i] == '+' || u[i] == '-'))
+            i++;
+        if (i >= l || !isdigit(u[i]))
+            return 0;
+        while (i < l && isdigit(u[i]))
+            i++;
+    }
+    return i == l ? l : 0;
+}
+
+#define JSON_MAX_DEPTH 1024
+
+/*
+ * json keeps its input text verbatim, newlines included; the event must be
  * one line, so whitespace outside strings goes.  PostgreSQL validated the
- * text on input; the checks here only keep a damaged value from breaking
- * the surrounding document. */
+ * text on input; the checks here (one RFC 8259 value: its structure,
+ * literals, numbers and escapes) only keep a damaged value from breaking
+ * the surrounding document.  @returns 0, or -1 (nothing written) when the
+ * text is not JSON: the caller writes it as a string.
+ *
+ * A SQL_ASCII database checks no encoding, so a json or jsonb string may
+ * hold any bytes: a byte that does not start a valid UTF-8 sequence becomes
+ * U+FFFD, as crw_buf_put_json_str does for text.  Valid input is copied as
+ * it is (plain ASCII eight bytes at a time) into the room reserved up
+ * front; only a replacement (three bytes for one) may need more.
+ */
 static int render_json(crw_buf_t *out, const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
     crw_buf_grow(out, n);
-    char *o = out->data + out->len, *start = o;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (in_str) {
-            if ((unsigned char)c < 0x20)
-                return -1;
-            *o++ = c;
-            if (c == '\\') {
-                if (++i == n)
+    char *o = out->data + out->len;
+    enum { J_VALUE, J_KEY, J_COLON, J_AFTER } want = J_VALUE; /* what may come next outside strings */
+    uint8_t objs[JSON_MAX_DEPTH / 8];                        /* per depth: an object (1) or an array (0) */
+    int depth = 0;
+    bool in_str = false, key = false, opened = false; /* opened: right after '{' or '[' (a closer may come) */
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = u[i];
+        if (!in_str) {
+            if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+                i++;
+                continue;
+            }
+            bool top_obj = depth > 0 && (objs[(depth - 1) / 8] >> ((depth - 1) % 8) & 1);
+            if (c == '{' || c == '[') {
+                if (want != J_VALUE || depth == JSON_MAX_DEPTH)
                     return -1;
-                *o++ = s[i];
-            } else if (c == '"')
-                in_str = false;
-        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-            continue;
-        } else {
-            if (c == '"')
+                if (c == '{')
+                    objs[depth / 8] |= (uint8_t)(1u << (depth % 8));
+                else
+                    objs[depth / 8] &= (uint8_t) ~(1u << (depth % 8));
+                depth++;
+                want = c == '{' ? J_KEY : J_VALUE;
+                opened = true;
+            } else if (c == '}' || c == ']') {
+                bool obj = c == '}';
+                if (depth == 0 || top_obj != obj || !(want == J_AFTER || (opened && want == (obj ? J_KEY : J_VALUE))))
+                    return -1;
+                depth--;
+                want = J_AFTER;
+                opened = false;
+            } else if (c == ',') {
+                if (want != J_AFTER || depth == 0)
+                    return -1;
+                want = top_obj ? J_KEY : J_VALUE;
+            } else if (c == ':') {
+                if (want != J_COLON)
+                    return -1;
+                want = J_VALUE;
+            } else if (c == '"') {
+                if (want != J_VALUE && want != J_KEY)
+                    return -1;
+                key = want == J_KEY;
                 in_str = true;
-            *o++ = c;
+                opened = false;
+            } else {
+                size_t l = want == J_VALUE ? json_scalar(u + i, n - i) : 0;
+                if (!l)
+                    return -1; /* only strings may hold other bytes */
+                memcpy(o, u + i, l);
+                o += l;
+                i += l;
+                want = J_AFTER;
+                opened = false;
+                continue;
+            }
+            *o++ = (char)c;
+            i++;
+        } else if (c >= 0x20 && c < 0x80) {
+            *o++ = (char)c;
+            i++;
+            if (c == '"') {
+                in_str = false;
+                want = key ? J_COLON : J_AFTER;
+                continue;
+            }
+            if (c != '\\') {
+                /* the rest of the string eight bytes at a time while plain */
+                uint64_t w;
+                while (i + 8 <= n && (memcpy(&w, u + i, 8), crw_buf_plain8(w))) {
+                    memcpy(o, &w, 8);
+                    o += 8;
+                    i += 8;
+                }
+                continue;
+            }
+            if (i == n || !json_escape_ok(u + i, n - i))
+                return -1;
+            *o++ = (char)u[i++];
+        } else if (c < 0x20) {
+            return -1;
+        } else {
+            size_t l = crw_buf_utf8_len(u + i, n - i);
+            if (l) {
+                for (size_t k = 0; k < l; k++) /* two to four bytes: not worth a call to memcpy */
+                    *o++ = (char)u[i++];
+                continue;
+            }
+            /* Room for U+FFFD and, at one byte each, everything after it. */
+            size_t off = (size_t)(o - out->data);
+            crw_buf_grow(out, off - out->len + 3 + (n - i - 1));
+            o = out->data + off;
+            *o++ = (char)0xEF;
+            *o++ = (char)0xBF;
+            *o++ = (char)0xBD;
+            i++;
         }
     }
-    if (in_str || o == start)
+    if (in_str || want != J_AFTER || depth != 0)
         return -1;
     out->len = (size_t)(o - out->data);
     out->data[out->len] = '\0';

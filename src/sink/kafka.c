@@ -26,6 +26,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
+#include "core/metrics.h"
 #include "sink/kafka_int.h"
 
 /* Errors that concern one message (or its topic), not the producer: the
@@ -157,8 +158,18 @@ static void queue_failed(kafka_sink_t *s, const rd_kafka_message_t *m, const kms
 /* What one delivery report means for the change it came from. */
 static void delivered(kafka_sink_t *s, const rd_kafka_message_t *m, const kmsg_t *id) {
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        if (id->what == KMSG_EVENT)
+        if (id->what == KMSG_EVENT) {
             s->delivered++;
+            int64_t us = crw_clock_mono_us() - id->produced_us;
+            crw_metric_observe(CRW_H_KAFKA_DELIVERY, us);
+            if (crw_log_level >= CRW_LOG_DEBUG) { /* bench/latency.sh joins these with a consumer's offsets */
+                int64_t at = crw_clock_wall_us() - us;
+                crw_debug("kafka: delivered to %s [%" PRId32 "] offset %" PRId64 ", %.3f ms after produce() "
+                          "(produced at %lld.%06lld)",
+                          rd_kafka_topic_name(m->rkt), m->partition, m->offset, (double)us / 1000.0,
+                          (long long)(at / 1000000), (long long)(at % 1000000));
+            }
+        }
         if (!s->eos && id->what != KMSG_CHECKPOINT)
             crw_pipeline_release(s->pipeline, id->seq, 1);
         return;
@@ -310,6 +321,7 @@ static int kafka_emit(crw_sink_t *base, const crw_event_t *ev) {
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (s->eos)
             s->nmsgs++;
+        s->unflushed++;
         return 0;
     }
     if (hdrs)
@@ -349,7 +361,7 @@ static int kafka_commit(crw_sink_t *base, uint64_t txn) {
     if (!s->eos)
         return 0; /* in flight: delivery reports release the holds */
     if (s->txn_open && !s->partial && crw_clock_mono_ms() - s->txn_started_ms >= s->conf->transaction_interval_ms)
-        return kafka_eos_commit(s, crw_clock_mono_ms() + EOS_START_TIMEOUT_MS);
+        return kafka_eos_commit(s, crw_clock_mono_ms() + EOS_START_TIMEOUT_MS); /* a busy stream's bound */
     return 0;
 }
 
@@ -359,10 +371,57 @@ static int kafka_poll(crw_sink_t *base, int timeout_ms) {
     process_failed(s);
     if (s->fatal)
         return CRW_ERR_SINK;
-    /* An idle stream still commits what it has (latency is bounded by the interval). */
-    if (s->eos && s->txn_open && !s->partial && crw_clock_mono_ms() - s->txn_started_ms >= s->conf->transaction_interval_ms)
+    /* What the stream left open when it went idle (kafka_idle) is committed once due, and whatever is open
+     * at transaction.interval.ms. */
+    if (s->eos && s->txn_open && !s->partial &&
+        (kafka_eos_commit_due(s) || crw_clock_mono_ms() - s->txn_started_ms >= s->conf->transaction_interval_ms))
         return kafka_eos_commit(s, crw_clock_mono_ms() + EOS_START_TIMEOUT_MS);
     return 0;
+}
+
+/*
+ * The stream caught up (sink.h, idle): what the producer holds back for its
+ * linger goes now, and exactly-once commits the open Kafka transaction
+ * (at most once every EOS_IDLE_SPACING_MS: a stream that idles between
+ * every two of its transactions would otherwise commit one Kafka
+ * transaction for each).  Busy, the stream seldom idles and both wait as
+ * before: linger.ms (the batches of a bulk load) and
+ * transaction.interval.ms (its bound).
+ *
+ * rd_kafka_flush(rk, 0) would not do (librdkafka 2.0.2): the producer
+ * ignores linger only while a flush call lasts, and its broker thread,
+ * woken by the call, mostly looks after it has returned.  A flush of up to
+ * IDLE_FLUSH_MS lasts until the messages are delivered, a round trip to the
+ * broker, or that bound against a slow one.  It is left out when the user
+ * set linger.ms (their wait is the one they asked for), and when batches are
+ * forming: events came faster than IDLE_FLUSH_MAX_RATE a second since the
+ * stream last idled (a bulk load, that idles between its transactions), or
+ * more than IDLE_FLUSH_MAX_QUEUED wait for delivery (a slow broker).  Linger
+ * then costs the stream nothing, and waiting on the flush would hold it up.
+ */
+static int kafka_idle(crw_sink_t *base) {
+    kafka_sink_t *s = (kafka_sink_t *)base;
+    if (s->fatal)
+        return CRW_ERR_SINK;
+    if (s->partial)
+        return 0; /* inside a transaction: not idle after all */
+    if (s->eos) {
+        if (!s->txn_open)
+            return 0;
+        s->idle_commit = true; /* now, or by kafka_poll once EOS_IDLE_SPACING_MS passed since the last commit */
+        return kafka_eos_commit_due(s) ? kafka_eos_commit(s, crw_clock_mono_ms() + EOS_START_TIMEOUT_MS) : 0;
+    }
+    /* The events since the stream last idled, and the time they took. */
+    int64_t now = crw_clock_mono_us(), took = now - s->idled_us;
+    uint64_t fresh = s->unflushed;
+    s->unflushed = 0;
+    s->idled_us = now;
+    if (!s->idle_flush || fresh == 0 || fresh * 1000000 > (uint64_t)took * IDLE_FLUSH_MAX_RATE ||
+        rd_kafka_outq_len(s->rk) > IDLE_FLUSH_MAX_QUEUED)
+        return 0;
+    rd_kafka_flush(s->rk, IDLE_FLUSH_MS); /* what it does not deliver in time stays in flight */
+    process_failed(s);
+    return s->fatal ? CRW_ERR_SINK : 0;
 }
 
 static int kafka_drain(crw_sink_t *base, int timeout_ms) {
@@ -475,6 +534,7 @@ static const crw_sink_ops_t kafka_ops = {
     .commit = kafka_commit,
     .poll = kafka_poll,
     .drain = kafka_drain,
+    .idle = kafka_idle,
     .resume_position = kafka_resume_position,
     .destroy = kafka_destroy,
 };
@@ -559,6 +619,9 @@ CRW_SINK_CONSTRUCTOR(crw_sink_kafka_new) {
         rd_kafka_conf_t *mc = rd_kafka_conf_new();
         rd_kafka_conf_set_log_cb(mc, kafka_on_log_quiet);
         char e[256];
+        /* The mock broker's sockets take this handle's settings: without TCP_NODELAY, a response sent
+         * right after another waits for the client's delayed ACK (40 ms on Linux), as no broker's does. */
+        rd_kafka_conf_set(mc, "socket.nagle.disable", "true", e, sizeof e);
         s->mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, mc, e, sizeof e);
         if (!s->mock_rk || !(s->mock = rd_kafka_mock_cluster_new(s->mock_rk, 1))) {
             if (!s->mock_rk)
@@ -583,6 +646,9 @@ CRW_SINK_CONSTRUCTOR(crw_sink_kafka_new) {
         {"enable.idempotence", "true"},
         {"partitioner", "murmur2_random"}, /* the Java client's choice: consumers co-partition */
         {"log.connection.close", "false"},
+        /* A produce request sent while the previous one is unacknowledged would wait for that ACK (Nagle):
+         * requests to several partitions go out back to back. */
+        {"socket.nagle.disable", "true"},
         /* at-least-once: retry until delivered, never time a change out */
         {"message.timeout.ms", eos ? NULL : "0"},
         {"transactional.id", s->txn_id},
@@ -596,6 +662,9 @@ CRW_SINK_CONSTRUCTOR(crw_sink_kafka_new) {
         if (conf_set(kc, kv->key, v, errstr, n) < 0)
             goto fail_conf;
     }
+    /* librdkafka's linger (5 ms) batches a busy stream; an idle one flushes at once (kafka_idle), unless
+     * the user chose a linger of their own. */
+    s->idle_flush = !user_prop(c, "linger.ms") && !user_prop(c, "queue.buffering.max.ms");
     rd_kafka_conf_set_opaque(kc, s);
     rd_kafka_conf_set_dr_msg_cb(kc, on_delivery);
     rd_kafka_conf_set_error_cb(kc, on_error);

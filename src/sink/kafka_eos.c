@@ -15,12 +15,14 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
+#include "core/metrics.h"
 #include "sink/kafka_int.h"
 
 #define CKPT_WINDOW 256 /* checkpoint records read per backward step */
 
 static void eos_reset(kafka_sink_t *s) {
     s->txn_open = false;
+    s->idle_commit = false;
     s->partial = false;
     s->nseqs = 0;
     s->nmsgs = 0;
@@ -77,6 +79,7 @@ int kafka_eos_abort(kafka_sink_t *s) {
 int kafka_eos_commit(kafka_sink_t *s, int64_t deadline) {
     if (!s->txn_open)
         return 0;
+    int64_t t0 = crw_clock_mono_us();
     if (s->ckpt_position) {
         char v[CRW_LSN_BUFSIZE];
         crw_lsn_format(v, s->ckpt_position);
@@ -112,10 +115,18 @@ int kafka_eos_commit(kafka_sink_t *s, int64_t deadline) {
         if (s->poison[i].position > s->committed)
             s->poison[kept++] = s->poison[i];
     s->npoison = kept;
+    int64_t took = crw_clock_mono_us() - t0;
+    crw_metric_observe(CRW_H_KAFKA_TXN_COMMIT, took);
+    s->txn_committed_ms = crw_clock_mono_ms();
     for (int i = 0; i < s->nseqs; i++)
         crw_pipeline_release(s->pipeline, s->seqs[i], 1);
-    crw_debug("kafka: committed a transaction of %zu messages, checkpoint " CRW_LSN_FMT, s->nmsgs,
-              CRW_LSN_ARGS(s->committed));
+    if (crw_log_level >= CRW_LOG_DEBUG) {
+        int64_t at = crw_clock_wall_us();
+        crw_debug("kafka: committed a transaction of %zu messages, checkpoint " CRW_LSN_FMT ": open %lld ms, "
+                  "the commit took %.3f ms (committed at %lld.%06lld)",
+                  s->nmsgs, CRW_LSN_ARGS(s->committed), (long long)(crw_clock_mono_ms() - s->txn_started_ms),
+                  (double)took / 1000.0, (long long)(at / 1000000), (long long)(at % 1000000));
+    }
     eos_reset(s);
     return 0;
 }

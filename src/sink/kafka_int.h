@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "core/buf.h"
+#include "core/clock.h"
 #include "sink/kafka.h"
 #include "sink/sink.h"
 
@@ -27,6 +28,10 @@ enum { KMSG_EVENT = 0, KMSG_DEADLETTER = 1, KMSG_CHECKPOINT = 2 };
 #define WAIT_POLL_MS 100            /* rd_kafka_poll slice while blocked (queue full, commit) */
 #define WARN_EVERY_MS 10000         /* repeated "still waiting" warnings */
 #define EOS_START_TIMEOUT_MS 120000 /* init_transactions / checkpoint read before giving up */
+#define IDLE_FLUSH_MS 2             /* an idle stream's flush waits this long at most (kafka_idle) */
+#define IDLE_FLUSH_MAX_RATE 20000   /* events/s since the last idle above which batches are forming: no flush */
+#define IDLE_FLUSH_MAX_QUEUED 1000  /* more waiting for delivery: no idle flush either */
+#define EOS_IDLE_SPACING_MS 10      /* exactly-once: an idle stream's commits, at most one per this */
 
 /*
  * The change a message in flight came from.  librdkafka's msg_opaque of
@@ -42,6 +47,7 @@ typedef struct kmsg {
     uint32_t ordinal;
     uint32_t xid;
     const char *source;  /* interned (kafka_sink_t.sources): lives as long as the sink */
+    int64_t produced_us; /* monotonic, when produce() took it: its delivery report times the step */
 } kmsg_t;
 
 typedef struct {
@@ -103,6 +109,9 @@ typedef struct {
     char fatal_msg[1024];
     uint64_t delivered, deadlettered;
     int64_t last_warn_ms;
+    bool idle_flush;           /* flush when the stream goes idle (no linger.ms of the user's) */
+    uint64_t unflushed;        /* events produced since the stream was last idle */
+    int64_t idled_us;          /* when it was (monotonic) */
 
     /* message identities: slabs, their free list, interned sources */
     kmsg_t **slabs;
@@ -125,6 +134,8 @@ typedef struct {
     uint64_t ckpt_position;    /* last complete PostgreSQL transaction in the open Kafka transaction */
     uint64_t committed;        /* the last checkpoint known committed */
     int64_t txn_started_ms;
+    int64_t txn_committed_ms;  /* when the last commit ended (monotonic) */
+    bool idle_commit;          /* the stream went idle with the transaction open: commit it once due */
     uint64_t *seqs;            /* PostgreSQL transactions holding one delivery in the open transaction */
     int nseqs, capseqs;
     size_t nmsgs;              /* messages in the open transaction */
@@ -184,6 +195,10 @@ int kafka_eos_init(kafka_sink_t *s);
 int kafka_eos_begin(kafka_sink_t *s);
 int kafka_eos_abort(kafka_sink_t *s);
 int kafka_eos_commit(kafka_sink_t *s, int64_t deadline_ms);
+/* True when the stream went idle with a transaction open and EOS_IDLE_SPACING_MS passed since the last commit. */
+static inline bool kafka_eos_commit_due(const kafka_sink_t *s) {
+    return s->idle_commit && crw_clock_mono_ms() - s->txn_committed_ms >= EOS_IDLE_SPACING_MS;
+}
 /* The index of ev's entry in the poison list, or -1. */
 int kafka_eos_poisoned(const kafka_sink_t *s, const crw_event_t *ev);
 void kafka_eos_poison(kafka_sink_t *s, uint64_t position, uint32_t ordinal, rd_kafka_resp_err_t err, unsigned flags);

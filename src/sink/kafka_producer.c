@@ -81,7 +81,7 @@ void kafka_kmsg_put(kafka_sink_t *s, kmsg_t *m) {
 
 /* The identity of ev's change (its source interned). */
 kmsg_t kafka_identity(kafka_sink_t *s, const crw_event_t *ev) {
-    return (kmsg_t){NULL, KMSG_EVENT, ev->txn, ev->position, ev->lsn, ev->ordinal, ev->xid, intern(s, ev->source)};
+    return (kmsg_t){NULL, KMSG_EVENT, ev->txn, ev->position, ev->lsn, ev->ordinal, ev->xid, intern(s, ev->source), 0};
 }
 
 kmsg_t *kafka_kmsg(kafka_sink_t *s, int what, const crw_event_t *ev) {
@@ -120,6 +120,7 @@ rd_kafka_resp_err_t kafka_produce(kafka_sink_t *s, rd_kafka_topic_t *rkt, int32_
     }
     bool waited = false;
     for (;;) {
+        id->produced_us = crw_clock_mono_us(); /* read back by its delivery report, on this thread */
         rd_kafka_error_t *e = rd_kafka_produceva(s->rk, vu, n);
         if (!e) {
             if (waited)

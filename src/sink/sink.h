@@ -31,6 +31,14 @@
  * inside emit(), calling env->keepalive(env->keepalive_opaque) at least
  * every second so the source's connection stays alive while nothing is
  * read from it.
+ *
+ * Idle: when the source has delivered everything it had read, with no
+ * transaction open, after at least one commit() since the last time, the
+ * driver calls idle(): the stream has caught up, and nothing more is coming
+ * right now.  A sink that holds events back to batch them (a producer's
+ * linger, an open Kafka transaction) sends them then instead of waiting for
+ * its timer, which stays the bound while the stream is busy.  It may wait
+ * briefly (a couple of milliseconds); the source is not read meanwhile.
  */
 #ifndef CRW_SINK_H
 #define CRW_SINK_H
@@ -69,6 +77,8 @@ typedef struct crw_sink_ops {
     int (*poll)(crw_sink_t *s, int timeout_ms);
     /* Stopping: waits up to timeout_ms for what is in flight; may be NULL. */
     int (*drain)(crw_sink_t *s, int timeout_ms);
+    /* The stream is idle (see above): send what is held back for batching; may be NULL. */
+    int (*idle)(crw_sink_t *s);
     /* Exactly-once: *position = the commit position already durable in the sink
      * (changes at or below it are skipped on start); may be NULL (0: skip nothing). */
     int (*resume_position)(crw_sink_t *s, uint64_t *position);

@@ -14,8 +14,10 @@
 /* The registry: a new sink is one file defining its constructor, and one line in each list below. */
 CRW_SINK_CONSTRUCTOR(crw_sink_stdout_new);
 CRW_SINK_CONSTRUCTOR(crw_sink_kafka_new);
+CRW_SINK_CONSTRUCTOR(crw_sink_nats_new);
 CRW_SINK_CONSTRUCTOR(crw_sink_exec_new);
 CRW_SINK_CONSTRUCTOR(crw_sink_plugin_new);
+CRW_SINK_CONSTRUCTOR(crw_sink_rabbitmq_new);
 
 static const struct {
     const char *name;
@@ -23,8 +25,10 @@ static const struct {
 } registry[] = {
     {"stdout", crw_sink_stdout_new},
     {"kafka", crw_sink_kafka_new},
+    {"nats", crw_sink_nats_new},
     {"exec", crw_sink_exec_new},
     {"plugin", crw_sink_plugin_new},
+    {"rabbitmq", crw_sink_rabbitmq_new},
 };
 
 #define NKINDS (sizeof registry / sizeof registry[0])

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
@@ -178,20 +179,25 @@ int crw_admin_check(const crw_config_t *cf, const char *conninfo, FILE *out, cha
     }
     PGresult *res;
     const char *pp[1] = {cf->publication_name};
-    if (crw_session_query(s->sql, &res, why, sizeof why,
-              "SELECT p.puballtables, (SELECT count(*) FROM pg_publication_tables t WHERE t.pubname = p.pubname) "
-              "FROM pg_publication p WHERE p.pubname = $1",
-              1, pp) == 0) {
-        if (PQntuples(res) == 0)
-            report(out, cf->publication_create ? "warn" : "FAIL", "publication %s: missing (%s)", cf->publication_name,
-                   cf->publication_create ? "stream creates it" : "publication.create=false");
-        else
-            report(out, "ok", "publication %s: %s table(s)%s", cf->publication_name, PQgetvalue(res, 0, 1),
-                   !strcmp(PQgetvalue(res, 0, 0), "t") ? ", FOR ALL TABLES" : "");
-        if (PQntuples(res) == 0 && !cf->publication_create)
-            failed = CRW_ERR_PREREQ;
+    /* What stream will do with the publication, and whether this role may. */
+    bool pub_exists = false;
+    crw_buf_t lacking = CRW_BUF_INIT;
+    if ((rc = crw_session_check_publication(s, &pub_exists, &lacking, why, sizeof why)) < 0) {
+        report(out, "FAIL", "%s", why);
+        failed = failed ? failed : rc;
+    } else if (!pub_exists)
+        report(out, "warn", "publication %s: missing (stream creates it, for %s)", cf->publication_name,
+               lacking.len ? lacking.data : "no existing table");
+    else if (crw_session_query(s->sql, &res, why, sizeof why,
+                               "SELECT p.puballtables, (SELECT count(*) FROM pg_publication_tables t WHERE t.pubname = "
+                               "p.pubname) FROM pg_publication p WHERE p.pubname = $1",
+                               1, pp) == 0) {
+        report(out, lacking.len ? "warn" : "ok", "publication %s: %s table(s)%s%s%s%s", cf->publication_name,
+               PQgetvalue(res, 0, 1), !strcmp(PQgetvalue(res, 0, 0), "t") ? ", FOR ALL TABLES" : "",
+               lacking.len ? ", lacks " : "", lacking.len ? lacking.data : "", lacking.len ? " (stream adds it)" : "");
         PQclear(res);
     }
+    crw_buf_free(&lacking);
     uint64_t start = 0;
     bool missing = false;
     bool seen = s->slot_seen;

@@ -138,7 +138,7 @@ static int run_snapshot(logical_t *r, uint64_t start, char *errstr, size_t n) {
             PQclear(PQexec(sql, "ROLLBACK"));
         }
     }
-    crw_src_snapshot_t snap = {in_snap ? r->ses.snapshot : NULL, start, start, 0};
+    crw_src_snapshot_t snap = {in_snap ? r->ses.snapshot : NULL, start, start, 0, true};
     if (!in_snap) { /* the current state is read: the changes the slot sends up to here are older than it */
         PGresult *res = PQexec(sql, "SELECT pg_current_wal_lsn()");
         if (PQresultStatus(res) == PGRES_TUPLES_OK)
@@ -404,6 +404,13 @@ static int replay_one(void *opaque, const char *buf, size_t len) {
 }
 
 /* One pgoutput message from an XLogData frame. */
+/* rc of a spool call; a failure's reason goes to errstr (the stream's stop line names it). */
+static int spooled(logical_t *r, int rc, char *errstr, size_t n) {
+    if (rc < 0)
+        snprintf(errstr, n, "%s", crw_spool_error(r->spool));
+    return rc;
+}
+
 static int handle_message(logical_t *r, const char *buf, size_t len, uint64_t lsn, char *errstr, size_t n) {
     if (r->at_end)
         return 0; /* past endpos: read (and keep answering) but hand nothing on */
@@ -421,11 +428,11 @@ static int handle_message(logical_t *r, const char *buf, size_t len, uint64_t ls
         r->in_stream = false;
         return 0;
     case CRW_PGO_STREAM_ABORT:
-        return crw_spool_abort(r->spool, m.u.stream_abort.xid, m.u.stream_abort.subxid);
+        return spooled(r, crw_spool_abort(r->spool, m.u.stream_abort.xid, m.u.stream_abort.subxid), errstr, n);
     case CRW_PGO_STREAM_COMMIT: {
         if (r->endpos && m.u.stream_commit.commit_lsn > r->endpos) {
             r->at_end = true;
-            return crw_spool_abort(r->spool, m.u.stream_commit.xid, m.u.stream_commit.xid);
+            return spooled(r, crw_spool_abort(r->spool, m.u.stream_commit.xid, m.u.stream_commit.xid), errstr, n);
         }
         crw_pgo_msg_t b = {.type = CRW_PGO_BEGIN};
         b.u.begin.final_lsn = m.u.stream_commit.commit_lsn;
@@ -440,7 +447,7 @@ static int handle_message(logical_t *r, const char *buf, size_t len, uint64_t ls
             return rc;
         replay_ctx_t ctx = {r, errstr, n};
         if ((rc = crw_spool_replay(r->spool, xid, replay_one, &ctx)) < 0)
-            return rc;
+            return rc == CRW_ERR_IO && !*errstr ? spooled(r, rc, errstr, n) : rc;
         return deliver(r, &c, errstr, n);
     }
     default:
@@ -450,7 +457,8 @@ static int handle_message(logical_t *r, const char *buf, size_t len, uint64_t ls
         /* buf sits 25 bytes into the XLogData frame: the 8 bytes before it are
          * sendTime, free to overwrite with the LSN so one write holds both. */
         put64((char *)buf - 8, lsn);
-        return crw_spool_append(r->spool, r->stream_xid, m.xid ? m.xid : r->stream_xid, buf - 8, len + 8);
+        return spooled(r, crw_spool_append(r->spool, r->stream_xid, m.xid ? m.xid : r->stream_xid, buf - 8, len + 8),
+                       errstr, n);
     }
     return deliver(r, &m, errstr, n);
 }
@@ -508,6 +516,42 @@ static int logical_finish(crw_source_t *base, int timeout_ms) {
     return rc;
 }
 
+/* libpq's last error, first line, or what it means when libpq has none. */
+static void conn_lost(PGconn *conn, char *errstr, size_t n) {
+    const char *m = PQerrorMessage(conn);
+    size_t len = strcspn(m, "\n");
+    if (len)
+        snprintf(errstr, n, "connection lost: %.*s", (int)len, m);
+    else
+        snprintf(errstr, n, "connection lost: the server closed the connection");
+}
+
+/*
+ * Why the server ended the stream, for errstr: PQgetCopyData said -1 and res
+ * is the result that followed (NULL: none).  An error has its message; but a
+ * walsender also ends the stream without one: at a shutdown (pg_ctl stop or
+ * restart) it sends CommandComplete "COPY 0" and exits, and a CopyDone ends
+ * its side of the copy.  Those are named, so the reason is never empty.
+ */
+static void stream_end_reason(PGconn *conn, PGresult *res, char *buf, size_t n) {
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    const char *m = res ? PQresultErrorMessage(res) : "";
+    if (!*m && (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR))
+        m = PQerrorMessage(conn); /* e.g. the connection broke while the result was read */
+    size_t len = strcspn(m, "\n");
+    if (len)
+        snprintf(buf, n, "%.*s", (int)len, m);
+    else if (!res)
+        snprintf(buf, n, "the server closed the connection");
+    else if (st == PGRES_COMMAND_OK)
+        snprintf(buf, n, "the server ended it (\"%s\"): it is shutting down or restarting",
+                 *PQcmdStatus(res) ? PQcmdStatus(res) : "CommandComplete");
+    else if (st == PGRES_COPY_IN)
+        snprintf(buf, n, "the server ended its side of the copy (CopyDone)");
+    else
+        snprintf(buf, n, "the server ended it (%s)", PQresStatus(st));
+}
+
 static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t n) {
     logical_t *r = L(base);
     if (!r->ses.repl)
@@ -560,8 +604,7 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
                     return CRW_ERR_CONN;
             }
             if (s > 0 && !PQconsumeInput(r->ses.repl)) {
-                snprintf(errstr, n, "connection lost: %.*s", (int)strcspn(PQerrorMessage(r->ses.repl), "\n"),
-                         PQerrorMessage(r->ses.repl));
+                conn_lost(r->ses.repl, errstr, n);
                 return CRW_ERR_CONN;
             }
             return 0; /* let the caller look at signals, sinks and endpos */
@@ -570,7 +613,9 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
             PGresult *res = PQgetResult(r->ses.repl);
             const char *m = res ? PQresultErrorMessage(res) : "";
             const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-            snprintf(errstr, n, "replication stream ended: %.*s", (int)strcspn(m, "\n"), m);
+            char why[512];
+            stream_end_reason(r->ses.repl, res, why, sizeof why);
+            snprintf(errstr, n, "replication stream ended: %s", why);
             /* Class 42 (undefined object, ...) will fail the same way again: the
              * usual one is a slot created before its publication existed. */
             int rc = state && !strncmp(state, "42", 2) ? CRW_ERR_PREREQ : CRW_ERR_CONN;
@@ -582,8 +627,7 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
             return rc;
         }
         if (len < 0) {
-            snprintf(errstr, n, "connection lost: %.*s", (int)strcspn(PQerrorMessage(r->ses.repl), "\n"),
-                     PQerrorMessage(r->ses.repl));
+            conn_lost(r->ses.repl, errstr, n);
             return CRW_ERR_CONN;
         }
         int rc = 0;

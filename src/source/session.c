@@ -6,6 +6,7 @@
  */
 #include "source/session.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +23,14 @@
 /*
  * The server notices a crwatch that vanished (a network cut, a host gone)
  * within about 10 s over TCP, so its advisory lock and slot pass to a
- * standby in time (docs/operations.md, "High availability").
+ * standby in time (docs/operations.md, "High availability").  The lock's
+ * session also gets tcp_user_timeout, which ends a connection whose peer
+ * acknowledges nothing for 9 s.  The others do not: it would also end a
+ * replication or COPY connection that crwatch stops reading while a sink
+ * holds it back (the socket's window stays closed), and for those the
+ * server notices a crwatch gone by wal_sender_timeout or by the keepalives.
  */
-#define KEEPALIVE_OPTIONS                                                                                              \
-    "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=2 -c tcp_user_timeout=9000"
+#define KEEPALIVE_OPTIONS "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=2"
 
 void crw_session_init(crw_session_t *s, const crw_config_t *conf, const char *conninfo) {
     memset(s, 0, sizeof *s);
@@ -55,9 +60,158 @@ void crw_session_free(crw_session_t *s) {
 
 /* The lock session's: its writes (the stored position, the heartbeat) never wait for a synchronous standby,
  * which may be this very crwatch's walsender, waiting for a flush they hold back (a deadlock). */
-#define OPS_OPTIONS SESSION_OPTIONS " -c synchronous_commit=local"
+#define OPS_OPTIONS SESSION_OPTIONS " -c tcp_user_timeout=9000 -c synchronous_commit=local"
 
 typedef enum { CONN_SQL, CONN_REPL, CONN_OPS } conn_kind_t;
+
+/* libpq's own test (recognized_connection_string): anything else given as dbname is a database name. */
+static bool is_conninfo(const char *s) {
+    return !strncmp(s, "postgresql://", 13) || !strncmp(s, "postgres://", 11) || strchr(s, '=');
+}
+
+/* v is an integer as libpq reads one: spaces around it, nothing else.  @returns false when it is not. */
+static bool int_value(const char *v, long *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (end == v || errno)
+        return false;
+    while (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')
+        end++;
+    *out = x;
+    return *end == '\0';
+}
+
+/* Each entry of a comma list of ports is empty (the default) or 1 .. 65535; *count: how many entries. */
+static int check_ports(const char *ports, const char *what, int *count, char *errstr, size_t n) {
+    *count = 0;
+    for (const char *p = ports;; p++) {
+        size_t len = strcspn(p, ",");
+        char one[16] = "";
+        long v = 0;
+        if (len < sizeof one)
+            memcpy(one, p, len);
+        ++*count;
+        if (len >= sizeof one || (one[strspn(one, " ")] && (!int_value(one, &v) || v < 1 || v > 65535))) {
+            snprintf(errstr, n, "%s: port \"%.*s\" is not a port number (1 to 65535)", what, (int)len, p);
+            return CRW_ERR_CONFIG;
+        }
+        p += len;
+        if (!*p)
+            return 0;
+    }
+}
+
+static int list_length(const char *v) {
+    int k = 1;
+    for (; *v; v++)
+        k += *v == ',';
+    return k;
+}
+
+int crw_session_check_conninfo(const char *conninfo, const char *what, char *errstr, size_t n) {
+    /* Options libpq reads as integers, and only when it connects. */
+    static const char *const ints[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                                       "keepalives_count", "tcp_user_timeout", NULL};
+    const char *port = NULL, *host = NULL, *hostaddr = NULL;
+    int rc = 0;
+    PQconninfoOption *opts = NULL;
+    if (conninfo && is_conninfo(conninfo)) {
+        char *msg = NULL;
+        if (!(opts = PQconninfoParse(conninfo, &msg))) {
+            const char *m = msg ? msg : "out of memory";
+            snprintf(errstr, n, "%s: %.*s", what, (int)strcspn(m, "\n"), m);
+            PQfreemem(msg);
+            return CRW_ERR_CONFIG;
+        }
+        for (PQconninfoOption *o = opts; o->keyword && rc == 0; o++) {
+            long v;
+            if (!o->val)
+                continue;
+            if (!strcmp(o->keyword, "port"))
+                port = o->val;
+            else if (!strcmp(o->keyword, "host"))
+                host = o->val;
+            else if (!strcmp(o->keyword, "hostaddr"))
+                hostaddr = o->val;
+            for (int i = 0; ints[i]; i++)
+                if (!strcmp(o->keyword, ints[i]) && !int_value(o->val, &v)) {
+                    snprintf(errstr, n, "%s: %s \"%s\" is not an integer", what, o->keyword, o->val);
+                    rc = CRW_ERR_CONFIG;
+                }
+        }
+    }
+    /* What the conninfo leaves out, libpq takes from the environment. */
+    const char *port_from = port ? what : "PGPORT";
+    port = port ? port : getenv("PGPORT");
+    host = host ? host : hostaddr ? hostaddr : getenv("PGHOST") ? getenv("PGHOST") : getenv("PGHOSTADDR");
+    int nports = 0;
+    if (rc == 0 && port && *port)
+        rc = check_ports(port, port_from, &nports, errstr, n);
+    /* One port for all hosts, or one for each (libpq refuses any other count when it connects). */
+    if (rc == 0 && nports > 1 && host && *host && list_length(host) != nports) {
+        snprintf(errstr, n, "%s: %d ports for %d hosts (give one port, or one for each host)", port_from, nports,
+                 list_length(host));
+        rc = CRW_ERR_CONFIG;
+    }
+    PQconninfoFree(opts);
+    return rc;
+}
+
+/* After a libpq message line's "connection to server ... failed: ", if it has one. */
+static const char *reason_of(const char *line, size_t len) {
+    const char *f = memmem(line, len, " failed: ", 9);
+    return f ? f + 9 : line;
+}
+
+static bool line_has(const char *line, size_t len, const char *needle) {
+    return memmem(line, len, needle, strlen(needle)) != NULL;
+}
+
+static int gravity(int err) {
+    return err == CRW_ERR_CONFIG ? 3 : err == CRW_ERR_AUTH ? 2 : err == CRW_ERR_PREREQ ? 1 : 0;
+}
+
+/*
+ * What a failed connection attempt means.  Before a session exists libpq
+ * keeps no SQLSTATE where a client can read it, so its message decides: the
+ * server's words (PostgreSQL's own, as its lc_messages renders them) for a
+ * refused login, libpq's for settings it could not use.  A message of any
+ * other kind (a refused or cut TCP connection, a server starting or shutting
+ * down, too many connections) is a connection to try again.  *line and *len:
+ * the line of the message that decided (with several hosts, one per host).
+ */
+static int connect_failure(PGconn *c, const char **line, int *len) {
+    const char *m = PQerrorMessage(c);
+    int rc = CRW_ERR_CONN;
+    *line = m;
+    *len = (int)strcspn(m, "\n");
+    for (const char *l = m; *l; l += strcspn(l, "\n"), l += *l == '\n') {
+        size_t ll = strcspn(l, "\n");
+        const char *r = reason_of(l, ll);
+        int kind = CRW_ERR_CONN;
+        if (!strncmp(r, "invalid ", 8) || line_has(l, ll, "could not match "))
+            kind = CRW_ERR_CONFIG; /* libpq refused an option's value */
+        else if (line_has(l, ll, "authentication failed for user") || line_has(l, ll, "pg_hba.conf") ||
+                 line_has(l, ll, "fe_sendauth: no password supplied") || line_has(l, ll, "is not permitted to log in") ||
+                 ((line_has(l, ll, "FATAL:  role \"") || line_has(l, ll, "FATAL:  database \"")) &&
+                  line_has(l, ll, "\" does not exist")))
+            kind = CRW_ERR_AUTH; /* 28P01, 28000, 3D000 */
+        else if (line_has(l, ll, "FATAL:  permission denied for database") ||
+                 line_has(l, ll, "must be superuser or replication role") ||
+                 line_has(l, ll, "permission denied to start WAL sender"))
+            kind = CRW_ERR_PREREQ; /* 42501: no CONNECT privilege, no REPLICATION attribute */
+        /* The gravest line decides: settings, then a refused login, then a missing privilege. */
+        if (gravity(kind) > gravity(rc)) {
+            rc = kind;
+            *line = l;
+            *len = (int)ll;
+        }
+    }
+    if (rc == CRW_ERR_CONN && PQconnectionNeedsPassword(c))
+        rc = CRW_ERR_AUTH;
+    return rc;
+}
 
 /*
  * Connects one session.  Client-side TCP keepalives and a connect timeout
@@ -73,13 +227,24 @@ static PGconn *connect_kind(crw_session_t *s, conn_kind_t kind, char *errstr, si
         keys[8] = "replication";
         vals[8] = "database";
     }
+    /* Settings that can never connect are not retried (the command line checked them already). */
+    if ((*err = crw_session_check_conninfo(s->conninfo, "conninfo", errstr, n)) < 0)
+        return NULL;
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(c) != CONNECTION_OK) {
-        const char *m = PQerrorMessage(c);
-        snprintf(errstr, n, "connection failed: %.*s", (int)strcspn(m, "\n"), m);
-        /* A missing REPLICATION privilege is a prerequisite, not a transient failure. */
-        *err = strstr(m, "replication") && (strstr(m, "permission") || strstr(m, "must be")) ? CRW_ERR_PREREQ
-                                                                                          : CRW_ERR_CONN;
+        const char *line;
+        int len;
+        *err = connect_failure(c, &line, &len);
+        if (*err == CRW_ERR_CONFIG)
+            snprintf(errstr, n, "conninfo: %.*s", len, line);
+        else if (*err == CRW_ERR_AUTH)
+            snprintf(errstr, n, "%s for user \"%s\": %.*s",
+                     line_has(line, (size_t)len, " does not exist") && line_has(line, (size_t)len, "database \"")
+                         ? "connection failed"
+                         : "authentication failed",
+                     PQuser(c) ? PQuser(c) : "?", len, line);
+        else
+            snprintf(errstr, n, "connection failed: %.*s", len, line);
         PQfinish(c);
         return NULL;
     }
@@ -279,6 +444,127 @@ int crw_session_check_prereqs(crw_session_t *s, char *errstr, size_t n) {
     return rc < 0 ? rc : crw_session_check_tables(s, errstr, n);
 }
 
+/* Adds item to l unless l holds it. */
+static void add_once(crw_strlist_t *l, const char *item) {
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i], item))
+            return;
+    crw_strlist_add(l, item);
+}
+
+/* l's items after sep, comma-separated, after what b holds. */
+static void join(crw_buf_t *b, const char *sep, const crw_strlist_t *l) {
+    for (int i = 0; i < l->n; i++)
+        crw_buf_printf(b, "%s%s", i ? ", " : sep, l->v[i]);
+}
+
+int crw_session_check_publication(crw_session_t *s, bool *exists, crw_buf_t *lacking, char *errstr, size_t n) {
+    const crw_config_t *cf = s->conf;
+    const char *pp[1] = {cf->publication_name};
+    PGresult *res;
+    crw_strlist_t tables = {0}, owners = {0}, unowned = {0};
+    crw_buf_t needs = CRW_BUF_INIT, fix = CRW_BUF_INIT, who = CRW_BUF_INIT;
+    char *pubowner = NULL, *db = NULL;
+    crw_buf_reset(lacking);
+    /* Ownership is what PostgreSQL checks (a superuser has every role's rights): CREATE PUBLICATION needs
+     * CREATE on the database and FOR TABLE the tables' ownership, ADD TABLE the publication's and the tables'. */
+    int rc = crw_session_query(s->sql, &res, errstr, n,
+               "SELECT p.oid IS NOT NULL, coalesce(p.puballtables, false), coalesce(pg_has_role(p.pubowner, 'USAGE'), "
+               "false), pg_get_userbyid(p.pubowner), has_database_privilege(current_database(), 'CREATE'), "
+               "EXISTS (SELECT 1 FROM pg_proc f JOIN pg_namespace ns ON ns.oid = f.pronamespace WHERE ns.nspname = "
+               "'crwatch' AND f.proname = 'publish'), current_database() "
+               "FROM (SELECT 1) one LEFT JOIN pg_publication p ON p.pubname = $1",
+               1, pp);
+    if (rc < 0)
+        return rc;
+    *exists = PQgetvalue(res, 0, 0)[0] == 't';
+    bool all = PQgetvalue(res, 0, 1)[0] == 't', pub_owned = PQgetvalue(res, 0, 2)[0] == 't';
+    bool may_create = PQgetvalue(res, 0, 4)[0] == 't', have_publish = PQgetvalue(res, 0, 5)[0] == 't';
+    pubowner = crw_strdup(PQgetvalue(res, 0, 3));
+    db = crw_strdup(PQgetvalue(res, 0, 6));
+    PQclear(res);
+    for (int i = 0; !all && i < cf->nresources; i++) {
+        const crw_resource_conf_t *rs = &cf->resources[i];
+        if (crw_config_table_named_before(cf, i))
+            continue;
+        const char *tp[3] = {cf->publication_name, rs->schema, rs->table};
+        rc = crw_session_query(s->sql, &res, errstr, n,
+                   "SELECT pg_has_role(c.relowner, 'USAGE'), pg_get_userbyid(c.relowner), EXISTS (SELECT 1 FROM "
+                   "pg_publication_tables t WHERE t.pubname = $1 AND t.schemaname = $2 AND t.tablename = $3), "
+                   "quote_ident($2) || '.' || quote_ident($3) "
+                   "FROM pg_class c JOIN pg_namespace ns ON ns.oid = c.relnamespace "
+                   "WHERE ns.nspname = $2 AND c.relname = $3",
+                   3, tp);
+        if (rc < 0)
+            goto out;
+        /* A table that does not exist is crw_session_check_tables' to report. */
+        if (PQntuples(res) == 1 && PQgetvalue(res, 0, 2)[0] != 't') {
+            add_once(&tables, PQgetvalue(res, 0, 3));
+            add_once(&owners, PQgetvalue(res, 0, 1));
+            if (PQgetvalue(res, 0, 0)[0] != 't')
+                add_once(&unowned, PQgetvalue(res, 0, 3));
+        }
+        PQclear(res);
+    }
+    rc = 0;
+    join(lacking, "", &tables);
+    if (!*exists && cf->nresources == 0) {
+        snprintf(errstr, n, "publication %s does not exist and no table is configured (set tables= or "
+                 "resource.<id>.table)", cf->publication_name);
+        rc = CRW_ERR_CONFIG;
+    }
+    if (tables.n == 0)
+        goto out;
+    if (!*exists && !may_create)
+        crw_buf_printf(&needs, "the CREATE privilege on database %s", db);
+    if (*exists && !pub_owned)
+        crw_buf_printf(&needs, "owning the publication (its owner is %s)", pubowner);
+    join(&needs, needs.len ? " and owning " : "owning ", &unowned);
+    if (cf->publication_create && !needs.len)
+        goto out; /* stream creates or extends it */
+    /* The fix: what an owner (or a superuser) runs once; stream then finds it done. */
+    if (*exists)
+        add_once(&owners, pubowner);
+    if (have_publish) {
+        char *lit = PQescapeLiteral(s->sql, cf->publication_name, strlen(cf->publication_name));
+        crw_buf_printf(&fix, "SELECT crwatch.publish(%s", lit ? lit : "''");
+        PQfreemem(lit);
+        for (int i = 0; i < tables.n; i++) {
+            lit = PQescapeLiteral(s->sql, tables.v[i], strlen(tables.v[i]));
+            crw_buf_printf(&fix, ", %s", lit ? lit : "''");
+            PQfreemem(lit);
+        }
+        crw_buf_putc(&fix, ')');
+    } else {
+        char *pubq = crw_session_quote_ident(s->sql, cf->publication_name);
+        crw_buf_printf(&fix, "%s PUBLICATION %s %s ", *exists ? "ALTER" : "CREATE", pubq,
+                       *exists ? "ADD TABLE" : "FOR TABLE");
+        join(&fix, "", &tables);
+        free(pubq);
+    }
+    join(&who, "", &owners);
+    if (!cf->publication_create)
+        snprintf(errstr, n, "publication %s %s%s%s and publication.create=false; run, as %s (or a superuser): %s",
+                 cf->publication_name, *exists ? "lacks " : "does not exist (for ", lacking->data,
+                 *exists ? "" : ")", who.data, fix.data);
+    else
+        snprintf(errstr, n, "publication %s %s%s%s and role %s may not %s it: that takes %s; run, as %s (or a "
+                 "superuser): %s",
+                 cf->publication_name, *exists ? "lacks " : "does not exist (for ", lacking->data,
+                 *exists ? "" : ")", PQuser(s->sql), *exists ? "extend" : "create", needs.data, who.data, fix.data);
+    rc = CRW_ERR_PREREQ;
+out:
+    free(pubowner);
+    free(db);
+    crw_strlist_clear(&tables);
+    crw_strlist_clear(&owners);
+    crw_strlist_clear(&unowned);
+    crw_buf_free(&needs);
+    crw_buf_free(&fix);
+    crw_buf_free(&who);
+    return rc;
+}
+
 /* Creates the publication, or adds watched tables it lacks, when allowed. */
 int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t n) {
     const crw_config_t *cf = s->conf;
@@ -340,6 +626,16 @@ int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t n) {
     }
     if (added) {
         rc = crw_session_query(s->sql, &res, errstr, n, sql.data, 0, NULL);
+        if (rc == CRW_ERR_PREREQ) {
+            /* Refused (a privilege, as a rule): say what it takes and who can do it. */
+            char why[1024];
+            bool had;
+            crw_buf_t lacking = CRW_BUF_INIT;
+            size_t l = strlen(errstr);
+            if (crw_session_check_publication(s, &had, &lacking, why, sizeof why) == CRW_ERR_PREREQ)
+                snprintf(errstr + l, n - l, "; %s", why);
+            crw_buf_free(&lacking);
+        }
         if (rc < 0)
             goto out;
         PQclear(res);

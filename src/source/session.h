@@ -9,6 +9,8 @@
  *
  * Errors: CRW_ERR_CONN when the server went away (retry), CRW_ERR_PREREQ
  * when something the database must provide is missing (exit 3),
+ * CRW_ERR_AUTH when it refuses the login (exit 3), CRW_ERR_CONFIG for
+ * connection settings libpq cannot use (exit 2),
  * CRW_ERR_SLOT_BUSY / CRW_ERR_SLOT_LOST for the slot; errstr says which.
  */
 #ifndef CRW_SESSION_H
@@ -19,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/conf.h"
 #include "decode/pgoutput.h"
 #include "decode/relcache.h"
@@ -45,7 +48,25 @@ void crw_session_free(crw_session_t *s);
 /* Closes every connection (s may be opened again); the lock goes with them. */
 void crw_session_close(crw_session_t *s);
 
-/* Connects both sessions and asks IDENTIFY_SYSTEM; no publication or slot is touched. */
+/*
+ * The connection settings as libpq will read them, checked before anything
+ * connects: a conninfo's syntax and option names (PQconninfoParse), and what
+ * libpq itself checks only when it connects (ports 1 .. 65535, one port per
+ * host, integer options), with PGPORT for a conninfo that names no port.  A
+ * word that is neither a conninfo nor a URI is a database name.  what names
+ * where conninfo came from ("-d/--dbname", "conninfo").
+ * @returns 0, or CRW_ERR_CONFIG with errstr naming what and libpq's reason.
+ */
+int crw_session_check_conninfo(const char *conninfo, const char *what, char *errstr, size_t errstr_size);
+
+/*
+ * Connects both sessions and asks IDENTIFY_SYSTEM; no publication or slot is
+ * touched.  A failed connection is CRW_ERR_CONN (try again), unless it
+ * never can succeed as configured: CRW_ERR_CONFIG (settings libpq refuses),
+ * CRW_ERR_AUTH (the server refused the login: a password, a pg_hba.conf
+ * line, a role or a database that does not exist) or CRW_ERR_PREREQ (no
+ * CONNECT privilege, no REPLICATION attribute).
+ */
 int crw_session_open(crw_session_t *s, char *errstr, size_t errstr_size);
 
 /* Connects the plain SQL session only (the polling source: no walsender, no REPLICATION needed). */
@@ -122,6 +143,19 @@ int crw_session_standby(crw_session_t *s, bool *standby, char *errstr, size_t er
 
 /* Every watched table exists and the role may SELECT from it. */
 int crw_session_check_tables(crw_session_t *s, char *errstr, size_t errstr_size);
+
+/*
+ * What crw_session_ensure_publication would do, changing nothing: *exists,
+ * and the watched tables the publication lacks into lacking (a comma list of
+ * quoted names, empty for none).  @returns 0 when ensure_publication would
+ * succeed, CRW_ERR_PREREQ when it would not (publication.create=false, or
+ * this role may not: CREATE on the database and the tables' ownership
+ * create it, the publication's and the tables' ownership extend it) with
+ * errstr naming the tables, the owners and the statement that does it for
+ * this role, or an error.
+ */
+int crw_session_check_publication(crw_session_t *s, bool *exists, crw_buf_t *lacking, char *errstr,
+                                  size_t errstr_size);
 
 /* Creates the publication, or adds watched tables it lacks, when publication.create allows. */
 int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t errstr_size);

@@ -47,6 +47,7 @@ typedef struct crw_src_snapshot {
     uint64_t lsn;      /* its WAL position (events' pglsn); 0: unknown */
     uint64_t read_at;  /* no name: the WAL position when the current state was read (changes before it are older
                         * than what is read); 0: unknown */
+    bool whole_old_rows; /* an update of a REPLICA IDENTITY FULL table brings the whole old row (logical) */
 } crw_src_snapshot_t;
 
 /*

@@ -31,7 +31,17 @@ struct crw_spool {
     char *dir;
     txspool_t *list;
     uint64_t bytes;
+    char err[512]; /* the last failure (crw_spool_error) */
 };
+
+/* Notes and logs a failure; @returns CRW_ERR_IO. */
+static int fail(crw_spool_t *sp, const char *what, int e) {
+    snprintf(sp->err, sizeof sp->err, "spool (spool.dir=%s): %s%s%s", sp->dir, what, e ? ": " : "", e ? strerror(e) : "");
+    crw_error("%s", sp->err);
+    return CRW_ERR_IO;
+}
+
+const char *crw_spool_error(const crw_spool_t *sp) { return sp->err[0] ? sp->err : "spool: failed"; }
 
 crw_spool_t *crw_spool_new(const char *dir) {
     crw_spool_t *sp = crw_calloc(1, sizeof *sp);
@@ -89,18 +99,17 @@ int crw_spool_append(crw_spool_t *sp, uint32_t top_xid, uint32_t subxid, const c
         char path[4096];
         snprintf(path, sizeof path, "%s/crwatch-spool-XXXXXX", sp->dir);
         int fd = mkstemp(path);
-        if (fd < 0) {
-            crw_error("spool: cannot create a file in %s: %s", sp->dir, strerror(errno));
-            return CRW_ERR_IO;
-        }
+        if (fd < 0)
+            return fail(sp, "cannot create a file", errno);
         unlink(path); /* anonymous: gone with the process whatever happens */
         t = crw_calloc(1, sizeof *t);
         t->xid = top_xid;
         t->f = fdopen(fd, "w+");
         if (!t->f) {
+            int e = errno;
             close(fd);
             free(t);
-            return CRW_ERR_IO;
+            return fail(sp, "cannot open a file", e);
         }
         t->next = sp->list;
         sp->list = t;
@@ -118,10 +127,8 @@ int crw_spool_append(crw_spool_t *sp, uint32_t top_xid, uint32_t subxid, const c
         }
     }
     uint32_t l = (uint32_t)len;
-    if (fwrite(&l, sizeof l, 1, t->f) != 1 || fwrite(msg, 1, len, t->f) != len) {
-        crw_error("spool: write failed: %s", strerror(errno));
-        return CRW_ERR_IO;
-    }
+    if (fwrite(&l, sizeof l, 1, t->f) != 1 || fwrite(msg, 1, len, t->f) != len)
+        return fail(sp, "cannot write a streamed transaction's changes", errno);
     t->size += (long)(sizeof l + len);
     sp->bytes += sizeof l + len;
     return 0;
@@ -138,10 +145,8 @@ int crw_spool_abort(crw_spool_t *sp, uint32_t top_xid, uint32_t subxid) {
     for (int i = 0; i < t->nsubs; i++)
         if (t->subs[i].subxid == subxid) {
             long off = t->subs[i].offset;
-            if (fflush(t->f) != 0 || ftruncate(fileno(t->f), off) != 0 || fseek(t->f, off, SEEK_SET) != 0) {
-                crw_error("spool: truncate failed: %s", strerror(errno));
-                return CRW_ERR_IO;
-            }
+            if (fflush(t->f) != 0 || ftruncate(fileno(t->f), off) != 0 || fseek(t->f, off, SEEK_SET) != 0)
+                return fail(sp, "cannot drop an aborted subtransaction's changes", errno);
             sp->bytes -= (uint64_t)(t->size - off);
             t->size = off;
             t->nsubs = i; /* later subtransactions are its children */
@@ -182,8 +187,11 @@ int crw_spool_replay(crw_spool_t *sp, uint32_t top_xid, crw_spool_cb cb, void *o
             break;
     }
     free(msg);
-    if (rc == CRW_ERR_IO)
-        crw_error("spool: read failed for transaction %u", top_xid);
+    if (rc == CRW_ERR_IO) {
+        char what[96];
+        snprintf(what, sizeof what, "cannot read back transaction %u", top_xid);
+        fail(sp, what, 0);
+    }
 done:
     tx_unlink_free(sp, top_xid);
     return rc < 0 ? rc : 0;

@@ -37,6 +37,9 @@ int crw_spool_replay(crw_spool_t *sp, uint32_t top_xid, crw_spool_cb cb, void *o
 /* Drops every spool (the connection was lost; the server will resend). */
 void crw_spool_reset(crw_spool_t *sp);
 
+/* What the last call that failed (CRW_ERR_IO) found: "spool (spool.dir=...): ...". */
+const char *crw_spool_error(const crw_spool_t *sp);
+
 /* Bytes currently spooled (all transactions). */
 uint64_t crw_spool_bytes(const crw_spool_t *sp);
 

@@ -20,11 +20,6 @@
 
 #define RUN_TIMEOUT 120000
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* A fresh database with public.acct(id, bal, pad): rows 1..n, each bal 100, pad wide enough to spread them over
  * many blocks. */
 static PGconn *setup(const char *prefix, char *db, size_t dbn, int n) {
@@ -197,7 +192,7 @@ static void consistent_under_writers(const char *chunking) {
     pthread_t th[2];
     for (int i = 0; i < 2; i++)
         pthread_create(&th[i], NULL, writer, &w[i]);
-    sleep_ms(300);
+    it_sleep_ms(300);
     char chunk[64];
     snprintf(chunk, sizeof chunk, "snapshot.chunking=%s", chunking);
     const char *const settings[] = {"snapshot.workers=2", "snapshot.chunk.rows=500", chunk, sf, NULL};
@@ -342,7 +337,7 @@ static void kill_and_resume(const char *chunking) {
     tally_init(&t, n);
     /* Read a third, then stop reading: crwatch blocks on the full pipe, mid-backfill. */
     tally_some(&t, p, n / 3);
-    sleep_ms(800);
+    it_sleep_ms(800);
     cr_assert(it_proc_running(p), "the backfill waits for its reader");
     kill(it_proc_pid(p), SIGKILL);
     tally_all(&t, p); /* what it wrote before it died */
@@ -405,7 +400,7 @@ Test(backfill, resume_by_blocks_catches_rows_that_moved, .timeout = 180) {
     tally_t t;
     tally_init(&t, n);
     tally_some(&t, p, n / 2);
-    sleep_ms(500);
+    it_sleep_ms(500);
     kill(it_proc_pid(p), SIGKILL);
     tally_all(&t, p);
     it_proc_wait(p, 10000);
@@ -636,9 +631,9 @@ Test(initial, sync_of_every_row_then_the_stream_with_writers_running, .timeout =
     pthread_t th[2];
     for (int i = 0; i < 2; i++)
         pthread_create(&th[i], NULL, writer, &w[i]);
-    sleep_ms(200);
+    it_sleep_ms(200);
     it_proc_t *p = start_initial(b.db, b.sf, NULL);
-    sleep_ms(1000);
+    it_sleep_ms(1000);
     for (int i = 0; i < 2; i++) {
         w[i].stop = 1;
         pthread_join(th[i], NULL);
@@ -693,7 +688,7 @@ Test(initial, an_interrupted_initial_snapshot_is_taken_again, .timeout = 180) {
         cr_assert(line);
         free(line);
     }
-    sleep_ms(500);
+    it_sleep_ms(500);
     cr_assert(it_proc_running(p));
     kill(it_proc_pid(p), SIGKILL);
     it_proc_wait(p, 10000);
@@ -756,7 +751,7 @@ Test(incremental, four_writers_never_leave_a_row_older_than_the_table, .timeout 
         w[i] = (writer_t){b.db, 0, n, 0};
         pthread_create(&th[i], NULL, writer, &w[i]);
     }
-    sleep_ms(300);
+    it_sleep_ms(300);
     char slot[128];
     snprintf(slot, sizeof slot, "slot.name=%s", b.db);
     const char *req[] = {"snapshot", "-X", "tables=public.acct", "-X", slot, "public.acct", NULL};
@@ -845,7 +840,7 @@ Test(initial, a_failed_initial_snapshot_stops_and_the_next_start_takes_it_again,
     tally_t t;
     tally_init(&t, n);
     tally_some(&t, p, 100);
-    sleep_ms(300); /* the snapshot waits for its reader */
+    it_sleep_ms(300); /* the snapshot waits for its reader */
     char *killed = it_query_value(b.c, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
                                        "datname = current_database() AND application_name = 'crwatch' AND "
                                        "backend_type = 'client backend'");

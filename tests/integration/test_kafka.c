@@ -36,17 +36,6 @@
 
 #define EV_TIMEOUT 20000
 
-static int64_t wall_ms(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
-
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- the mock broker helper ------------------------------------------ */
 
 typedef struct {
@@ -69,10 +58,10 @@ static const char *mock_path(void) {
 /* One line from fd (without the newline) into buf; false on timeout or EOF. */
 static bool read_line_fd(int fd, char *buf, size_t n, int timeout_ms) {
     size_t len = 0;
-    int64_t deadline = wall_ms() + timeout_ms;
+    int64_t deadline = it_wall_ms() + timeout_ms;
     while (len + 1 < n) {
         struct pollfd p = {fd, POLLIN, 0};
-        int left = (int)(deadline - wall_ms());
+        int left = (int)(deadline - it_wall_ms());
         if (left <= 0 || poll(&p, 1, left) <= 0)
             return false;
         char c;
@@ -152,7 +141,7 @@ static void mock_stop(mock_t *m) {
     for (int i = 0; i < 100; i++) {
         if (waitpid(m->pid, NULL, WNOHANG) == m->pid)
             goto done;
-        sleep_ms(50);
+        it_sleep_ms(50);
     }
     kill(m->pid, SIGKILL);
     waitpid(m->pid, NULL, 0);
@@ -216,10 +205,10 @@ static kmsgs_t consume(const char *bs, const char *topic, bool read_committed, i
         cr_assert(rd_kafka_conf_set(c, props[i][0], props[i][1], err, sizeof err) == RD_KAFKA_CONF_OK, "%s", err);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
     cr_assert(rk, "consumer: %s", err);
-    int64_t deadline = wall_ms() + timeout_ms;
+    int64_t deadline = it_wall_ms() + timeout_ms;
     int parts = 0;
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
-    while (parts == 0 && wall_ms() < deadline) {
+    while (parts == 0 && it_wall_ms() < deadline) {
         const rd_kafka_metadata_t *md;
         if (rd_kafka_metadata(rk, 0, rkt, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (md->topic_cnt == 1 && md->topics[0].err == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -227,7 +216,7 @@ static kmsgs_t consume(const char *bs, const char *topic, bool read_committed, i
             rd_kafka_metadata_destroy(md);
         }
         if (parts == 0)
-            sleep_ms(100);
+            it_sleep_ms(100);
     }
     rd_kafka_topic_destroy(rkt);
     kmsgs_t out = {0};
@@ -245,7 +234,7 @@ static kmsgs_t consume(const char *bs, const char *topic, bool read_committed, i
         int at_end = 0;
         for (int p = 0; p < parts; p++)
             at_end += eof[p];
-        if ((out.n >= want && at_end == parts) || wall_ms() >= deadline)
+        if ((out.n >= want && at_end == parts) || it_wall_ms() >= deadline)
             break;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         if (!m)
@@ -601,7 +590,7 @@ Test(kafka, broker_down_holds_the_slot_then_delivers_in_order) {
     cr_assert(slot_reaches(c, before, EV_TIMEOUT), "the slot did not confirm the delivered inserts");
 
     mock_cmd(m, "down");
-    sleep_ms(300);
+    it_sleep_ms(300);
     char *first_end = NULL; /* end of the first transaction written during the outage */
     for (int r = 1; r <= ROUNDS; r++)
         for (int k = 1; k <= KEYS; k++) {
@@ -614,7 +603,7 @@ Test(kafka, broker_down_holds_the_slot_then_delivers_in_order) {
      * confirmed.  (The slot may follow unrelated WAL up to it: with nothing
      * in flight the confirmed position tracks the server's keepalives.) */
     for (int i = 0; i < 15; i++) {
-        sleep_ms(200);
+        it_sleep_ms(200);
         char *ok = it_query_value(c, "SELECT confirmed_flush_lsn < '%s'::pg_lsn FROM pg_replication_slots "
                                      "WHERE slot_name = current_database()", first_end);
         cr_assert(ok && !strcmp(ok, "t"), "the slot moved past undelivered changes while the broker was down");
@@ -674,14 +663,9 @@ static void expect_each_once(const kmsgs_t *ev, const char *prefix, int n) {
 
 static void *writer_main(void *arg) {
     writer_t *w = arg;
-    char conninfo[128];
-    snprintf(conninfo, sizeof conninfo, "dbname=%s", w->db);
-    PGconn *c = PQconnectdb(conninfo);
-    if (PQstatus(c) != CONNECTION_OK) {
-        snprintf(w->err, sizeof w->err, "%s", PQerrorMessage(c));
-        PQfinish(c);
+    PGconn *c = it_connect_thread(w->db, w->err, sizeof w->err);
+    if (!c)
         return NULL;
-    }
     for (int txn = 0; !w->stop; txn++) {
         int n = txn % 5 == 4 ? 3 : 1;
         char sql[160];
@@ -695,7 +679,7 @@ static void *writer_main(void *arg) {
             break;
         }
         w->written += n;
-        sleep_ms(3);
+        it_sleep_ms(3);
     }
     PQfinish(c);
     return NULL;
@@ -718,11 +702,11 @@ Test(kafka, exactly_once_under_repeated_kill_9) {
     unsigned seed = (unsigned)time(NULL);
     cr_log_info("kill -9 timing seed %u", seed);
     for (int i = 0; i < KILLS; i++) {
-        sleep_ms(300 + (int)(rand_r(&seed) % 900));
+        it_sleep_ms(300 + (int)(rand_r(&seed) % 900));
         int st = it_proc_signal_wait(p, SIGKILL, 10000);
         cr_assert_eq(st, 128 + SIGKILL);
         it_proc_free(p);
-        sleep_ms(10);
+        it_sleep_ms(10);
         p = start_kafka(db, m->bs, eos);
     }
     w.stop = 1;
@@ -789,7 +773,7 @@ Test(kafka, exactly_once_skips_what_kafka_has_after_a_crash_kcat_read_committed)
             covered |= ck.v[i].key && !strcmp(ck.v[i].key, db) && lsn_of(ck.v[i].val) >= last_pglsn;
         kmsgs_free(&ck);
         if (!covered)
-            sleep_ms(100);
+            it_sleep_ms(100);
     }
     cr_assert(covered, "no checkpoint reached the last insert"); /* read_committed: its transaction committed */
     cr_assert_eq(it_proc_signal_wait(p, SIGKILL, 10000), 128 + SIGKILL);
@@ -873,7 +857,7 @@ Test(kafka, exactly_once_with_polling_resumes_from_the_checkpoint_watermark) {
     for (int i = 1; i <= 30; i++)
         it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('%d', '{}')", i);
     expect_rows_once(m->bs, 30); /* read_committed: their Kafka transactions committed */
-    sleep_ms(300);
+    it_sleep_ms(300);
     cr_assert_eq(it_proc_signal_wait(p, SIGKILL, 10000), 128 + SIGKILL);
     it_proc_free(p);
     char *stored = it_query_value(c, "SELECT position FROM crwatch.offsets WHERE name = current_database()");
@@ -913,7 +897,7 @@ Test(kafka, exactly_once_with_polling_under_repeated_kill_9) {
     unsigned seed = (unsigned)time(NULL);
     cr_log_info("kill -9 timing seed %u", seed);
     for (int i = 0; i < KILLS; i++) {
-        sleep_ms(300 + (int)(rand_r(&seed) % 900));
+        it_sleep_ms(300 + (int)(rand_r(&seed) % 900));
         cr_assert_eq(it_proc_signal_wait(p, SIGKILL, 10000), 128 + SIGKILL);
         it_proc_free(p);
         p = start_poll_kafka(db, m->bs, "status.interval.ms=500");
@@ -1225,7 +1209,7 @@ Test(kafka, backfill_exactly_once_beside_a_running_stream) {
     /* The stream was not fenced: it goes on, and after a kill -9 resumes from its own checkpoint. */
     for (int i = 31; i <= 40; i++)
         it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('%d', '{}')", i);
-    sleep_ms(500);
+    it_sleep_ms(500);
     cr_assert(it_proc_running(p), "the stream still runs");
     cr_assert_eq(it_proc_signal_wait(p, SIGKILL, 10000), 128 + SIGKILL);
     it_proc_free(p);
@@ -1268,7 +1252,7 @@ Test(kafka, backfill_exactly_once_under_kill_9_and_resume) {
      * open. */
     cr_assert(it_proc_stderr_wait(p, "kafka: committed a transaction", 30000), "the backfill started");
     mock_cmd(m, "down");
-    sleep_ms(300);
+    it_sleep_ms(300);
     kill(it_proc_pid(p), SIGKILL);
     it_proc_wait(p, 10000);
     char *log = it_proc_stderr(p);

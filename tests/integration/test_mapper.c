@@ -95,6 +95,9 @@ Test(mapper, crd_lifecycle_event_by_event) {
     /* REPLICA IDENTITY FULL (the example table): the old rows come with the changes, the cache steps aside. */
     char *log = it_proc_stderr(p);
     cr_expect(strstr(log, "sends its old rows (REPLICA IDENTITY FULL): not cached"), "%s", log);
+    /* nor is it listed into the cache at start, to be dropped at the first change */
+    cr_expect(strstr(log, "not listed into the cache: REPLICA IDENTITY FULL brings each old row whole"), "%s", log);
+    cr_expect_null(strstr(log, "rows of public."), "%s", log);
     free(log);
     stop(p);
     PQfinish(c);

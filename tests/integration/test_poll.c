@@ -36,11 +36,6 @@ static it_proc_t *start_poll(const char *db, int interval_ms, const char *extra)
     return it_crwatch_stream(db, base, NULL);
 }
 
-static void sleep_ms(int ms) {
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static long long now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -74,7 +69,7 @@ Test(poll, level_triggered_events_of_every_kind) {
     PGconn *c = setup("pollkinds", db, sizeof db, "");
     /* A long interval: the writes below land between two polls. */
     it_proc_t *p = start_poll(db, 2500, NULL);
-    sleep_ms(300); /* the first poll (at once) is done */
+    it_sleep_ms(300); /* the first poll (at once) is done */
 
     it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('a', '{\"v\":1}')");
     it_exec(c, "UPDATE jobs SET spec = '{\"v\":2}' WHERE name = 'a'");
@@ -168,7 +163,7 @@ Test(poll, long_transaction_is_neither_missed_nor_holding_back) {
     for (int i = 0; i < 200; i++) {
         it_exec(c, "INSERT INTO jobs (name, spec) VALUES ('k%d', '{}')", i);
         if (i % 20 == 0)
-            sleep_ms(60); /* several polls pass meanwhile */
+            it_sleep_ms(60); /* several polls pass meanwhile */
     }
     for (int i = 0; i < 200; i++) {
         json_object *ev = it_proc_expect_event(p, EV_TIMEOUT);
@@ -482,6 +477,15 @@ Test(poll, crd_events_carry_old_object_and_changed_from_the_cache) {
     m = expect(p, "DELETED", "job-2");
     it_expect_str(m, "data.object.spec.preset", "4k");
     json_object_put(m);
+    /* A polled delete brings its whole old row, polled updates do not: the cache stays on after it. */
+    it_exec(c, "UPDATE jobs SET status = '{\"phase\":\"Done\"}' WHERE name = 'job-1'");
+    m = expect(p, "MODIFIED", "job-1");
+    it_expect_str(m, "data.oldObject.status.phase", "Running");
+    cr_assert(it_json_array_has(m, "data.changed", "/status/phase"), "%s", json_object_to_json_string(m));
+    json_object_put(m);
+    char *log = it_proc_stderr(p);
+    cr_expect_null(strstr(log, "not cached"), "%s", log);
+    free(log);
     teardown(p, c, db);
 }
 
@@ -614,7 +618,7 @@ Test(poll, tombstones_go_once_every_poller_is_past_them) {
                                "SELECT pg_snapshot_xmin(pg_current_snapshot()) > "
                                "coalesce((SELECT max(txid) FROM crwatch.tombstones WHERE name = 'b'), '0'::xid8)"),
               "an old transaction stays open in the cluster");
-    sleep_ms(300);
+    it_sleep_ms(300);
     stop(p);
     cr_assert_eq(count_tombstones(c), 0, "tombstones every poller has seen were kept");
     PQfinish(c);
@@ -802,10 +806,10 @@ Test(poll, timestamp_mode_on_an_unmanaged_table_with_a_read_only_role, .timeout 
     /* A transaction longer than the lag: its row has an older updated_at than what the polls moved on to. */
     PGconn *t1 = it_connect(db);
     it_exec(t1, "BEGIN; INSERT INTO legacy (id, v) VALUES (3, 'late')");
-    sleep_ms(200);
+    it_sleep_ms(200);
     it_exec(c, "INSERT INTO legacy (id, v) VALUES (4, 'four')");
     json_object_put(within(p, 1000, "ADDED", "4"));
-    sleep_ms(1000);
+    it_sleep_ms(1000);
     it_exec(t1, "COMMIT");
     json_object_put(within(p, 4000, "ADDED", "3"));
     cr_assert(it_proc_stderr_wait(p, "reconciled public.legacy: 1 added, 0 modified, 0 deleted", 1000),

@@ -243,16 +243,27 @@ Test(watch, server_sent_events_resume_with_last_event_id, .timeout = 120) {
     /* id:, event:, data:, blank */
     char *first_id = NULL;
     int events = 0;
+    /* first the bookmark where the (empty) initial objects stand, then the two ADDED */
+    char id[64] = "";
+    bool bookmark = false, in_bookmark = false;
     for (char *l; events < 2 && (l = it_proc_read_line(sse, EV_TIMEOUT));) {
-        if (!strncmp(l, "id: ", 4) && !first_id)
-            first_id = strdup(l + 4);
-        if (!strncmp(l, "event: ", 7)) {
+        if (!strncmp(l, "id: ", 4))
+            snprintf(id, sizeof id, "%s", l + 4);
+        bool is_bookmark = false;
+        if (!strncmp(l, "event: ", 7) && !strcmp(l + 7, "BOOKMARK")) {
+            cr_expect(!bookmark && events == 0, "one bookmark, before the changes");
+            bookmark = is_bookmark = true;
+        } else if (!strncmp(l, "event: ", 7)) {
             cr_expect_str_eq(l + 7, "ADDED");
+            if (!first_id)
+                first_id = strdup(id);
             events++;
         }
+        in_bookmark = is_bookmark || (in_bookmark && strncmp(l, "event: ", 7));
         if (!strncmp(l, "data: ", 6)) {
             json_object *o = json_tokener_parse(l + 6);
-            cr_expect(o && it_json_str(o, "metadata.name"), "%s", l);
+            cr_expect(o && (in_bookmark ? it_json_str(o, "metadata.resourceVersion") : it_json_str(o, "metadata.name")),
+                      "%s", l);
             json_object_put(o);
         }
         free(l);
@@ -514,6 +525,140 @@ Test(watch, deletes_reach_label_filtered_watchers_with_their_labels, .timeout = 
     it_db_drop(NULL, db);
 }
 
+/*
+ * As the Kubernetes API does for a label-filtered watch: a label change that
+ * takes an object out of the selection is a DELETED (its last matching
+ * version, at the change's resourceVersion), one that brings it in an ADDED.
+ */
+Test(watch, a_label_change_leaves_or_enters_a_selection_as_deleted_or_added, .timeout = 120) {
+    char db[64];
+    PGconn *c = jobs_db("wlab", db, sizeof db);
+    int port;
+    it_proc_t *p = serve(db, NULL, &port);
+    add_job(c, "job-1", "a");
+    json_object_put(it_proc_expect_event(p, EV_TIMEOUT));
+    usleep(300 * 1000);
+    int items;
+    char *rv = list_rv(port, &items);
+    char q[256];
+    snprintf(q, sizeof q, "watch=1&resourceVersion=%s&labelSelector=team%%3Da", rv);
+    it_proc_t *a = watch(port, q, NULL);
+    snprintf(q, sizeof q, "watch=1&resourceVersion=%s&labelSelector=team%%3Db", rv);
+    it_proc_t *b = watch(port, q, NULL);
+    usleep(300 * 1000);
+    it_exec(c, "UPDATE jobs SET labels = '{\"team\":\"b\"}' WHERE name = 'job-1'");
+    json_object *moved = it_proc_expect_event(p, EV_TIMEOUT);
+    unsigned hi, lo;
+    cr_assert_eq(sscanf(it_json_str(moved, "pglsn"), "%X/%X", &hi, &lo), 2);
+    char want_rv[32];
+    snprintf(want_rv, sizeof want_rv, "%llu", (unsigned long long)hi << 32 | lo);
+    json_object_put(moved);
+    char *line = it_proc_read_line(a, EV_TIMEOUT);
+    cr_assert(line, "team a's watcher did not hear job-1 leave");
+    json_object *e = json_tokener_parse(line);
+    it_expect_str(e, "type", "DELETED");
+    it_expect_str(e, "object.metadata.name", "job-1");
+    it_expect_str(e, "object.metadata.labels.team", "a"); /* the version that matched */
+    it_expect_str(e, "object.metadata.resourceVersion", want_rv);
+    json_object_put(e);
+    free(line);
+    expect_event(b, "ADDED job-1");
+    /* a change that keeps the labels is MODIFIED for the selection that has it, nothing for the other */
+    it_exec(c, "UPDATE jobs SET status = '{\"phase\":\"Running\"}' WHERE name = 'job-1'");
+    expect_event(b, "MODIFIED job-1");
+    cr_expect(it_proc_no_line_within(a, 500), "team a heard of a team b job");
+    it_proc_free(a);
+    it_proc_free(b);
+    free(rv);
+    it_crwatch_stop(p, 10000);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+/* A BOOKMARK annotated as the end of the initial events ("k8s.io/initial-events-end": "true"). */
+static void expect_initial_events_end(json_object *e) {
+    json_object *ann = it_json_get(e, "object.metadata.annotations"), *v;
+    cr_expect(ann && json_object_object_get_ex(ann, "k8s.io/initial-events-end", &v) &&
+                  !strcmp(json_object_get_string(v), "true"),
+              "not annotated: %s", json_object_to_json_string(e));
+}
+
+/*
+ * client-go's streaming list (sendInitialEvents=true): the current objects,
+ * then a BOOKMARK annotated k8s.io/initial-events-end, also when there are
+ * none; and an SSE watcher cut off with 410 gets its ERROR without an id, so
+ * an EventSource does not resume past what it missed.
+ */
+Test(watch, initial_events_end_with_the_annotated_bookmark_and_a_410_has_no_sse_id, .timeout = 120) {
+    char db[64];
+    PGconn *c = jobs_db("wini", db, sizeof db);
+    int port;
+    const char *const extra[] = {"watch.history.events=3", NULL};
+    it_proc_t *p = serve(db, extra, &port);
+    usleep(300 * 1000);
+    const char *q = "watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true";
+    it_proc_t *empty = watch(port, q, NULL);
+    char *line = it_proc_read_line(empty, EV_TIMEOUT);
+    cr_assert(line, "no bookmark for an empty collection");
+    json_object *e = json_tokener_parse(line);
+    it_expect_str(e, "type", "BOOKMARK");
+    expect_initial_events_end(e);
+    json_object_put(e);
+    free(line);
+    it_proc_free(empty);
+
+    add_job(c, "job-1", "a");
+    add_job(c, "job-2", "a");
+    for (int i = 0; i < 2; i++)
+        json_object_put(it_proc_expect_event(p, EV_TIMEOUT));
+    usleep(300 * 1000);
+    it_proc_t *two = watch(port, q, NULL);
+    int added = 0;
+    for (int i = 0; i < 3; i++) {
+        line = it_proc_read_line(two, EV_TIMEOUT);
+        cr_assert(line, "event %d missing", i);
+        e = json_tokener_parse(line);
+        if (i < 2) {
+            it_expect_str(e, "type", "ADDED");
+            added++;
+        } else {
+            it_expect_str(e, "type", "BOOKMARK");
+            expect_initial_events_end(e);
+        }
+        json_object_put(e);
+        free(line);
+    }
+    cr_expect_eq(added, 2);
+    it_proc_free(two);
+
+    int items;
+    char *rv = list_rv(port, &items);
+    char sq[256];
+    snprintf(sq, sizeof sq, "watch=1&resourceVersion=%s&timeoutSeconds=20", rv);
+    it_proc_t *sse = watch(port, sq, "Accept: text/event-stream");
+    usleep(300 * 1000);
+    it_exec(c, "INSERT INTO jobs (name, spec) SELECT 'bulk-' || g, '{}' FROM generate_series(1, 5) g");
+    char last_id[64] = "";
+    bool error = false, error_had_id = false;
+    for (char *l; !error && (l = it_proc_read_line(sse, EV_TIMEOUT));) {
+        if (!strncmp(l, "id: ", 4))
+            snprintf(last_id, sizeof last_id, "%s", l + 4);
+        else if (!strcmp(l, "event: ERROR")) {
+            error = true;
+            error_had_id = last_id[0] != '\0';
+        } else if (!*l)
+            last_id[0] = '\0'; /* an event ends: the next one's id, if any, comes next */
+        free(l);
+    }
+    cr_assert(error, "no ERROR for a watcher the history left behind");
+    cr_expect(!error_had_id, "the ERROR carries an id (%s): an EventSource would resume past the gap", last_id);
+    it_proc_free(sse);
+    free(rv);
+    it_crwatch_stop(p, 10000);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
 Test(watch, a_change_sent_again_after_a_reconnect_is_shown_once, .timeout = 120) {
     char db[64];
     PGconn *c = jobs_db("wdup", db, sizeof db);
@@ -531,6 +676,278 @@ Test(watch, a_change_sent_again_after_a_reconnect_is_shown_once, .timeout = 120)
     cr_expect(it_proc_no_line_within(w, 4000), "the change sent again came twice");
     it_proc_free(w);
     it_crwatch_stop(p, 15000);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+/* ---- examples/informer.py: a list-and-watch client after client-go's reflector ------------------------ */
+
+#include <signal.h>
+
+#define INF_MAX_LINES 1024
+
+/* A running examples/informer.py and every line it printed so far, parsed. */
+typedef struct {
+    it_proc_t *p;
+    json_object *lines[INF_MAX_LINES];
+    int n;
+    int watch; /* the number of the watch the last line came in (its {"watch": n} line), 0 before the first */
+} informer_t;
+
+/* examples/informer.py on the jobs of namespace default; extra: more arguments (NULL-terminated). */
+static informer_t *informer(int port, const char *const *extra) {
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+    const char *argv[40] = {"python3", CRW_SOURCE_DIR "/examples/informer.py", base, "--group", "media.example.com",
+                            "--version", "v1", "--plural", "videotranscodingjobs", "--namespace", "default"};
+    int n = 11;
+    for (; extra && *extra && n < 38; extra++)
+        argv[n++] = *extra;
+    argv[n] = NULL;
+    informer_t *inf = calloc(1, sizeof *inf);
+    cr_assert(inf);
+    inf->p = it_proc_spawn("/usr/bin/python3", argv);
+    return inf;
+}
+
+static void informer_free(informer_t *inf) {
+    for (int i = 0; i < inf->n; i++)
+        json_object_put(inf->lines[i]);
+    it_proc_free(inf->p);
+    free(inf);
+}
+
+/* The next line (kept in inf->lines), or NULL after timeout_ms or at the end. */
+static json_object *informer_line(informer_t *inf, int timeout_ms) {
+    char *l = it_proc_read_line(inf->p, timeout_ms);
+    if (!l)
+        return NULL;
+    json_object *o = json_tokener_parse(l);
+    cr_assert(o && json_object_is_type(o, json_type_object), "examples/informer.py printed: %s", l);
+    free(l);
+    cr_assert_lt(inf->n, INF_MAX_LINES, "examples/informer.py printed too much");
+    inf->lines[inf->n++] = o;
+    if (it_json_get(o, "watch"))
+        inf->watch = atoi(it_json_str(o, "watch"));
+    return o;
+}
+
+/* A change line of the informer ("MODIFIED default/job-1 <rv> <phase or ->", phase - for DELETED) into buf,
+ * via "watch" or "list"; NULL when o is no such line. */
+static const char *informer_change(json_object *o, const char *via, char *buf, size_t n) {
+    const char *type = it_json_str(o, "type"), *v = it_json_str(o, "via");
+    if (!type || !v || strcmp(v, via) || (strcmp(type, "ADDED") && strcmp(type, "MODIFIED") && strcmp(type, "DELETED")))
+        return NULL;
+    const char *phase = strcmp(type, "DELETED") ? it_json_str(o, "phase") : NULL;
+    snprintf(buf, n, "%s %s %s %s", type, it_json_str(o, "key"), it_json_str(o, "resourceVersion"),
+             phase ? phase : "-");
+    return buf;
+}
+
+/* Reads lines until one whose field (top level) is want (NULL: present), or whose change line via the watch starts
+ * with want when field is "change"; aborts the test after EV_TIMEOUT. */
+static json_object *informer_until(informer_t *inf, const char *field, const char *want) {
+    char buf[256];
+    for (json_object *o; (o = informer_line(inf, EV_TIMEOUT));) {
+        if (!strcmp(field, "change")) {
+            if (informer_change(o, "watch", buf, sizeof buf) && !strncmp(buf, want, strlen(want)))
+                return o;
+            continue;
+        }
+        const char *v = it_json_str(o, field);
+        if (v && (!want || !strncmp(v, want, strlen(want))))
+            return o;
+    }
+    it_proc_dump_stderr(inf->p);
+    cr_assert_fail("examples/informer.py: no line with %s %s", field, want ? want : "");
+    return NULL;
+}
+
+/* Waits for the informer's exit (0) and returns its last line, the store. */
+static json_object *informer_end(informer_t *inf, int timeout_ms) {
+    int rc = it_proc_wait(inf->p, timeout_ms);
+    if (rc != 0)
+        it_proc_dump_stderr(inf->p);
+    cr_assert_eq(rc, 0, "examples/informer.py exited with %d", rc);
+    while (informer_line(inf, 1000))
+        ;
+    cr_assert(inf->n > 0 && it_json_get(inf->lines[inf->n - 1], "store"), "examples/informer.py: no store at the end");
+    return inf->lines[inf->n - 1];
+}
+
+/* One change as crwatch's stdout sink has it: "TYPE key rv phase" (rv: the commit LSN as a number), its xid. */
+typedef struct {
+    char s[256], key[128], xid[24], rv[24];
+} sunk_t;
+
+static void sunk(it_proc_t *p, sunk_t *ch) {
+    json_object *e = it_proc_expect_event(p, EV_TIMEOUT);
+    unsigned hi, lo;
+    cr_assert_eq(sscanf(it_json_str(e, "pglsn"), "%X/%X", &hi, &lo), 2, "pglsn %s", it_json_str(e, "pglsn"));
+    snprintf(ch->rv, sizeof ch->rv, "%llu", (unsigned long long)hi << 32 | lo);
+    const char *type = it_json_str(e, "data.type");
+    const char *phase = strcmp(type, "DELETED") ? it_json_str(e, "data.object.status.phase") : NULL;
+    snprintf(ch->key, sizeof ch->key, "%s", it_json_str(e, "data.key"));
+    snprintf(ch->s, sizeof ch->s, "%s %s %s %s", type, ch->key, ch->rv, phase ? phase : "-");
+    snprintf(ch->xid, sizeof ch->xid, "%s", it_json_str(e, "pgxid"));
+    json_object_put(e);
+}
+
+/* The informer's final store against the table's rows (where: an SQL condition): the same keys, each at the
+ * resourceVersion of the transaction that last wrote its row (its txid, through the sink's pgxid). */
+static void expect_store_is_table(PGconn *c, const char *where, json_object *final, const sunk_t *ch, int nch) {
+    json_object *store = it_json_get(final, "store");
+    cr_assert(store && json_object_is_type(store, json_type_object));
+    PGresult *r = it_query(c, "SELECT namespace || '/' || name, (txid::text::bigint %% 4294967296)::text FROM jobs "
+                              "WHERE %s ORDER BY 1",
+                           where);
+    cr_expect_eq(json_object_object_length(store), PQntuples(r), "the store has %d objects, the table %d rows: %s",
+                 json_object_object_length(store), PQntuples(r), json_object_to_json_string(final));
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *key = PQgetvalue(r, i, 0), *xid = PQgetvalue(r, i, 1), *want = NULL;
+        for (int j = 0; j < nch; j++)
+            if (!strcmp(ch[j].xid, xid))
+                want = ch[j].rv;
+        cr_assert(want, "row %s: its transaction %s is not among the sink's changes", key, xid);
+        json_object *got;
+        cr_expect(json_object_object_get_ex(store, key, &got) && !strcmp(json_object_get_string(got), want),
+                  "row %s at %s: the store has %s", key, want,
+                  json_object_object_get_ex(store, key, &got) ? json_object_get_string(got) : "nothing");
+    }
+    PQclear(r);
+}
+
+Test(watch, the_example_informer_follows_every_change_across_rewatches, .timeout = 120) {
+    char db[64];
+    PGconn *c = jobs_db("winf", db, sizeof db);
+    add_job(c, "job-0", "a"); /* before crwatch: the informer has it from its list */
+    int port;
+    it_proc_t *p = serve(db, NULL, &port);
+    /* Watches of 2 s: it watches again from its last resourceVersion (a bookmark's) several times. */
+    const char *const args[] = {"--timeout-seconds", "2", "--max-seconds", "18", "--label-selector", "team=a", NULL};
+    informer_t *inf = informer(port, args);
+    json_object *l = informer_until(inf, "list", "start");
+    cr_expect_str_eq(it_json_str(l, "items"), "1");
+    char buf[256];
+    l = informer_until(inf, "type", "ADDED");
+    cr_expect(informer_change(l, "list", buf, sizeof buf) && !strncmp(buf, "ADDED default/job-0 ", 20), "%s",
+              json_object_to_json_string(l));
+    informer_until(inf, "watch", "1");
+
+    sunk_t ch[16];
+    int nch = 0;
+    add_job(c, "job-1", "a");
+    add_job(c, "other-1", "b"); /* not team a: the informer never hears of it */
+    it_exec(c, "UPDATE jobs SET status = '{\"phase\":\"Running\"}' WHERE name = 'job-0'");
+    for (int i = 0; i < 3; i++)
+        sunk(p, &ch[nch++]);
+    informer_until(inf, "change", "MODIFIED default/job-0");
+    int first_watch = inf->watch;
+    /* A new watch (the last one timed out), from where the last one ended: the next changes come in it. */
+    snprintf(buf, sizeof buf, "%d", first_watch + 1);
+    informer_until(inf, "watch", buf);
+    it_exec(c, "UPDATE jobs SET status = '{\"phase\":\"Running\"}' WHERE name = 'job-1'");
+    add_job(c, "job-2", "a");
+    it_exec(c, "UPDATE jobs SET status = '{\"phase\":\"Running\"}' WHERE name = 'other-1'");
+    /* One transaction, two changes at one resourceVersion. */
+    it_exec(c, "UPDATE jobs SET status = '{\"phase\":\"Done\"}' WHERE name = 'job-0';"
+               "DELETE FROM jobs WHERE name = 'job-1'");
+    for (int i = 0; i < 5; i++)
+        sunk(p, &ch[nch++]);
+    json_object *final = informer_end(inf, 30000);
+
+    /* Every change to a team-a job, in the sink's order, with its resourceVersion and phase. */
+    const char *want[16];
+    int nwant = 0;
+    for (int i = 0; i < nch; i++)
+        if (strcmp(ch[i].key, "default/other-1"))
+            want[nwant++] = ch[i].s;
+    int ngot = 0, later = 0;
+    for (int i = 0, watch = 0; i < inf->n; i++) {
+        if (it_json_get(inf->lines[i], "watch"))
+            watch = atoi(it_json_str(inf->lines[i], "watch"));
+        if (!informer_change(inf->lines[i], "watch", buf, sizeof buf))
+            continue;
+        cr_expect(ngot < nwant && !strcmp(buf, want[ngot]), "change %d: got %s, want %s", ngot, buf,
+                  ngot < nwant ? want[ngot] : "nothing more");
+        if (ngot >= 2)
+            later += watch > first_watch; /* the changes made after the re-watch came in a later watch */
+        ngot++;
+    }
+    cr_expect_eq(ngot, nwant, "%d changes seen, %d made", ngot, nwant);
+    /* Each watch ended with a BOOKMARK, and the next one started from it. */
+    for (int i = 1; i < inf->n; i++) {
+        if (!it_json_get(inf->lines[i], "watch") || !strcmp(it_json_str(inf->lines[i], "watch"), "1"))
+            continue;
+        const char *prev = it_json_str(inf->lines[i - 1], "type");
+        cr_expect(prev && !strcmp(prev, "BOOKMARK"), "watch %s: the one before ended with %s",
+                  it_json_str(inf->lines[i], "watch"), json_object_to_json_string(inf->lines[i - 1]));
+        cr_expect_str_eq(it_json_str(inf->lines[i], "resourceVersion"),
+                         it_json_str(inf->lines[i - 1], "resourceVersion"), "watch %s",
+                         it_json_str(inf->lines[i], "watch"));
+    }
+    cr_expect_eq(later, nwant - 2, "changes after the re-watch outside a later watch");
+    cr_expect_str_eq(it_json_str(final, "relists"), "0", "listed again, with nothing expired");
+    cr_expect_geq(atoi(it_json_str(final, "watches")), 3, "%s", json_object_to_json_string(final));
+    expect_store_is_table(c, "labels->>'team' = 'a'", final, ch, nch);
+    informer_free(inf);
+    it_crwatch_stop(p, 10000);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+Test(watch, the_example_informer_lists_again_after_410_gone, .timeout = 120) {
+    char db[64];
+    PGconn *c = jobs_db("winfgone", db, sizeof db);
+    int port;
+    const char *const extra[] = {"watch.history.events=3", NULL};
+    it_proc_t *p = serve(db, extra, &port);
+    sunk_t ch[16];
+    int nch = 0;
+    for (int i = 1; i <= 4; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "job-%d", i);
+        add_job(c, name, "a");
+        sunk(p, &ch[nch++]);
+    }
+    /* A client resuming from a resourceVersion before the stream's start: 410 Gone, so it lists. One long watch
+     * afterwards, so that what expires next expires while it is being served. */
+    const char *const args[] = {"--resource-version", "1", "--timeout-seconds", "60", NULL};
+    informer_t *inf = informer(port, args);
+    json_object *l = informer_line(inf, EV_TIMEOUT);
+    cr_assert(l, "examples/informer.py printed nothing");
+    cr_expect_str_eq(it_json_str(l, "list") ? it_json_str(l, "list") : "(not a list)", "410 Gone",
+                     "its first line: %s", json_object_to_json_string(l));
+    cr_expect_str_eq(it_json_str(l, "items"), "4");
+    informer_until(inf, "watch", NULL);
+    /* One transaction of more changes than the history holds: the watcher falls behind it while it is served, an
+     * ERROR event with a 410 Status ends the watch, and the informer lists again. */
+    it_exec(c, "INSERT INTO jobs (name, spec, labels) SELECT 'bulk-' || g, '{}', '{\"team\":\"a\"}' "
+               "FROM generate_series(1, 5) g");
+    for (int i = 0; i < 5; i++)
+        sunk(p, &ch[nch++]);
+    l = informer_until(inf, "type", "ERROR");
+    cr_expect_str_eq(it_json_str(l, "code"), "410");
+    l = informer_until(inf, "list", NULL);
+    cr_expect_str_eq(it_json_str(l, "list"), "ERROR event 410 Expired");
+    cr_expect_str_eq(it_json_str(l, "items"), "9");
+    informer_until(inf, "watch", NULL);
+    it_exec(c, "UPDATE jobs SET status = '{\"phase\":\"Done\"}' WHERE name = 'job-1'");
+    it_exec(c, "DELETE FROM jobs WHERE name = 'bulk-2'");
+    for (int i = 0; i < 2; i++)
+        sunk(p, &ch[nch++]);
+    l = informer_until(inf, "change", "MODIFIED default/job-1");
+    char buf[256];
+    cr_expect_str_eq(informer_change(l, "watch", buf, sizeof buf), ch[nch - 2].s);
+    l = informer_until(inf, "change", "DELETED default/bulk-2");
+    cr_expect_str_eq(informer_change(l, "watch", buf, sizeof buf), ch[nch - 1].s);
+    /* SIGTERM ends it as --max-seconds does: with the store. */
+    cr_assert_eq(kill(it_proc_pid(inf->p), SIGTERM), 0);
+    json_object *final = informer_end(inf, 10000);
+    cr_expect_geq(atoi(it_json_str(final, "relists")), 2, "%s", json_object_to_json_string(final));
+    expect_store_is_table(c, "true", final, ch, nch);
+    informer_free(inf);
+    it_crwatch_stop(p, 10000);
     PQfinish(c);
     it_db_drop(NULL, db);
 }

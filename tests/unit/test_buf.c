@@ -4,6 +4,8 @@
  */
 #include <criterion/criterion.h>
 #include <json-c/json.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/buf.h"
@@ -102,4 +104,123 @@ Test(buf, any_bytes_give_parseable_json) {
         json_object_put(o);
         json_tokener_free(tok);
     }
+}
+
+/* A large value needs about its own size, not the six times its worst case would. */
+Test(buf, json_string_reserves_what_plain_text_needs) {
+    size_t n = 4 << 20;
+    char *in = malloc(n);
+    cr_assert(in);
+    memset(in, 'x', n);
+    crw_buf_free(&b);
+    crw_buf_put_json_str(&b, in, n);
+    cr_assert_eq(b.len, n + 2);
+    cr_assert(b.cap < 2 * n, "%zu bytes of room for %zu", b.cap, n + 2);
+    cr_assert(b.data[0] == '"' && b.data[n + 1] == '"' && b.data[n + 2] == '\0');
+    free(in);
+}
+
+/* Escapes and replacements past the room first reserved: every one of them is made room for. */
+Test(buf, json_string_grows_for_escapes_and_replacements) {
+    const char *pieces[] = {"\x01", "\xff", "\"", "a", "\xc3\xa9"};
+    const char *outs[] = {"\\u0001", FFFD, "\\\"", "a", "\xc3\xa9"};
+    for (int prefix = 0; prefix < 3; prefix++) {
+        crw_buf_t in = CRW_BUF_INIT, want = CRW_BUF_INIT;
+        crw_buf_putc(&want, '"');
+        for (int i = 0; i < 20000; i++) {
+            int k = (i * 7 + prefix) % 5;
+            crw_buf_puts(&in, pieces[k]);
+            crw_buf_puts(&want, outs[k]);
+        }
+        crw_buf_putc(&want, '"');
+        crw_buf_free(&b);
+        crw_buf_puts(&b, prefix == 0 ? "" : prefix == 1 ? "[" : "{\"some\":\"prefix\",\"v\":");
+        size_t at = b.len;
+        crw_buf_put_json_str(&b, in.data, in.len);
+        cr_assert_eq(b.len - at, want.len);
+        cr_assert_eq(memcmp(b.data + at, want.data, want.len), 0);
+        cr_assert_eq(b.data[b.len], '\0');
+        crw_buf_free(&in);
+        crw_buf_free(&want);
+    }
+}
+
+/* The length of the valid UTF-8 sequence at s (RFC 3629), or 0: the test's own, apart from core/utf8.c. */
+static size_t ref_seq_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    size_t len = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (!len || len > n)
+        return 0;
+    uint32_t cp = c & (0x7f >> len);
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[k] & 0x3f);
+    }
+    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    return cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : len;
+}
+
+/* The escaper written the slow and obvious way, one byte or sequence at a time. */
+static void ref_escape(crw_buf_t *out, const unsigned char *s, size_t n) {
+    crw_buf_putc(out, '"');
+    for (size_t i = 0; i < n;) {
+        unsigned c = s[i];
+        size_t l;
+        if (c == '"' || c == '\\') {
+            crw_buf_putc(out, '\\');
+            crw_buf_putc(out, (char)c);
+            i++;
+        } else if (c < 0x20) {
+            const char *named = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : c == '\b' ? "\\b"
+                                : c == '\f' ? "\\f" : NULL;
+            if (named)
+                crw_buf_puts(out, named);
+            else
+                crw_buf_printf(out, "\\u%04x", c);
+            i++;
+        } else if (c < 0x80) {
+            crw_buf_putc(out, (char)c);
+            i++;
+        } else if ((l = ref_seq_len(s + i, n - i))) {
+            crw_buf_put(out, s + i, l);
+            i += l;
+        } else {
+            crw_buf_puts(out, FFFD);
+            i++;
+        }
+    }
+    crw_buf_putc(out, '"');
+}
+
+/* Mostly plain text with what needs a look of its own at random places: every run length, every alignment. */
+Test(buf, json_string_matches_the_obvious_escaper) {
+    static const char *specials[] = {"\"", "\\", "\n", "\x01", "\x1f", "\x7f", "\xc3\xa9", "\xe2\x82\xac",
+                                     "\xf0\x9f\x98\x80", "\xff", "\xc3", "\xe0\x80\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+                                     "\xe2\x82", " ", "~"};
+    uint32_t x = 0x2545f491u;
+    crw_buf_t in = CRW_BUF_INIT, want = CRW_BUF_INIT;
+    for (int round = 0; round < 2000; round++) {
+        crw_buf_reset(&in);
+        int len = (int)(x % 200);
+        for (int i = 0; i < len; i++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if (x % 9 == 0)
+                crw_buf_puts(&in, specials[(x >> 8) % (sizeof specials / sizeof specials[0])]);
+            else
+                crw_buf_putc(&in, (char)(' ' + (x >> 8) % 95));
+        }
+        crw_buf_reset(&want);
+        ref_escape(&want, (const unsigned char *)(in.data ? in.data : ""), in.len);
+        crw_buf_reset(&b);
+        crw_buf_putc(&b, '>');
+        crw_buf_put_json_str(&b, in.data ? in.data : "", in.len);
+        cr_assert_eq(b.len - 1, want.len, "round %d: %s -> %s, want %s", round, in.data, b.data + 1, want.data);
+        cr_assert_eq(memcmp(b.data + 1, want.data, want.len), 0, "round %d: %s, want %s", round, b.data + 1,
+                     want.data);
+    }
+    crw_buf_free(&in);
+    crw_buf_free(&want);
 }

@@ -101,6 +101,20 @@ Test(deadletter, appends_to_what_is_there) {
     json_object_put(b);
 }
 
+Test(deadletter, created_for_its_owner_only) {
+    /* Records hold row data. umask 0 lets the mode crwatch asks for through unchanged. */
+    mode_t old = umask(0);
+    crw_deadletter_t *dl = crw_deadletter_new(path);
+    crw_deadletter_rec_t r = {"x", NULL, NULL, 0, 0, "{\"secret\":1}", 12};
+    int rc = crw_deadletter_write(dl, &r);
+    umask(old);
+    cr_assert_eq(rc, 0);
+    crw_deadletter_destroy(dl);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 07777, 0600, "mode %04o", (unsigned)(st.st_mode & 07777));
+}
+
 Test(deadletter, an_unwritable_file_is_an_io_error) {
     char bad[160];
     snprintf(bad, sizeof bad, "%s/no/such/dir/dead.jsonl", dir);

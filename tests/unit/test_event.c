@@ -32,6 +32,8 @@ static crw_buf_t out;
 static crw_txn_ctx_t tx;
 static crw_pgo_col_t c_new[NCOL], c_old[NCOL];
 static char err[512];
+static uint32_t cache_entries = 100; /* the cache crd_relation makes */
+static size_t cache_bytes;
 
 static const crw_relinfo_t *crd_relation(bool with_cache, int shape) {
     rc = crw_relcache_new();
@@ -52,7 +54,7 @@ static const crw_relinfo_t *crd_relation(bool with_cache, int shape) {
     const char *pk[2] = {"namespace", "name"};
     cr_assert_eq(crw_relinfo_prepare(&info, rel, rs, 1, pk, 2, "db", NULL, err, sizeof err), 0, "%s", err);
     info.watched = true;
-    cache = with_cache ? crw_cache_new(100, 0) : NULL;
+    cache = with_cache ? crw_cache_new(cache_entries, cache_bytes) : NULL;
     conf = crw_config_new();
     conf->event_patch = true;
     mp = crw_mapper_new(conf, cache);
@@ -222,6 +224,55 @@ Test(event, unchanged_toast_without_old_row_is_unknown_then_filled_from_the_cach
     cr_assert_str_eq(at(ev, "data.object.status.phase"), "Running");
     cr_assert_null(at(ev, "data.unknown"));
     cr_assert_eq(crw_cache_size(cache), 0, "a deleted resource leaves the cache");
+    json_object_put(ev);
+}
+
+/* A member of ev's data as compact JSON text ("" when absent). */
+static const char *json_at(json_object *ev, const char *member) {
+    json_object *d, *m;
+    if (!json_object_object_get_ex(ev, "data", &d) || !json_object_object_get_ex(d, member, &m))
+        return "";
+    return json_object_to_json_string_ext(m, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+}
+
+/*
+ * With a cached old object, `changed` and the patch come from comparing the
+ * two objects column by column: the same pointers and operations, in the
+ * same order, as a walk of both documents (added and changed members of an
+ * object first, then its removed ones), with a TOAST-unchanged value
+ * copied from the cache comparing equal.
+ */
+Test(event, cached_updates_diff_with_adds_removes_and_nulls_in_walk_order, .fini = teardown_all) {
+    const crw_relinfo_t *rel = crd_relation(true, CRW_SHAPE_CRD);
+    crw_pgo_tuple_t seed = tuple(c_old, V_OLD);
+    cr_assert_eq(crw_mapper_seed(mp, rel, &seed, err, sizeof err), 0, "%s", err);
+    crw_pgo_msg_t m = {.type = CRW_PGO_UPDATE};
+    m.u.update.relid = rel->rel->relid;
+
+    /* status to NULL, deletionTimestamp appears, spec unchanged (TOAST) */
+    const char *v1[NCOL] = {"ns", "j", "1", "6", UNCH, NULL, "2026-11-24 10:00:00+00"};
+    m.u.update.newtup = tuple(c_new, v1);
+    json_object *ev = map(rel, &m);
+    cr_assert_str_eq(json_at(ev, "changed"), "[\"/metadata/deletionTimestamp\",\"/status\"]", "%s", out.data);
+    cr_assert_str_eq(json_at(ev, "patch"),
+                     "[{\"op\":\"replace\",\"path\":\"/metadata/resourceVersion\",\"value\":\"6\"},"
+                     "{\"op\":\"add\",\"path\":\"/metadata/deletionTimestamp\",\"value\":\"2026-11-24T10:00:00Z\"},"
+                     "{\"op\":\"replace\",\"path\":\"/status\",\"value\":null}]",
+                     "%s", out.data);
+    cr_assert_str_eq(at(ev, "data.object.spec.preset"), "1080p", "%s", out.data);
+    json_object_put(ev);
+
+    /* deletionTimestamp goes, an array element goes, status unchanged (TOAST): filled, equal */
+    const char *v2[NCOL] = {"ns", "j", "1", "7", "{\"preset\": \"1080p\", \"outs\": [1]}", UNCH, NULL};
+    m.u.update.newtup = tuple(c_new, v2);
+    ev = map(rel, &m);
+    cr_assert_str_eq(json_at(ev, "changed"), "[\"/metadata/deletionTimestamp\",\"/spec/outs/1\"]", "%s", out.data);
+    cr_assert_str_eq(json_at(ev, "patch"),
+                     "[{\"op\":\"replace\",\"path\":\"/metadata/resourceVersion\",\"value\":\"7\"},"
+                     "{\"op\":\"remove\",\"path\":\"/metadata/deletionTimestamp\"},"
+                     "{\"op\":\"remove\",\"path\":\"/spec/outs/1\"}]",
+                     "%s", out.data);
+    cr_assert_null(at(ev, "data.unknown"), "%s", out.data);
     json_object_put(ev);
 }
 
@@ -427,5 +478,76 @@ Test(event, a_snapshot_read_is_sync_without_old_object_and_fills_the_cache, .fin
     ev = map(rel, &m);
     cr_assert_str_eq(at(ev, "data.oldObject.status.phase"), "Running");
     cr_assert_str_eq(at(ev, "data.object.spec.preset"), "1080p");
+    json_object_put(ev);
+}
+
+/* VmRSS of this process, in bytes. */
+static size_t rss_now(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %zu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
+/*
+ * The default byte bound (64 MiB) under 100,000 resources with 4 KiB specs:
+ * the cache never holds more, the process grows by no more than the bound
+ * plus 16 MiB, the newest resources are found and the oldest are reported
+ * unknown, never wrong.
+ */
+Test(event, the_byte_bound_holds_under_100k_resources_with_4k_specs, .fini = teardown_all) {
+    cache_entries = 0;
+    cache_bytes = 64u << 20;
+    const crw_relinfo_t *rel = crd_relation(true, CRW_SHAPE_CRD);
+    cache_entries = 100;
+    cache_bytes = 0;
+    char spec[4200], name[32];
+    int n = snprintf(spec, sizeof spec, "{\"steps\": [");
+    for (int k = 0; n < 4000; k++)
+        n += snprintf(spec + n, sizeof spec - (size_t)n, "%s{\"image\": \"reg/transcode@sha256:%08x%08x\", \"n\": %d}",
+                      k ? ", " : "", (unsigned)k * 2654435761u, (unsigned)k, k);
+    snprintf(spec + n, sizeof spec - (size_t)n, "]}");
+    size_t before = rss_now();
+    crw_pgo_msg_t m = {.type = CRW_PGO_INSERT};
+    m.u.insert.relid = rel->rel->relid;
+    for (int i = 0; i < 100000; i++) {
+        snprintf(name, sizeof name, "job-%d", i);
+        const char *v[NCOL] = {"ns", name, "1", "1", spec, "{\"phase\": \"Pending\"}", NULL};
+        m.u.insert.newtup = tuple(c_new, v);
+        cr_assert_eq(map_rc(rel, &m), 0, "%s", err);
+        if (i % 1000 == 0)
+            cr_assert_leq(crw_cache_bytes(cache), 64u << 20, "after %d: %zu bytes", i, crw_cache_bytes(cache));
+    }
+    cr_assert_leq(crw_cache_bytes(cache), 64u << 20);
+    size_t grew = rss_now() > before ? rss_now() - before : 0;
+#ifndef __SANITIZE_ADDRESS__ /* AddressSanitizer keeps freed memory aside (its quarantine): RSS says nothing there */
+    cr_expect_leq(grew, (64u + 16u) << 20, "RSS grew by %zu MiB", grew >> 20);
+#else
+    (void)grew;
+#endif
+    uint32_t held = crw_cache_size(cache);
+    cr_expect(held > 10000 && held < 16000, "%u objects of ~4.5 KiB in 64 MiB", held);
+
+    /* the newest: a status update finds its old object; the oldest: unknown */
+    crw_pgo_msg_t u = {.type = CRW_PGO_UPDATE};
+    u.u.update.relid = rel->rel->relid;
+    const char *vnew[NCOL] = {"ns", "job-99999", "1", "2", UNCH, "{\"phase\": \"Running\"}", NULL};
+    u.u.update.newtup = tuple(c_new, vnew);
+    json_object *ev = map(rel, &u);
+    cr_expect_str_eq(at(ev, "data.oldObject.status.phase"), "Pending");
+    cr_expect_str_eq(at(ev, "data.changed.0"), "/status/phase");
+    cr_expect_null(at(ev, "data.unknown"));
+    json_object_put(ev);
+    const char *vold[NCOL] = {"ns", "job-0", "1", "2", UNCH, "{\"phase\": \"Running\"}", NULL};
+    u.u.update.newtup = tuple(c_new, vold);
+    ev = map(rel, &u);
+    cr_expect_null(at(ev, "data.oldObject"));
+    cr_expect_str_eq(at(ev, "data.oldObjectUnknown"), "true");
+    cr_expect_str_eq(at(ev, "data.unknown.0"), "/spec");
     json_object_put(ev);
 }

@@ -640,6 +640,20 @@ Test(pgoutput, invalid_values) {
     free(p);
 }
 
+/* A Relation for OID 0 (InvalidOid, which proto.c never sends) is refused: the relation cache
+ * keys entries by OID with 0 as its empty slot, so such an entry leaked and answered look-ups of
+ * OID 0 (tests/fuzz/corpus/pgoutput/crash-relation-oid-0). */
+Test(pgoutput, relation_oid_zero_is_refused) {
+    unsigned char r[sizeof relation_msg];
+    memcpy(r, relation_msg, sizeof r);
+    memset(r + 1, 0, 4);
+    decode_fails(dec, r, sizeof r, false, "Relation: invalid relation OID 0 at offset 1", NULL);
+    size_t n;
+    unsigned char *p = with_xid(r, sizeof r, 7, &n);
+    decode_fails(dec, p, n, true, "Relation: invalid relation OID 0 at offset 5", NULL);
+    free(p);
+}
+
 Test(pgoutput, errstr_small_or_null) {
     crw_pgo_msg_t m;
     char tiny[8];

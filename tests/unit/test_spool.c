@@ -1,6 +1,11 @@
 /* test_spool.c — streamed transactions: replay in order, abort without trace. */
 #include <criterion/criterion.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 #include "source/spool.h"
@@ -59,4 +64,41 @@ Test(spool, subtransaction_abort_truncates_it_and_its_children) {
     cr_assert_str_eq(out.data, "top1|sub10|top2|");
     crw_spool_destroy(sp);
     crw_buf_free(&out);
+}
+
+/* The mode of the spool file this process has open (spool files are unlinked at once: found by /proc/self/fd). */
+static int spool_file_mode(void) {
+    DIR *d = opendir("/proc/self/fd");
+    cr_assert(d);
+    int mode = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char link[300], target[4096];
+        snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0)
+            continue;
+        target[n] = '\0';
+        struct stat st;
+        if (strstr(target, "/crwatch-spool-") && stat(link, &st) == 0) {
+            cr_assert_eq(mode, -1, "more than one spool file open");
+            mode = (int)(st.st_mode & 07777);
+        }
+    }
+    closedir(d);
+    cr_assert_neq(mode, -1, "no spool file open");
+    return mode;
+}
+
+Test(spool, files_are_for_their_owner_only) {
+    /* They hold row data.  umask 0 lets the mode crwatch asks for through unchanged. */
+    char dir[] = "/tmp/crw-spool-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    mode_t old = umask(0);
+    crw_spool_t *sp = crw_spool_new(dir);
+    put(sp, 7, 7, "row data");
+    umask(old);
+    cr_assert_eq(spool_file_mode(), 0600);
+    crw_spool_destroy(sp);
+    cr_assert_eq(rmdir(dir), 0, "the spool left a file behind");
 }

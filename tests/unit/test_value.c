@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 #include <json-c/json.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -223,6 +224,114 @@ Test(value_json, malformed) {
     check_bad(&T_JSON, "\"unterminated");
     check_bad(&T_JSON, "\"ends in escape\\");
     check_bad(&T_JSON, "\"raw\nnewline\"");
+}
+
+#define FFFD "\xef\xbf\xbd"
+
+Test(value_json, invalid_utf8_in_strings_becomes_replacement_characters) {
+    /* What a SQL_ASCII database stores and sends: E'{"k":"\\xff"}', no encoding checked. */
+    check(&T_JSONB, "{\"k\": \"\xff\"}", "{\"k\":\"" FFFD "\"}");
+    check(&T_JSON, "{\"\xfe\" : \"a\x80z\"}", "{\"" FFFD "\":\"a" FFFD "z\"}"); /* keys too */
+    check(&T_JSON, "[\"\xc0\xaf\", \"\xed\xa0\x80\", \"\xe2\x82\"]",
+          "[\"" FFFD FFFD "\",\"" FFFD FFFD FFFD "\",\"" FFFD FFFD "\"]"); /* overlong, surrogate, cut short */
+    check(&T_JSONB, "\"\xe2(\xa1\"", "\"" FFFD "(" FFFD "\"");
+    /* Valid UTF-8 and escapes stay as they are. */
+    check(&T_JSONB, "{\"\xe2\x82\xac\": \"\xf0\x9f\x98\x80\\u00e9\"}", "{\"\xe2\x82\xac\":\"\xf0\x9f\x98\x80\\u00e9\"}");
+}
+
+Test(value_json, many_replacements_outgrow_the_reserved_room) {
+    /* Each invalid byte takes three: the output is about three times the input. */
+    crw_buf_t in = CRW_BUF_INIT, want = CRW_BUF_INIT;
+    crw_buf_puts(&in, "{\"a\": \"");
+    crw_buf_puts(&want, "{\"a\":\"");
+    for (int i = 0; i < 5000; i++) {
+        crw_buf_putc(&in, i % 3 ? (char)0xff : 'x');
+        crw_buf_puts(&want, i % 3 ? FFFD : "x");
+    }
+    crw_buf_puts(&in, "\"}");
+    crw_buf_puts(&want, "\"}");
+    check_n(&T_JSONB, in.data, in.len, want.data);
+    crw_buf_free(&in);
+    crw_buf_free(&want);
+}
+
+Test(value_json, bytes_json_cannot_hold_are_malformed) {
+    /* Outside strings, and after a backslash, only JSON's own characters; the caller then falls back to a
+     * string of the text, which crw_buf_put_json_str makes valid. */
+    check_bad(&T_JSON, "{\"a\": \xff}");
+    check_bad(&T_JSON, "\x01[]");
+    check_bad(&T_JSON, "\"\\\xff\"");
+    check_bad(&T_JSON, "\"\\x\"");
+    check_bad(&T_JSON, "\"\\u12\"");
+    check_bad(&T_JSON, "\"\\u12g4\"");
+    check(&T_JSON, "\"\\/\\b\\f\\uABcd\"", "\"\\/\\b\\f\\uABcd\"");
+}
+
+Test(value_array, invalid_utf8_in_json_elements) {
+    check(&A_JSONB, "{\"{\\\"k\\\": \\\"\xff\\\"}\",\"\\\"\xc3\\\"\",NULL}",
+          "[{\"k\":\"" FFFD "\"},\"" FFFD "\",null]");
+    check(&A_JSON, "{\"[\\\"\x80\xc3\xa9\\\"]\"}", "[[\"" FFFD "\xc3\xa9\"]]");
+}
+
+/* The length of the valid UTF-8 sequence at s (RFC 3629), or 0: the test's own, apart from core/utf8.c. */
+static size_t ref_seq_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    size_t len = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (!len || len > n)
+        return 0;
+    uint32_t cp = c & (0x7f >> len);
+    for (size_t k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[k] & 0x3f);
+    }
+    static const uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    return cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) ? 0 : len;
+}
+
+/* String bodies of plain text, escapes and raw bytes at random places: kept, but for U+FFFD where not UTF-8. */
+Test(value_json, string_bodies_match_the_obvious_rendering) {
+    static const char *pieces[] = {"\\\"", "\\\\", "\\n", "\\u00e9", "\\/", "\xc3\xa9", "\xe2\x82\xac",
+                                   "\xf0\x9f\x98\x80", "\xff", "\xc3", "\xe0\x80\xaf", "\xed\xa0\x80", "\xe2\x82", " ", "{"};
+    uint32_t x = 0x6b43a9b5u;
+    crw_buf_t body = CRW_BUF_INIT, in = CRW_BUF_INIT, want = CRW_BUF_INIT;
+    for (int round = 0; round < 2000; round++) {
+        crw_buf_reset(&body);
+        int len = (int)(x % 120);
+        for (int i = 0; i < len; i++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if (x % 7 == 0)
+                crw_buf_puts(&body, pieces[(x >> 8) % (sizeof pieces / sizeof pieces[0])]);
+            else
+                crw_buf_putc(&body, (char)('#' + (x >> 8) % 57)); /* '#'..'[': neither '"' nor '\\' */
+        }
+        crw_buf_reset(&in);
+        crw_buf_printf(&in, "{\"k\": \"%s\", \"n\": [1, \"%s\"]}", body.data ? body.data : "",
+                       body.data ? body.data : "");
+        crw_buf_reset(&want);
+        for (int copy = 0; copy < 2; copy++) {
+            crw_buf_puts(&want, copy ? "\",\"n\":[1,\"" : "{\"k\":\"");
+            const unsigned char *u = (const unsigned char *)(body.data ? body.data : "");
+            for (size_t i = 0, l; i < body.len;) {
+                if (u[i] < 0x80)
+                    crw_buf_putc(&want, (char)u[i++]);
+                else if ((l = ref_seq_len(u + i, body.len - i))) {
+                    crw_buf_put(&want, u + i, l);
+                    i += l;
+                } else {
+                    crw_buf_puts(&want, FFFD);
+                    i++;
+                }
+            }
+        }
+        crw_buf_puts(&want, "\"]}");
+        check_n(&T_JSONB, in.data, in.len, want.data);
+    }
+    crw_buf_free(&body);
+    crw_buf_free(&in);
+    crw_buf_free(&want);
 }
 
 /* ---- bytea ------------------------------------------------------------ */
@@ -580,4 +689,32 @@ Test(value_render, not_nul_terminated_input) {
     check_n(&T_BOOL, wire + 23, 1, "true");
     check_n(&A_INT, wire + 25, 5, "[1,2]");
     check_n(&T_INT, "12345", 2, "12");
+}
+
+/* A json value that is not one RFC 8259 value (damaged: PostgreSQL's own never is) comes out as a string. */
+Test(value_json, text_that_is_not_json_becomes_a_string) {
+    static const char *const bad[] = {":1", "{\"a\" 1}", "[1,]", "01", "tru", "1 2", "{,}", "{\"a\":}", "[}",
+                                      "-", "1.", "1e", "+1", "{\"a\":1,}", "[[1]", "\"open", "nul", "[1 2]",
+                                      "{1:2}", "{\"a\":1 \"b\":2}", "]", ",", ""};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        crw_buf_t b = CRW_BUF_INIT;
+        if (crw_value_render(&b, &T_JSON, bad[k], strlen(bad[k])) < 0) {
+            crw_buf_reset(&b);
+            crw_value_render_text(&b, bad[k], strlen(bad[k]));
+        }
+        json_object *o = json_tokener_parse(b.data ? b.data : "");
+        cr_expect(o && json_object_is_type(o, json_type_string), "'%s' gave %s", bad[k], b.data ? b.data : "(nothing)");
+        json_object_put(o);
+        crw_buf_free(&b);
+    }
+    static const char *const good[][2] = {
+        {"{\"a\": [1, -2.5e+3, 0, true, false, null, {}, []], \"b\": {\"c\": \"d\"}}",
+         "{\"a\":[1,-2.5e+3,0,true,false,null,{},[]],\"b\":{\"c\":\"d\"}}"},
+        {" 0 ", "0"}, {"\"s\"", "\"s\""}, {"[[[[]]]]", "[[[[]]]]"}, {"-0.5E-7", "-0.5E-7"}};
+    for (size_t k = 0; k < sizeof good / sizeof good[0]; k++) {
+        crw_buf_t b = CRW_BUF_INIT;
+        cr_expect_eq(crw_value_render(&b, &T_JSON, good[k][0], strlen(good[k][0])), 0, "%s", good[k][0]);
+        cr_expect_str_eq(b.data ? b.data : "", good[k][1]);
+        crw_buf_free(&b);
+    }
 }

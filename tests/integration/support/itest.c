@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1033,4 +1034,27 @@ void it_expect_str(json_object *o, const char *path, const char *want) {
 bool it_json_exists(json_object *o, const char *path) {
     json_object *v;
     return json_lookup(o, path, &v);
+}
+
+void it_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int64_t it_wall_ms(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+PGconn *it_connect_thread(const char *db, char *err, size_t n) {
+    char conninfo[256];
+    snprintf(conninfo, sizeof conninfo, "dbname=%s", db);
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, n, "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
 }

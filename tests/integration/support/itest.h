@@ -24,6 +24,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <json-c/json.h>
@@ -143,6 +144,13 @@ bool it_proc_running(it_proc_t *p);
 pid_t it_proc_pid(const it_proc_t *p);
 
 /* Everything the child wrote to stderr so far, malloc'd (never NULL). */
+/* A connection to database db for a thread of the test (no Criterion assertion there): NULL with err on failure. */
+PGconn *it_connect_thread(const char *db, char *err, size_t n);
+
+/* Sleeps ms milliseconds; the wall clock in ms since the epoch (for times shared with other processes). */
+void it_sleep_ms(int ms);
+int64_t it_wall_ms(void);
+
 char *it_proc_stderr(it_proc_t *p);
 
 /* Path of the temp file holding the child's stderr (valid until it_proc_free). */
