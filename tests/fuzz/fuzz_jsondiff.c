@@ -92,6 +92,14 @@ static bool dup_keys(const crw_jdoc_t *d) {
     return dup;
 }
 
+/* True when s has a \uD800-\uDFFF escape (half of a surrogate pair, or a lone one). */
+static bool surrogates(const char *s) {
+    for (const char *p = s; (p = strstr(p, "\\u")); p += 2)
+        if ((p[2] == 'd' || p[2] == 'D') && p[3] && strchr("89abcdefABCDEF", p[3]))
+            return true;
+    return false;
+}
+
 /* ---- RFC 6902, the three operations the diff writes -------------------------------------- */
 
 /* The next RFC 6901 segment of *p (after its '/'), decoded into seg; false at the end. */
@@ -267,9 +275,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             crw_buf_printf(&x, "[%s]", patch.data ? patch.data : "");
             fz_check_json("diff: patch", x.data, x.len);
             json_object *ja = NULL, *jb = NULL, *jp = NULL;
-            /* json-c keys are C strings: a key with U+0000 is not what the text says */
+            /* json-c keys are C strings: a key with U+0000 is not what the text says;
+             * and json-c 0.16 decodes some surrogate pairs (\ud837\ude00) as U+FFFD */
             bool nul = strstr(a, "\\u0000") || strstr(b, "\\u0000");
-            if (!nul && !dup_keys(&da) && !dup_keys(&db) && fz_jsonc_parse(a, an, &ja) && fz_jsonc_parse(b, bn, &jb) &&
+            bool comparable = !nul && !surrogates(a) && !surrogates(b) && !dup_keys(&da) && !dup_keys(&db);
+            if (comparable && fz_jsonc_parse(a, an, &ja) && fz_jsonc_parse(b, bn, &jb) &&
                 fz_jsonc_parse(x.data, x.len, &jp)) {
                 apply_patch(&ja, jp, &da, &db, x.data, x.len);
                 FZ_ASSERT(json_object_equal(ja, jb), "patch: a patched is not b", x.data, x.len);
