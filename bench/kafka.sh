@@ -106,32 +106,6 @@ xopts() {
   fi
 }
 
-# mock_start [--transactions]: a fresh mock cluster process; sets BS.  Its
-# stdin is a FIFO held open on fd 9, so it lives until mock_stop closes it.
-MOCK_N=0
-# Every other child is started with 9>&- so only this script holds the FIFO.
-mock_start() {
-  MOCK_N=$((MOCK_N + 1))
-  local fifo="$WORK/mock.$MOCK_N.in"
-  mkfifo "$fifo"
-  "$MOCK" "$@" <"$fifo" >"$WORK/mock.$MOCK_N.out" 2>"$WORK/mock.$MOCK_N.err" 9>&- &
-  MOCK_PID=$!
-  exec 9>"$fifo"
-  BS=""
-  for _ in $(seq 1 100); do
-    BS="$(head -n 1 "$WORK/mock.$MOCK_N.out" 2>/dev/null || true)"
-    [[ "$BS" == *:* ]] && break
-    sleep 0.05
-  done
-  [[ "$BS" == *:* ]] || die "crwatch-mock-kafka printed no address"
-}
-mock_cmd() { echo "$*" >&9; }
-mock_stop() {
-  [[ -n "$MOCK_PID" ]] || return 0
-  exec 9>&-
-  wait "$MOCK_PID" 2>/dev/null || true
-  MOCK_PID=""
-}
 # topic_count BS TOPIC: messages appended to TOPIC, the sum of its partitions'
 # high watermarks (last offset + 1).  Reading them all back would undercount:
 # the mock keeps only the last ~5 MB of each partition.  Neither contender

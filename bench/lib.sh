@@ -20,6 +20,7 @@
 #                            and TOTAL_ROWS (UPDATE_ROWS capped at the rows inserted)
 #   bench_stamp              copies stdin to stdout, each line prefixed with its arrival time (epoch s)
 #   bench_lat_stats FILE     "p50 p99 max n" in ms of arrival - the event's "time", over bench_stamp lines
+#   mock_start [--transactions] / mock_cmd LINE / mock_stop   a crwatch-mock-kafka ($MOCK) of the script's: BS
 #   copy_slot NAME [PLUGIN] / drop_slot NAME   copies of $SRC_SLOT, which nothing consumes, so every
 #                            copy decodes the same WAL
 # shellcheck shell=bash
@@ -179,4 +180,31 @@ bench_lat_stats() {
       exit 1 unless @v;
       printf "%.2f %.2f %.2f %d\n", $v[int(@v * 0.5)], $v[int(@v * 0.99)], $v[-1], scalar @v;
     }' "$1"
+}
+
+# mock_start [--transactions]: a fresh crwatch-mock-kafka ($MOCK) in WORK; sets BS and MOCK_PID.  Its
+# stdin is a FIFO held open on fd 9, so it lives until mock_stop closes it; start every other child
+# with 9>&- so only the script holds the FIFO.  mock_cmd LINE sends it a command.
+MOCK_N=0
+mock_start() {
+  MOCK_N=$((MOCK_N + 1))
+  local fifo="$WORK/mock.$MOCK_N.in"
+  mkfifo "$fifo"
+  "$MOCK" "$@" <"$fifo" >"$WORK/mock.$MOCK_N.out" 2>"$WORK/mock.$MOCK_N.err" 9>&- &
+  MOCK_PID=$!
+  exec 9>"$fifo"
+  BS=""
+  for _ in $(seq 1 100); do
+    BS="$(head -n 1 "$WORK/mock.$MOCK_N.out" 2>/dev/null || true)"
+    [[ "$BS" == *:* ]] && break
+    sleep 0.05
+  done
+  [[ "$BS" == *:* ]] || die "crwatch-mock-kafka printed no address"
+}
+mock_cmd() { echo "$*" >&9; }
+mock_stop() {
+  [[ -n "$MOCK_PID" ]] || return 0
+  exec 9>&-
+  wait "$MOCK_PID" 2>/dev/null || true
+  MOCK_PID=""
 }

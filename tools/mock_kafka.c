@@ -12,6 +12,9 @@
  *   create TOPIC PARTITIONS           create a topic (the mock has no CreateTopics controller)
  *   error API CODE COUNT              the next COUNT requests of ApiKey API fail with error CODE
  *                                     (e.g. "error 0 29 1": one Produce, TOPIC_AUTHORIZATION_FAILED)
+ *   refuse TOPIC CODE COUNT           --transactions only: the next COUNT Produce requests carrying TOPIC
+ *                                     fail with error CODE, other topics' not ("refuse t 10 1": one
+ *                                     MESSAGE_TOO_LARGE for t, whatever else is in flight)
  *   topic-config TOPIC                --transactions only: "ok partitions=N replication=R configs=k=v,..."
  *                                     as a client's CreateTopics asked for TOPIC
  *   quit
@@ -104,11 +107,20 @@ static void command(rd_kafka_mock_cluster_t *m, crw_txnlayer_t *txl, int brokers
             reply("error: no CreateTopics made %s", topic);
         else
             reply("ok %s", cfg);
+    } else if (!strcmp(cmd, "refuse")) {
+        char *topic = strtok_r(NULL, " \t\r\n", &save), *code = strtok_r(NULL, " \t\r\n", &save),
+             *count = strtok_r(NULL, " \t\r\n", &save);
+        if (!topic || !code || !count || atoi(count) < 1 || !txl)
+            reply("error: usage: refuse TOPIC CODE COUNT (with --transactions)%s", "");
+        else {
+            crw_txnlayer_refuse(txl, topic, (int16_t)atoi(code), atoi(count));
+            reply("ok", NULL);
+        }
     } else if (!strcmp(cmd, "quit")) {
         stop = 1;
         reply("ok", NULL);
     } else
-        reply("error: unknown command '%s' (down, up, create, error, topic-config, quit)", cmd);
+        reply("error: unknown command '%s' (down, up, create, error, refuse, topic-config, quit)", cmd);
 }
 
 int main(int argc, char **argv) {
@@ -128,6 +140,10 @@ int main(int argc, char **argv) {
     char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set_log_cb(conf, quiet_log);
+    /* The mock brokers' sockets take this handle's settings: without TCP_NODELAY a response sent right
+     * after another waits for the client's delayed ACK (40 ms on Linux), as no broker's does
+     * (bench/README.md, bench/latency.sh). */
+    rd_kafka_conf_set(conf, "socket.nagle.disable", "true", errstr, sizeof errstr);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!rk) {
         fprintf(stderr, "crwatch-mock-kafka: %s\n", errstr);

@@ -35,7 +35,7 @@
 
 /* ApiKeys */
 enum { API_PRODUCE = 0, API_FETCH = 1, API_METADATA = 3, API_FIND_COORDINATOR = 10, API_API_VERSIONS = 18,
-       API_CREATE_TOPICS = 19, API_INIT_PRODUCER_ID = 22, API_END_TXN = 26 };
+       API_CREATE_TOPICS = 19, API_INIT_PRODUCER_ID = 22, API_ADD_PARTITIONS_TO_TXN = 24, API_END_TXN = 26 };
 #define CREATE_TOPICS_MAX_VERSION 4 /* the last non-flexible one */
 
 /* RecordBatch v2 header: field offsets and its size. */
@@ -234,12 +234,19 @@ typedef struct {
 } aborted_t;
 
 typedef struct {
+    int64_t pid, offset;
+    bool commit;
+} marker_t; /* a marker the layer appended */
+
+typedef struct {
     char *topic;
     int32_t part;
     txbatch_t *b; /* transactional data batches, by base offset */
     size_t nb, cb;
     aborted_t *ab;
     size_t nab, cab;
+    marker_t *mk; /* in offset order */
+    size_t nmk, cmk;
 } tpart_t;
 
 typedef struct {
@@ -317,6 +324,9 @@ struct crw_txnlayer {
     size_t ntx, ctx;
     struct pollfd *pfds;
     size_t cpfds;
+    char *refuse_topic; /* crw_txnlayer_refuse: Produce requests for it get refuse_code, refuse_left times */
+    int16_t refuse_code;
+    int refuse_left;
 };
 
 #define GROW(arr, n, cap)                                                                  \
@@ -373,6 +383,51 @@ static int batch_state(const tpart_t *tp, int64_t base) {
             hi = mid;
     }
     return lo < tp->nb && tp->b[lo].base == base ? tp->b[lo].state : -1;
+}
+
+/* Records the transactional data batch at base, in base order. */
+static void insert_batch(tpart_t *tp, int64_t base, int64_t pid, int state) {
+    GROW(tp->b, tp->nb, tp->cb);
+    size_t at = tp->nb;
+    while (at > 0 && tp->b[at - 1].base > base)
+        at--;
+    memmove(&tp->b[at + 1], &tp->b[at], (tp->nb - at) * sizeof tp->b[0]);
+    tp->b[at] = (txbatch_t){base, pid, state};
+    tp->nb++;
+}
+
+static void note_marker(tpart_t *tp, int64_t pid, int64_t offset, bool commit) {
+    GROW(tp->mk, tp->nmk, tp->cmk);
+    tp->mk[tp->nmk++] = (marker_t){pid, offset, commit};
+}
+
+/*
+ * The state of a transactional batch at base, which the layer may not have
+ * heard of: its Produce response was lost (the broker went down after
+ * appending it, and the producer's retry was a duplicate).  It belongs to its
+ * producer's transaction there, which that producer's next marker on the
+ * partition ended, committed or aborted; before a marker it is open, as a
+ * broker would have it.
+ * @returns its state, or -1: open, not heard of.
+ */
+static int resolve_batch(tpart_t *tp, int64_t base, int64_t pid) {
+    int st = batch_state(tp, base);
+    if (st >= 0)
+        return st;
+    const marker_t *m = NULL;
+    for (size_t i = 0; i < tp->nmk && !m; i++)
+        if (tp->mk[i].pid == pid && tp->mk[i].offset > base)
+            m = &tp->mk[i];
+    if (!m)
+        return -1;
+    st = m->commit ? TXB_COMMITTED : TXB_ABORTED;
+    insert_batch(tp, base, pid, st);
+    for (size_t i = 0; i < tp->nab && !m->commit; i++)
+        if (tp->ab[i].pid == pid && tp->ab[i].last == m->offset && tp->ab[i].first > base)
+            tp->ab[i].first = base;
+    trace("%s [%d] @%lld: batch unheard of, of producer %lld: %s by the marker @%lld", tp->topic, tp->part,
+          (long long)base, (long long)pid, m->commit ? "committed" : "aborted", (long long)m->offset);
+    return st;
 }
 
 /* ---- marker appends --------------------------------------------------------- */
@@ -553,6 +608,8 @@ static bool txn_end(crw_txnlayer_t *t, txn_t *x, bool commit) {
         trace("%s [%d]: %s of %s (producer %lld/%d, first @%lld) marker @%lld", tp->topic, tp->part,
               commit ? "COMMIT" : "ABORT", x->tid, (long long)x->pid, x->epoch, (long long)x->parts[i].first,
               (long long)at);
+        if (at >= 0)
+            note_marker(tp, x->pid, at, commit);
         if (at < 0) { /* the marker is not written: the transaction is not over there */
             x->parts[kept++] = x->parts[i];
             continue;
@@ -579,15 +636,11 @@ static void record_batch(crw_txnlayer_t *t, const char *tid, const ppart_t *pp, 
      * fencing InitProducerId's (other connection): the mock appended it
      * first, and the fence aborts it, as a coordinator would have. */
     bool fenced = x->fenced_known && (pp->pid != x->cur_pid || pp->epoch != x->cur_epoch);
-    GROW(tp->b, tp->nb, tp->cb);
-    size_t at = tp->nb;
-    while (at > 0 && tp->b[at - 1].base > base)
-        at--;
-    memmove(&tp->b[at + 1], &tp->b[at], (tp->nb - at) * sizeof tp->b[0]);
-    tp->b[at] = (txbatch_t){base, pp->pid, fenced ? TXB_ABORTED : TXB_OPEN};
-    tp->nb++;
+    insert_batch(tp, base, pp->pid, fenced ? TXB_ABORTED : TXB_OPEN);
     if (fenced) {
         int64_t marker = append_marker(t, tp, pp->pid, pp->epoch, false);
+        if (marker >= 0)
+            note_marker(tp, pp->pid, marker, false);
         GROW(tp->ab, tp->nab, tp->cab);
         tp->ab[tp->nab++] = (aborted_t){pp->pid, base, marker >= 0 ? marker : INT64_MAX};
         trace("%s [%d] @%lld: batch of fenced producer %lld/%d aborted (marker @%lld)", tp->topic, tp->part,
@@ -630,6 +683,7 @@ static bool flexible(int16_t api, int16_t ver) {
     case API_FIND_COORDINATOR: return ver >= 3;
     case API_INIT_PRODUCER_ID: return ver >= 2;
     case API_END_TXN: return ver >= 3;
+    case API_ADD_PARTITIONS_TO_TXN: return ver >= 3;
     case API_API_VERSIONS: return ver >= 3;
     case API_CREATE_TOPICS: return ver >= 5;
     default: return true;
@@ -737,6 +791,44 @@ static void flush_synth(conn_t *c) {
     }
 }
 
+/*
+ * A Produce request (v3-7) for the topic crw_txnlayer_refuse named: the layer
+ * answers it with the error for each of its partitions, and the mock never
+ * sees it, as a broker refusing the request appends nothing.
+ */
+static void refuse_produce(crw_txnlayer_t *t, pend_t *p) {
+    if (t->refuse_left <= 0 || !t->refuse_topic)
+        return;
+    bool hit = false;
+    for (size_t i = 0; i < p->npp && !hit; i++)
+        hit = !strcmp(p->pp[i].topic, t->refuse_topic);
+    if (!hit)
+        return;
+    t->refuse_left--;
+    trace("Produce for %s refused: %s", t->refuse_topic, rd_kafka_err2name((rd_kafka_resp_err_t)t->refuse_code));
+    buf_t *out = &p->synth;
+    put_i32(out, p->corr);
+    put_i32(out, (int32_t)p->npp); /* a topic entry per partition: the client reads each by its name */
+    for (size_t i = 0; i < p->npp; i++) {
+        put_str(out, p->pp[i].topic);
+        put_i32(out, 1);
+        put_i32(out, p->pp[i].part);
+        put_i16(out, t->refuse_code);
+        put_i64(out, -1); /* base_offset */
+        put_i64(out, -1); /* log_append_time_ms (v2+) */
+        if (p->ver >= 5)
+            put_i64(out, -1); /* log_start_offset */
+    }
+    put_i32(out, 0); /* throttle_time_ms */
+}
+
+void crw_txnlayer_refuse(crw_txnlayer_t *t, const char *topic, int16_t code, int count) {
+    free(t->refuse_topic);
+    t->refuse_topic = strdup(topic);
+    t->refuse_code = code;
+    t->refuse_left = count;
+}
+
 /* Notes what a client request needs from its response; relays it. */
 static void on_request(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
     rd_t r = {f, n, 0, false};
@@ -771,6 +863,7 @@ static void on_request(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
             }
             free(topic);
         }
+        refuse_produce(t, &p);
     } else if (p.api == API_FETCH && p.ver >= 4) {
         r_i32(&r); /* replica_id */
         r_i32(&r); /* max_wait_ms */
@@ -779,6 +872,10 @@ static void on_request(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
         p.isolation = r_i8(&r);
     } else if (p.api == API_INIT_PRODUCER_ID) {
         p.tid = p.ver >= 2 ? r_compact_str(&r) : r_str(&r);
+    } else if (p.api == API_ADD_PARTITIONS_TO_TXN) {
+        p.tid = r_str(&r);
+        p.pid = r_i64(&r);
+        p.epoch = r_i16(&r);
     } else if (p.api == API_END_TXN) {
         p.tid = r_str(&r);
         p.pid = r_i64(&r);
@@ -908,6 +1005,39 @@ static void on_init_producer_id(crw_txnlayer_t *t, const pend_t *p, rd_t *r) {
     x->cur_epoch = epoch;
 }
 
+/*
+ * AddPartitionsToTxn v0-2: the partitions a transaction writes to, as its
+ * coordinator learns them, before any of its batches there is acknowledged:
+ * the transaction is ended there too, with a marker, whether or not the layer
+ * heard of a batch of it (resolve_batch).
+ */
+static void on_add_partitions(crw_txnlayer_t *t, const pend_t *p, rd_t *r) {
+    txn_t *x = p->tid ? txn_get(t, p->tid, true) : NULL;
+    if (!x || (x->fenced_known && (p->pid != x->cur_pid || p->epoch != x->cur_epoch)))
+        return;
+    r_i32(r); /* throttle_time_ms */
+    for (int32_t nt = r_i32(r); nt > 0 && !r->bad; nt--) {
+        char *topic = r_str(r);
+        for (int32_t np = r_i32(r); np > 0 && !r->bad; np--) {
+            int32_t part = r_i32(r);
+            int16_t err = r_i16(r);
+            if (r->bad || err != 0 || !topic)
+                continue;
+            size_t ti = tpart_get(t, topic, part);
+            bool have = false;
+            for (size_t i = 0; i < x->np && !have; i++)
+                have = x->parts[i].tp == ti;
+            if (!have) {
+                GROW(x->parts, x->np, x->cp);
+                x->parts[x->np++] = (txpart_t){ti, INT64_MAX};
+            }
+        }
+        free(topic);
+    }
+    x->pid = p->pid;
+    x->epoch = p->epoch;
+}
+
 /* EndTxn v0-1: the markers, before the client hears the transaction ended.
  * A producer fenced meanwhile (the layer saw the new InitProducerId's
  * response first) gets INVALID_PRODUCER_EPOCH: its transaction was aborted. */
@@ -982,7 +1112,7 @@ static bool on_fetch(crw_txnlayer_t *t, const pend_t *p, rd_t *r, buf_t *out) {
                 /* A transactional batch whose Produce response the layer has
                  * not seen yet is open as far as anyone can tell. */
                 if (is_batch && (attrs & RB_ATTR_TRANSACTIONAL) && !(attrs & RB_ATTR_CONTROL) &&
-                    (!tp || batch_state(tp, base) < 0) && base < lso)
+                    (!tp || resolve_batch(tp, base, get_i64(rec + RB_PRODUCER_ID)) < 0) && base < lso)
                     lso = base;
             }
             /* read_committed, as a broker serves it: only the batches below the
@@ -995,7 +1125,8 @@ static bool on_fetch(crw_txnlayer_t *t, const pend_t *p, rd_t *r, buf_t *out) {
                     int64_t b = get_i64(rec + o + RB_BASE_OFFSET);
                     int32_t size = 12 + (int32_t)get_u32(rec + o + 8);
                     uint16_t ba = get_u16(rec + o + RB_ATTRIBUTES);
-                    if ((ba & RB_ATTR_TRANSACTIONAL) && !(ba & RB_ATTR_CONTROL) && (!tp || batch_state(tp, b) < 0) &&
+                    if ((ba & RB_ATTR_TRANSACTIONAL) && !(ba & RB_ATTR_CONTROL) &&
+                        (!tp || resolve_batch(tp, b, get_i64(rec + o + RB_PRODUCER_ID)) < 0) &&
                         b < lso)
                         lso = b;
                     if (b >= lso || size <= 12 || o + size > rlen)
@@ -1072,6 +1203,7 @@ static void on_response(crw_txnlayer_t *t, conn_t *c, uint8_t *f, size_t n) {
     case API_PRODUCE: on_produce(t, &p, &r); break;
     case API_INIT_PRODUCER_ID: on_init_producer_id(t, &p, &r); break;
     case API_END_TXN: on_end_txn(t, &p, &r); break;
+    case API_ADD_PARTITIONS_TO_TXN: on_add_partitions(t, &p, &r); break;
     case API_FETCH:
         if (p.ver >= 4 && !on_fetch(t, &p, &r, &rewritten))
             rewritten.len = 0;
@@ -1359,6 +1491,7 @@ void crw_txnlayer_destroy(crw_txnlayer_t *t) {
         free(t->tps[i].topic);
         free(t->tps[i].b);
         free(t->tps[i].ab);
+        free(t->tps[i].mk);
     }
     for (size_t i = 0; i < t->ntx; i++) {
         free(t->txns[i].tid);
@@ -1373,5 +1506,6 @@ void crw_txnlayer_destroy(crw_txnlayer_t *t) {
     free(t->txns);
     free(t->conns);
     free(t->pfds);
+    free(t->refuse_topic);
     free(t);
 }

@@ -9,10 +9,11 @@
  * each mock broker that adds what a broker's transaction coordinator and
  * partition leaders do for read_committed readers:
  *
- *   - it learns each transaction's data batches from Produce requests and
- *     their responses (transactional.id, producer id and epoch, offsets);
+ *   - it learns each transaction's partitions from AddPartitionsToTxn, and
+ *     its data batches from Produce requests and their responses
+ *     (transactional.id, producer id and epoch, offsets);
  *   - on a successful EndTxn it appends a COMMIT or ABORT control batch to
- *     every partition the transaction wrote, before the client hears back;
+ *     every partition the transaction added, before the client hears back;
  *   - on a successful InitProducerId for a transactional.id whose earlier
  *     producer left a transaction open (a crash), it aborts that
  *     transaction the same way (fencing);
@@ -31,9 +32,10 @@
  * Not done: transaction timeouts (an abandoned transaction stays open until
  * the next InitProducerId of its transactional.id), consumer offsets
  * committed inside transactions (TxnOffsetCommit passes through).
- * Known gaps: a transactional batch the mock appended but whose Produce
- * response never came back (the connection died, e.g. `down`) holds the
- * last stable offset for good; a late batch of a fenced producer is aborted
+ * A transactional batch the mock appended but whose Produce response never
+ * came back (the connection died, e.g. `down`) is open until its producer's
+ * next marker on the partition, and then committed or aborted with it.
+ * Known gap: a late batch of a fenced producer is aborted
  * with a marker at the end of the log, so if its successor kept the same
  * producer id (an epoch bump) the successor's batches in between are
  * listed as aborted too.
@@ -73,6 +75,14 @@ int crw_txnlayer_poll(crw_txnlayer_t *t, int extra_fd, int timeout_ms);
  * @returns 0, or -1 when no CreateTopics made it.
  */
 int crw_txnlayer_topic_config(const crw_txnlayer_t *t, const char *topic, char *out, size_t n);
+
+/**
+ * The next \p count Produce requests that carry \p topic are answered with
+ * the error \p code (a Kafka error code, e.g. 10 MESSAGE_TOO_LARGE) for
+ * each of their partitions, and not appended: a broker refusing one
+ * message, whichever other requests are in flight.
+ */
+void crw_txnlayer_refuse(crw_txnlayer_t *t, const char *topic, int16_t code, int count);
 
 void crw_txnlayer_destroy(crw_txnlayer_t *t);
 

@@ -379,25 +379,39 @@ static int kafka_poll(crw_sink_t *base, int timeout_ms) {
     return 0;
 }
 
+bool crw_kafka_batch_forming(uint64_t events, int64_t elapsed_us) {
+    return events > CRW_KAFKA_IDLE_BATCH_EVENTS && elapsed_us < (int64_t)CRW_KAFKA_IDLE_BATCH_WINDOW_MS * 1000;
+}
+
+/*
+ * Whether batches are forming (kafka.h) over the events since the stream
+ * last idled, counting from here on.  A bulk load, or a stream that fell
+ * behind and catches up, would only be held up by sending early: linger
+ * batches them.
+ */
+static bool batch_forming(kafka_sink_t *s) {
+    int64_t now = crw_clock_mono_us();
+    bool forming = crw_kafka_batch_forming(s->unflushed, now - s->idled_us);
+    s->unflushed = 0;
+    s->idled_us = now;
+    return forming;
+}
+
 /*
  * The stream caught up (sink.h, idle): what the producer holds back for its
- * linger goes now, and exactly-once commits the open Kafka transaction
- * (at most once every EOS_IDLE_SPACING_MS: a stream that idles between
- * every two of its transactions would otherwise commit one Kafka
- * transaction for each).  Busy, the stream seldom idles and both wait as
- * before: linger.ms (the batches of a bulk load) and
- * transaction.interval.ms (its bound).
+ * linger goes now, and exactly-once commits the open Kafka transaction, at
+ * most once every EOS_IDLE_SPACING_MS (a stream that idles between every
+ * two of its transactions would otherwise commit a Kafka transaction for
+ * each).  While batches are forming (batch_forming), both wait as before:
+ * linger.ms, and transaction.interval.ms, the bound of a busy stream.
  *
  * rd_kafka_flush(rk, 0) would not do (librdkafka 2.0.2): the producer
  * ignores linger only while a flush call lasts, and its broker thread,
  * woken by the call, mostly looks after it has returned.  A flush of up to
  * IDLE_FLUSH_MS lasts until the messages are delivered, a round trip to the
  * broker, or that bound against a slow one.  It is left out when the user
- * set linger.ms (their wait is the one they asked for), and when batches are
- * forming: events came faster than IDLE_FLUSH_MAX_RATE a second since the
- * stream last idled (a bulk load, that idles between its transactions), or
- * more than IDLE_FLUSH_MAX_QUEUED wait for delivery (a slow broker).  Linger
- * then costs the stream nothing, and waiting on the flush would hold it up.
+ * set linger.ms (their wait is the one they asked for), and when more than
+ * IDLE_FLUSH_MAX_QUEUED messages wait for delivery (a slow broker).
  */
 static int kafka_idle(crw_sink_t *base) {
     kafka_sink_t *s = (kafka_sink_t *)base;
@@ -405,19 +419,15 @@ static int kafka_idle(crw_sink_t *base) {
         return CRW_ERR_SINK;
     if (s->partial)
         return 0; /* inside a transaction: not idle after all */
+    uint64_t fresh = s->unflushed;
+    bool forming = batch_forming(s);
     if (s->eos) {
-        if (!s->txn_open)
+        if (!s->txn_open || forming)
             return 0;
         s->idle_commit = true; /* now, or by kafka_poll once EOS_IDLE_SPACING_MS passed since the last commit */
         return kafka_eos_commit_due(s) ? kafka_eos_commit(s, crw_clock_mono_ms() + EOS_START_TIMEOUT_MS) : 0;
     }
-    /* The events since the stream last idled, and the time they took. */
-    int64_t now = crw_clock_mono_us(), took = now - s->idled_us;
-    uint64_t fresh = s->unflushed;
-    s->unflushed = 0;
-    s->idled_us = now;
-    if (!s->idle_flush || fresh == 0 || fresh * 1000000 > (uint64_t)took * IDLE_FLUSH_MAX_RATE ||
-        rd_kafka_outq_len(s->rk) > IDLE_FLUSH_MAX_QUEUED)
+    if (!s->idle_flush || fresh == 0 || forming || rd_kafka_outq_len(s->rk) > IDLE_FLUSH_MAX_QUEUED)
         return 0;
     rd_kafka_flush(s->rk, IDLE_FLUSH_MS); /* what it does not deliver in time stays in flight */
     process_failed(s);

@@ -20,7 +20,9 @@
 #ifndef CRW_SINK_KAFKA_H
 #define CRW_SINK_KAFKA_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "core/buf.h"
@@ -43,6 +45,18 @@ void crw_kafka_topic_expand(crw_buf_t *out, const char *tmpl, const char *schema
  * datacontenttype, which is "content-type".  Written into out (n bytes).
  */
 void crw_kafka_ce_header_name(char *out, size_t n, const char *name, size_t len);
+
+/*
+ * When the stream goes idle (sink.h, idle) the sink sends what linger holds
+ * and, exactly-once, commits its Kafka transaction, unless batches are
+ * forming: more than CRW_KAFKA_IDLE_BATCH_EVENTS events within
+ * CRW_KAFKA_IDLE_BATCH_WINDOW_MS since it last idled (a bulk load idles
+ * between its transactions, a stream catching up between its reads).
+ * events and elapsed_us: since the stream last idled.
+ */
+#define CRW_KAFKA_IDLE_BATCH_EVENTS 16
+#define CRW_KAFKA_IDLE_BATCH_WINDOW_MS 50
+bool crw_kafka_batch_forming(uint64_t events, int64_t elapsed_us);
 
 /*
  * crwatch resync's view of the Kafka sink (kafka_view.c): every topic of

@@ -29,8 +29,7 @@ enum { KMSG_EVENT = 0, KMSG_DEADLETTER = 1, KMSG_CHECKPOINT = 2 };
 #define WARN_EVERY_MS 10000         /* repeated "still waiting" warnings */
 #define EOS_START_TIMEOUT_MS 120000 /* init_transactions / checkpoint read before giving up */
 #define IDLE_FLUSH_MS 2             /* an idle stream's flush waits this long at most (kafka_idle) */
-#define IDLE_FLUSH_MAX_RATE 20000   /* events/s since the last idle above which batches are forming: no flush */
-#define IDLE_FLUSH_MAX_QUEUED 1000  /* more waiting for delivery: no idle flush either */
+#define IDLE_FLUSH_MAX_QUEUED 1000  /* more waiting for delivery: no idle flush */
 #define EOS_IDLE_SPACING_MS 10      /* exactly-once: an idle stream's commits, at most one per this */
 
 /*

@@ -38,7 +38,10 @@
  * right now.  A sink that holds events back to batch them (a producer's
  * linger, an open Kafka transaction) sends them then instead of waiting for
  * its timer, which stays the bound while the stream is busy.  It may wait
- * briefly (a couple of milliseconds); the source is not read meanwhile.
+ * (a flush, a Kafka commit: a round trip or a few to the broker); the
+ * source is not read meanwhile.  A stream that idles often is not
+ * necessarily a quiet one (a bulk load idles between its transactions): a
+ * sink tells the two apart itself (the Kafka sink: kafka.h).
  */
 #ifndef CRW_SINK_H
 #define CRW_SINK_H

@@ -169,8 +169,10 @@ int crw_admin_check(const crw_config_t *cf, const char *conninfo, FILE *out, cha
         char ident = PQgetvalue(res, 0, 0)[0];
         const char *ids = ident == 'f' ? "FULL (oldObject on every update)"
                           : ident == 'n' ? "NOTHING (updates and deletes cannot be published)"
-                          : ident == 'i' ? "USING INDEX (old key only)"
-                                         : "DEFAULT (old key only: oldObject needs cache.max.entries)";
+                          : rs->cached ? (ident == 'i' ? "USING INDEX (old key only; oldObject from the resource cache)"
+                                                       : "DEFAULT (old key only; oldObject from the resource cache)")
+                          : ident == 'i' ? "USING INDEX (old key only: no oldObject, the kind is not cached)"
+                                         : "DEFAULT (old key only: no oldObject, the kind is not cached)";
         report(out, ident == 'n' ? "FAIL" : "ok", "table %s.%s: kind %s, primary key (%s), replica identity %s",
                rs->schema, rs->table, rs->kind, PQgetisnull(res, 0, 1) ? "none" : PQgetvalue(res, 0, 1), ids);
         if (ident == 'n')

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -992,7 +993,8 @@ Test(kafka, exactly_once_refused_message_is_dead_lettered_once) {
     cr_assert_eq(ms.n, 1, "row 1 was not committed to Kafka");
     kmsgs_free(&ms);
 
-    mock_cmd(m, "error 0 10 1"); /* the next Produce request: MESSAGE_TOO_LARGE */
+    /* The next Produce request for t: MESSAGE_TOO_LARGE (the checkpoint record's may go first). */
+    mock_cmd(m, "refuse crwatch.public.t 10 1");
     it_exec(c, "INSERT INTO t VALUES (2, 'refused by the broker')");
     cr_assert(it_proc_stderr_wait(p, "dead-lettered", EV_TIMEOUT), "row 2 was not dead-lettered");
     it_exec(c, "INSERT INTO t VALUES (3, 'after')");
@@ -1333,6 +1335,168 @@ Test(kafka, resync_from_the_topic_after_the_slot_was_dropped) {
     cr_expect(strstr(err, "0 ADDED, 0 MODIFIED, 0 DELETED, 40 unchanged"), "%s", err);
     free(out);
     free(err);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+/* ---- an idle stream is sent at once (src/sink/kafka.c, kafka_idle) ------------------ */
+
+/* A consumer of every partition of topic from its beginning, kept open while the test writes. */
+typedef struct {
+    rd_kafka_t *rk;
+    int n; /* messages read so far */
+} reader_t;
+
+static reader_t reader_open(const char *bs, const char *topic, bool read_committed) {
+    kmsgs_t first = consume(bs, topic, read_committed, 1, EV_TIMEOUT); /* the topic exists: its partitions */
+    cr_assert_geq(first.n, 1, "nothing in %s", topic);
+    kmsgs_free(&first);
+    char err[512], group[64];
+    snprintf(group, sizeof group, "it-reader-%d", (int)getpid());
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    const char *props[][2] = {{"bootstrap.servers", bs},
+                              {"group.id", group},
+                              {"enable.auto.commit", "false"},
+                              {"fetch.wait.max.ms", "10"},
+                              {"isolation.level", read_committed ? "read_committed" : "read_uncommitted"},
+                              {"log_level", "3"}};
+    for (size_t i = 0; i < sizeof props / sizeof props[0]; i++)
+        cr_assert(rd_kafka_conf_set(c, props[i][0], props[i][1], err, sizeof err) == RD_KAFKA_CONF_OK, "%s", err);
+    reader_t r = {rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err), 0};
+    cr_assert(r.rk, "consumer: %s", err);
+    const rd_kafka_metadata_t *md;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(r.rk, topic, NULL);
+    cr_assert_eq(rd_kafka_metadata(r.rk, 0, rkt, &md, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    int parts = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(parts);
+    for (int p = 0; p < parts; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(r.rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    return r;
+}
+
+/* Reads until want messages in all, or timeout_ms; @returns the milliseconds it took, -1 on timeout. */
+static int64_t reader_wait(reader_t *r, int want, int timeout_ms) {
+    int64_t t0 = it_wall_ms();
+    while (r->n < want) {
+        if (it_wall_ms() - t0 > timeout_ms)
+            return -1;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->rk, 5);
+        if (m && !m->err)
+            r->n++;
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+    return it_wall_ms() - t0;
+}
+
+static void reader_close(reader_t *r) {
+    rd_kafka_consumer_close(r->rk);
+    rd_kafka_destroy(r->rk);
+}
+
+/* The "delivered to ... X ms after produce()" figures of crwatch's debug log, in order. */
+static int delivery_ms(it_proc_t *p, double *out, int max) {
+    char *log = it_proc_stderr(p);
+    int n = 0;
+    const char *needle = " ms after produce()";
+    for (char *at = strstr(log, needle); at && n < max; at = strstr(at + 1, needle)) {
+        char *num = at;
+        while (num > log && (num[-1] == '.' || (num[-1] >= '0' && num[-1] <= '9')))
+            num--;
+        out[n++] = atof(num);
+    }
+    free(log);
+    return n;
+}
+
+/*
+ * At-least-once, default settings: a change the stream goes idle after is
+ * flushed at once rather than after librdkafka's 5 ms linger.  Timing on a
+ * loaded machine is loose, so the test asks only that one of 20 lone changes
+ * is delivered within 2.5 ms of produce(), which the linger would never
+ * allow.  With kafka.linger.ms set, that wait is the user's: every change
+ * waits it out.
+ */
+Test(kafka, idle_stream_is_flushed_at_once_unless_the_user_set_linger) {
+    enum { LONE = 20 };
+    char db[64];
+    PGconn *c = it_db_create("kidle", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY)");
+    mock_t *m = mock_start();
+    const char *const debug[] = {"log.level=debug", NULL};
+    it_proc_t *p = start_kafka(db, m->bs, debug);
+    it_exec(c, "INSERT INTO t VALUES (0)");
+    reader_t r = reader_open(m->bs, "crwatch.public.t", false);
+    for (int i = 1; i <= LONE; i++) {
+        it_exec(c, "INSERT INTO t VALUES (%d)", i);
+        cr_assert_geq(reader_wait(&r, i + 1, EV_TIMEOUT), 0, "change %d did not arrive", i);
+        it_sleep_ms(20); /* alone in the producer's queue: the next one comes well after */
+    }
+    double ms[LONE + 8];
+    int n = delivery_ms(p, ms, LONE + 8), fast = 0;
+    char seen[1024] = "";
+    for (int i = 0; i < n; i++) {
+        fast += ms[i] < 2.5;
+        snprintf(seen + strlen(seen), sizeof seen - strlen(seen), " %.2f", ms[i]);
+    }
+    cr_assert_geq(n, LONE, "delivery lines: %d", n);
+    cr_expect_geq(fast, 1, "no change was flushed when the stream went idle (ms after produce():%s)", seen);
+    reader_close(&r);
+    stop_clean(p);
+
+    /* kafka.linger.ms=1000: the user's linger holds a lone change that long. */
+    const char *const linger[] = {"log.level=debug", "kafka.linger.ms=1000", NULL};
+    p = start_kafka(db, m->bs, linger);
+    r = reader_open(m->bs, "crwatch.public.t", false);
+    reader_wait(&r, LONE + 1, EV_TIMEOUT); /* what is there already */
+    reader_wait(&r, INT_MAX, 300);         /* and a change at-least-once may have sent twice */
+    int there = r.n;
+    it_exec(c, "INSERT INTO t VALUES (%d)", LONE + 1);
+    int64_t took = reader_wait(&r, there + 1, EV_TIMEOUT);
+    cr_assert_geq(took, 0, "the change did not arrive");
+    cr_expect_geq(took, 900, "the change arrived %lld ms after its insert, before kafka.linger.ms=1000",
+                  (long long)took);
+    cr_assert(it_proc_stderr_wait(p, " ms after produce()", EV_TIMEOUT), "no delivery line");
+    n = delivery_ms(p, ms, 4);
+    cr_assert_eq(n, 1, "one delivery line, got %d", n);
+    cr_expect_geq(ms[0], 990.0, "delivered %.2f ms after produce(), before kafka.linger.ms=1000", ms[0]);
+    reader_close(&r);
+    stop_clean(p);
+    mock_stop(m);
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}
+
+/*
+ * Exactly-once: an idle stream commits its Kafka transaction at once, not
+ * when transaction.interval.ms is up.  The bound is loose (a loaded machine,
+ * the mock's relay): a lone change must reach a read_committed consumer in
+ * well under the 5 s interval.
+ */
+Test(kafka, exactly_once_idle_stream_commits_before_the_interval) {
+    char db[64];
+    PGconn *c = it_db_create("keosidle", db, sizeof db);
+    it_exec(c, "CREATE TABLE t (id int PRIMARY KEY)");
+    mock_t *m = mock_start();
+    const char *const eos[] = {"delivery=exactly-once", "transaction.interval.ms=5000", NULL};
+    it_proc_t *p = start_kafka(db, m->bs, eos);
+    it_exec(c, "INSERT INTO t VALUES (0)");
+    reader_t r = reader_open(m->bs, "crwatch.public.t", true);
+    for (int i = 1; i <= 3; i++) {
+        it_exec(c, "INSERT INTO t VALUES (%d)", i);
+        int64_t took = reader_wait(&r, i + 1, EV_TIMEOUT);
+        cr_assert_geq(took, 0, "change %d did not arrive", i);
+        cr_expect_lt(took, 1500, "change %d took %lld ms: committed on the 5 s interval, not when idle", i,
+                     (long long)took);
+        it_sleep_ms(50);
+    }
+    reader_close(&r);
+    stop_clean(p);
     mock_stop(m);
     PQfinish(c);
     it_db_drop(NULL, db);

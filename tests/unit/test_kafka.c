@@ -1,6 +1,7 @@
 /*
- * test_kafka.c — the Kafka sink's pure parts: topic templates and the
- * CloudEvents binary-mode header names (no broker needed).
+ * test_kafka.c — the Kafka sink's pure parts: topic templates, the
+ * CloudEvents binary-mode header names, and when an idle stream's batches
+ * count as forming (no broker needed).
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -45,4 +46,17 @@ Test(kafka_ce, header_names) {
     cr_assert_str_eq(h, "ce_pgxid");
     crw_kafka_ce_header_name(h, sizeof h, "specversionXX", 11);
     cr_assert_str_eq(h, "ce_specversion");
+}
+
+/* An idle stream sends at once, unless many events came in a short time (a bulk load, a stream catching up). */
+Test(kafka_idle, batches_form_only_when_many_events_come_quickly) {
+    cr_assert_not(crw_kafka_batch_forming(0, 0));
+    cr_assert_not(crw_kafka_batch_forming(1, 400), "one change of a 2,000/s stream");
+    cr_assert_not(crw_kafka_batch_forming(CRW_KAFKA_IDLE_BATCH_EVENTS, 1000));
+    cr_assert(crw_kafka_batch_forming(CRW_KAFKA_IDLE_BATCH_EVENTS + 1, 1000));
+    cr_assert(crw_kafka_batch_forming(1000, 10000), "a 1000-row transaction every 10 ms");
+    int64_t window_us = (int64_t)CRW_KAFKA_IDLE_BATCH_WINDOW_MS * 1000;
+    cr_assert(crw_kafka_batch_forming(200, window_us - 1));
+    cr_assert_not(crw_kafka_batch_forming(200, window_us), "a poll batch of 200 rows every 100 ms");
+    cr_assert_not(crw_kafka_batch_forming(100000, INT64_MAX / 2), "one big transaction after a quiet hour");
 }

@@ -66,6 +66,32 @@ Test(metrics, histogram_buckets_are_cumulative) {
     free(page);
 }
 
+Test(metrics, sink_step_histograms_have_their_own_finer_buckets) {
+    crw_metric_observe(CRW_H_KAFKA_DELIVERY, 80);   /* 0.08 ms */
+    crw_metric_observe(CRW_H_KAFKA_DELIVERY, 300);  /* 0.3 ms */
+    crw_metric_observe(CRW_H_KAFKA_DELIVERY, 7000); /* 7 ms */
+    crw_metric_observe(CRW_H_KAFKA_TXN_COMMIT, 2000);
+    crw_metric_commit_to_ack(400);
+    char *page = render();
+    cr_expect(strstr(page, "# TYPE crwatch_kafka_delivery_seconds histogram\n"), "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_kafka_delivery_seconds_bucket{le=\"0.0001\"}"), 1, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_kafka_delivery_seconds_bucket{le=\"0.0005\"}"), 2, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_kafka_delivery_seconds_bucket{le=\"0.01\"}"), 3, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_kafka_delivery_seconds_bucket{le=\"+Inf\"}"), 3, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_kafka_delivery_seconds_count"), 3, "%s", page);
+    cr_expect_float_eq(prom_sample(page, "crwatch_kafka_delivery_seconds_sum"), 0.00738, 1e-9, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_kafka_transaction_commit_seconds_bucket{le=\"0.0025\"}"), 1, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_kafka_transaction_commit_seconds_count"), 1, "%s", page);
+    /* the commit-to-ack histogram keeps its buckets, and counts only its own */
+    cr_expect_eq(prom_sample(page, "crwatch_commit_to_ack_seconds_bucket{le=\"0.0001\"}"), -1, "%s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_commit_to_ack_seconds_count"), 1, "%s", page);
+    free(page);
+    crw_metrics_reset();
+    page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_kafka_delivery_seconds_count"), 0, "reset: %s", page);
+    free(page);
+}
+
 Test(metrics, wal_status_marks_one) {
     crw_metric_wal_status("unreserved");
     char *page = render();
