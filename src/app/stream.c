@@ -395,6 +395,12 @@ static int on_change(void *opaque, const crw_change_t *ch) {
                  ch->rel->relname);
     }
     char why[512];
+    crw_change_t kept;
+    if (ch->values_once && st->opts->verdict) { /* the verdict may have the row mapped again: its values must stay */
+        kept = *ch;
+        kept.values_once = false;
+        ch = &kept;
+    }
     rc = crw_mapper_change(st->mapper, ri, ch, &st->tx, &st->mapped, why, sizeof why);
     if (rc == CRW_ERR_UNMAPPED)
         return dead_letter(st, ri, ch, why);
@@ -421,6 +427,7 @@ static int on_change(void *opaque, const crw_change_t *ch) {
     for (int i = 0; i < st->mapped.n; i++)
         if ((rc = emit_more(st, &st->mapped.ev[i])) < 0)
             return rc;
+    crw_mapper_trim(st->mapper, &st->mapped);
     return 0;
 }
 

@@ -5,6 +5,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/lsn.h"
@@ -70,9 +72,31 @@ static char *json_str_room(crw_buf_t *b, char *o, size_t k, size_t rest) {
     return b->data + off;
 }
 
-void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
+/* How much of a value crw_buf_put_json_str_discard escapes between two hand-backs of its pages. */
+#define DISCARD_STEP ((size_t)1 << 20)
+
+/* Hands the whole pages of [*from, to) back to the system (they read as zeros after); *from moves to the last. */
+static void discard_pages(const unsigned char **from, const unsigned char *to) {
+    static uintptr_t page;
+    if (!page)
+        page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)*from + page - 1) & ~(page - 1), z = (uintptr_t)to & ~(page - 1);
+    if (z <= a)
+        return;
+    madvise((void *)a, z - a, MADV_DONTNEED); /* a failure only keeps the memory */
+    *from = (const unsigned char *)z;
+}
+
+/*
+ * The escaper.  discard: every DISCARD_STEP bytes, the pages of s already
+ * escaped go back to the system.  Inlined into both callers, so the plain
+ * one has no trace of it.
+ */
+static inline __attribute__((always_inline)) void put_json_str(crw_buf_t *b, const char *s, size_t n, bool discard) {
     static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *p = (const unsigned char *)s, *kept = p;
+    /* the plain runs stop at lim, where the pages behind are handed back */
+    size_t lim = discard && n > DISCARD_STEP ? DISCARD_STEP : n;
     /* Room for the text as it is: most text needs no escape, and the worst
      * case (six bytes for one) reserved up front would ask for six times a
      * large value.  An escape or a replacement makes more room when the rest
@@ -84,13 +108,18 @@ void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
     while (i < n) {
         /* Plain text eight bytes at a time, then one byte or sequence. */
         uint64_t w;
-        while (i + 8 <= n && (memcpy(&w, p + i, 8), crw_buf_plain8(w))) {
+        while (i + 8 <= lim && (memcpy(&w, p + i, 8), crw_buf_plain8(w))) {
             memcpy(o, &w, 8);
             o += 8;
             i += 8;
         }
         if (i == n)
             break;
+        if (discard && i + 8 > lim && lim < n) {
+            discard_pages(&kept, p + i);
+            lim = n - lim > DISCARD_STEP ? lim + DISCARD_STEP : n;
+            continue;
+        }
         unsigned char c = p[i];
         if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             *o++ = (char)c;
@@ -135,6 +164,10 @@ void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) {
     b->len = (size_t)(o - b->data);
     b->data[b->len] = '\0';
 }
+
+void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n) { put_json_str(b, s, n, false); }
+
+void crw_buf_put_json_str_discard(crw_buf_t *b, const char *s, size_t n) { put_json_str(b, s, n, true); }
 
 size_t crw_u64_format(char *out, uint64_t v) {
     char tmp[24];

@@ -60,6 +60,14 @@ void crw_buf_vprintf(crw_buf_t *b, const char *fmt, va_list ap);
 /* Appends s[0..n) as a JSON string literal: quoted, escaped per RFC 8259.
  * Invalid UTF-8 bytes are replaced by U+FFFD so the output is always valid JSON. */
 void crw_buf_put_json_str(crw_buf_t *b, const char *s, size_t n);
+/*
+ * crw_buf_put_json_str for a large value that nothing reads again: as it is
+ * escaped, the whole pages of s behind go back to the system (madvise
+ * MADV_DONTNEED), so the value and its JSON are not resident whole at once.
+ * s must be private memory of the caller's (a malloc'd buffer), and reads
+ * as zeros after.
+ */
+void crw_buf_put_json_str_discard(crw_buf_t *b, const char *s, size_t n);
 
 /*
  * crw_utf8_seq_len for the hot paths: the two- and three-byte sequences

@@ -35,6 +35,9 @@ typedef struct crw_change {
     int64_t time;                   /* its own time, PostgreSQL epoch µs; 0: the transaction's commit time */
     bool old_rows_whole;            /* every update and delete of rel brings its whole old row (pgoutput and
                                      * REPLICA IDENTITY FULL), this change's too */
+    bool values_once;               /* the tuples' bytes are the source's own and read once: the mapper may
+                                     * give a large value's memory back as it renders it (they read as zeros
+                                     * after), so whoever reads the change again clears this first */
 } crw_change_t;
 
 /*

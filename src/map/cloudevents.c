@@ -93,6 +93,7 @@ typedef struct {
     bool keyonly;                /* t is an old key tuple */
     crw_buf_t *unknown;          /* pointers of fields not known; NULL: do not collect */
     uint32_t *spans;             /* out: the column spans of what is rendered (NULL: not kept) */
+    bool discard;                /* a text's bytes go back to the system as it is rendered (crw_change_t.values_once) */
 } render_t;
 
 static void set_span(const render_t *r, int i, size_t off, size_t len) {
@@ -157,6 +158,8 @@ static int put_field(const render_t *r, crw_buf_t *out, const char *name, int i,
     size_t start = out->len;
     if (c->kind == CRW_PGO_COL_NULL)
         crw_buf_put(out, "null", 4);
+    else if (r->discard && cm->ti.cls == CRW_TC_TEXT && !cm->ti.is_array)
+        crw_buf_put_json_str_discard(out, c->data, c->len); /* rendered once: a large text is not resident twice */
     else if (as_text || crw_value_render(out, &cm->ti, c->data, c->len) < 0)
         crw_value_render_text(out, c->data, c->len);
     set_span(r, i, start, out->len - start);
@@ -578,6 +581,8 @@ int crw_ce_change(crw_ce_t *ce, crw_buf_t *out, crw_buf_t *key, crw_event_t *ev,
     bool direct = !cached && !(newt && oldkind == 'O') && !(ce->cache && ri->cached && tx->commit_lsn >= ce->horizon);
     if (direct) {
         r.spans = NULL;
+        /* nothing reads the row after the event is rendered, unless a crd's spec check fails on it */
+        r.discard = ch->values_once && ri->shape != CRW_SHAPE_CRD;
     } else if (!newt && cached) {
         /* a key-only delete: the cache knows the whole last state */
         crw_buf_reset(&ce->obj);

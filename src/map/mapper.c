@@ -183,6 +183,16 @@ int crw_mapper_change(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_chang
     return 0;
 }
 
+void crw_mapper_trim(crw_mapper_t *mp, crw_mapped_t *out) {
+    for (int i = 0; i < CRW_MAPPED_MAX; i++) {
+        if (mp->value[i].cap <= CRW_MAPPER_KEEP && mp->key[i].cap <= CRW_MAPPER_KEEP)
+            continue;
+        crw_buf_free(&mp->value[i]);
+        crw_buf_free(&mp->key[i]);
+        out->n = 0;
+    }
+}
+
 void crw_mapper_cache_horizon(crw_mapper_t *mp, uint64_t lsn) { crw_ce_cache_horizon(mp->ce, lsn); }
 
 int crw_mapper_seed(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_pgo_tuple_t *row, char *errstr, size_t n) {

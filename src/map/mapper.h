@@ -60,10 +60,22 @@ void crw_mapper_destroy(crw_mapper_t *mp);
  * Maps change ch of the watched relation ri (tx->ordinal counts it already)
  * into *out.  @returns 0, or CRW_ERR_UNMAPPED with errstr when the change
  * cannot be mapped (a NULL key, a crd spec that is no object, a kind no
- * resource names): the caller dead-letters it.
+ * resource names): the caller dead-letters it.  With ch->values_once, a
+ * CloudEvents object rendered straight into its event gives a large text
+ * value's memory back as it goes (crw_buf_put_json_str_discard): ch's values
+ * are spent after a 0, intact after CRW_ERR_UNMAPPED (every such check comes
+ * before them).
  */
 int crw_mapper_change(crw_mapper_t *mp, const crw_relinfo_t *ri, const crw_change_t *ch, const crw_txn_ctx_t *tx,
                       crw_mapped_t *out, char *errstr, size_t errstr_size);
+
+/*
+ * Lets go of the buffers an outsized event left (over CRW_MAPPER_KEEP),
+ * once the sinks have it: kept, they would hold that much resident through
+ * the next large row's read.  The events of *out go with them (out->n 0).
+ */
+#define CRW_MAPPER_KEEP (4u << 20)
+void crw_mapper_trim(crw_mapper_t *mp, crw_mapped_t *out);
 
 /* Renders a whole row read outside replication as its object and caches it (cache seeding). */
 /* The cache's listing read the current state at WAL position lsn (map/cloudevents.h's crw_ce_cache_horizon). */

@@ -15,13 +15,10 @@
  * abort.  The flush position reported is what the driver confirmed, never
  * more.  Session and slot set-up are in session.c.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/select.h>
-#include <sys/time.h>
 
 #include "core/buf.h"
 #include "core/clock.h"
@@ -31,6 +28,7 @@
 #include "core/metrics.h"
 #include "decode/change.h"
 #include "decode/pgoutput.h"
+#include "source/copystream.h"
 #include "source/session.h"
 #include "source/slotguard.h"
 #include "source/source.h"
@@ -40,6 +38,7 @@ typedef struct {
     crw_source_t base;
     const crw_config_t *conf;
     crw_session_t ses;
+    crw_copystream_t *copy;  /* the walsender's CopyBoth stream, once START_REPLICATION began it */
     crw_source_events_t ev;
     uint64_t endpos;
     crw_relcache_t *rels;
@@ -80,6 +79,7 @@ static uint64_t get64(const char *p) {
 static void logical_close(crw_source_t *base) {
     logical_t *r = L(base);
     crw_session_close(&r->ses);
+    crw_copystream_reset(r->copy);
     crw_catalog_set_conn(r->cat, NULL);
     crw_spool_reset(r->spool);
     r->in_stream = false;
@@ -91,6 +91,7 @@ static void logical_destroy(crw_source_t *base) {
     logical_t *r = L(base);
     logical_close(base);
     crw_session_free(&r->ses);
+    crw_copystream_free(r->copy);
     crw_catalog_destroy(r->cat);
     crw_relcache_destroy(r->rels);
     crw_pgo_decoder_destroy(r->dec);
@@ -168,8 +169,7 @@ static void append_literal(crw_buf_t *b, const char *s, char quote) {
 }
 
 static int send_status(logical_t *r, bool reply_requested) {
-    PGconn *conn = r->ses.repl;
-    if (!conn)
+    if (!r->ses.repl)
         return CRW_ERR_CONN;
     uint64_t flush = crw_guard_flush(&r->guard, r->confirmed); /* never past the mark stored */
     uint64_t write = r->received > flush ? r->received : flush;
@@ -180,8 +180,8 @@ static int send_status(logical_t *r, bool reply_requested) {
     put64(msg + 17, flush);                  /* apply: same as flush; nothing is applied later */
     put64(msg + 25, (uint64_t)crw_clock_pg_us()); /* sendTime */
     msg[33] = reply_requested ? 1 : 0;
-    if (PQputCopyData(conn, msg, sizeof msg) <= 0 || PQflush(conn) < 0) {
-        crw_warn("could not send status update: %s", PQerrorMessage(conn));
+    if (crw_copystream_send(r->copy, msg, sizeof msg) < 0) {
+        crw_warn("could not send status update: %s", crw_copystream_error(r->copy));
         return CRW_ERR_CONN;
     }
     r->last_status_us = crw_clock_mono_us();
@@ -221,9 +221,22 @@ static void take_over(logical_t *r) {
     r->busy_since_us = now;
 }
 
+/* errstr and the error code of a START_REPLICATION that failed (crw_session_error's reading of it). */
+static int start_failed(const crw_copystream_end_t *end, char *errstr, size_t n) {
+    snprintf(errstr, n, "START_REPLICATION failed: %s", end->message);
+    const char *state = end->sqlstate;
+    /* 55006 object_in_use: the slot is still held by a dying predecessor. */
+    if (!strcmp(state, "55006"))
+        return CRW_ERR_SLOT_BUSY;
+    /* The session is going (a terminated backend, a shutting-down server). */
+    bool going = !strncmp(state, "08", 2) || !strncmp(state, "57P", 3);
+    return going || end->lost ? CRW_ERR_CONN : CRW_ERR_PREREQ;
+}
+
 static int logical_start(crw_source_t *base, char *errstr, size_t n) {
     logical_t *r = L(base);
     crw_spool_reset(r->spool);
+    crw_copystream_reset(r->copy); /* its connection, if any, is gone or going */
     r->in_stream = r->in_txn = false;
     /* The slot's advisory lock first: a standby touches nothing (docs/operations.md, "High availability"). */
     int rc = crw_session_lock_slot(&r->ses, errstr, n);
@@ -237,7 +250,6 @@ static int logical_start(crw_source_t *base, char *errstr, size_t n) {
         return rc;
     }
     crw_catalog_set_conn(r->cat, r->ses.sql);
-    PGresult *res;
 
     uint64_t start = 0;
     bool missing = false;
@@ -274,18 +286,13 @@ static int logical_start(crw_source_t *base, char *errstr, size_t n) {
     crw_buf_putc(&cmd, ')');
     crw_buf_free(&pubs);
     crw_debug("%s", cmd.data);
-    res = PQexec(r->ses.repl, cmd.data);
+    crw_copystream_end_t end;
+    rc = crw_copystream_start(r->copy, r->ses.repl, cmd.data, &end);
     crw_buf_free(&cmd);
-    if (PQresultStatus(res) != PGRES_COPY_BOTH) {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        rc = crw_session_error(r->ses.repl, res, "START_REPLICATION failed", errstr, n);
-        /* 55006 object_in_use: the slot is still held by a dying predecessor. */
-        if (state && !strcmp(state, "55006"))
-            rc = CRW_ERR_SLOT_BUSY;
-        PQclear(res);
+    if (rc < 0) {
+        rc = start_failed(&end, errstr, n);
         goto fail;
     }
-    PQclear(res);
     r->at_end = false;
     r->last_status_us = 0;
     r->busy_since_us = 0;
@@ -300,6 +307,7 @@ fail:
             take_over(r);
         PQfinish(r->ses.repl);
         r->ses.repl = NULL;
+        crw_copystream_reset(r->copy);
         return rc;
     }
     logical_close(base);
@@ -359,6 +367,7 @@ static int deliver(logical_t *r, const crw_pgo_msg_t *m, char *errstr, size_t n)
             return CRW_ERR_PROTOCOL;
         crw_change_t ch;
         crw_change_from_msg(&ch, rel, m);
+        ch.values_once = true; /* the message is in the stream's (or the spool's) buffer, rewritten by the next */
         return ev->change(ev->opaque, &ch);
     }
     case CRW_PGO_TRUNCATE:
@@ -475,18 +484,17 @@ static int logical_finish(crw_source_t *base, int timeout_ms) {
         return CRW_ERR_CONN;
     crw_guard_save(&r->guard, &r->ses, r->confirmed); /* the final flush goes no further than the mark */
     int rc = send_status(r, false);
-    if (rc == 0 && (PQputCopyEnd(r->ses.repl, NULL) <= 0 || PQflush(r->ses.repl) < 0))
+    if (rc == 0 && crw_copystream_send_done(r->copy) < 0)
         rc = CRW_ERR_CONN;
     /* The server answers CopyDone after every message before it, our status
      * update included, was processed; data still in flight is dropped. */
     int64_t deadline = crw_clock_mono_us() + (int64_t)timeout_ms * 1000;
     while (rc == 0) {
-        char *buf = NULL;
-        int len = PQgetCopyData(r->ses.repl, &buf, 1);
-        if (buf)
-            PQfreemem(buf);
+        char *buf, why[256];
+        crw_copystream_end_t end;
+        int len = crw_copystream_next(r->copy, &buf, &end, why, sizeof why);
         if (len == -1)
-            break; /* COPY ended: results follow */
+            break; /* COPY ended */
         if (len < -1) {
             rc = CRW_ERR_CONN;
             break;
@@ -499,57 +507,47 @@ static int logical_finish(crw_source_t *base, int timeout_ms) {
             rc = CRW_ERR_CONN;
             break;
         }
-        int fd = PQsocket(r->ses.repl);
-        fd_set rfds;
-        FD_ZERO(&rfds);
-        FD_SET(fd, &rfds);
-        struct timeval tv = {(time_t)(left / 1000000), (suseconds_t)(left % 1000000)};
-        if (select(fd + 1, &rfds, NULL, NULL, &tv) > 0 && !PQconsumeInput(r->ses.repl))
+        if (crw_copystream_wait(r->copy, left, why, sizeof why) < 0)
             rc = CRW_ERR_CONN;
-    }
-    if (rc == 0) {
-        PGresult *res;
-        while (!PQisBusy(r->ses.repl) && (res = PQgetResult(r->ses.repl)))
-            PQclear(res);
     }
     logical_close(base);
     return rc;
 }
 
-/* libpq's last error, first line, or what it means when libpq has none. */
-static void conn_lost(PGconn *conn, char *errstr, size_t n) {
-    const char *m = PQerrorMessage(conn);
-    size_t len = strcspn(m, "\n");
-    if (len)
-        snprintf(errstr, n, "connection lost: %.*s", (int)len, m);
-    else
-        snprintf(errstr, n, "connection lost: the server closed the connection");
-}
-
 /*
- * Why the server ended the stream, for errstr: PQgetCopyData said -1 and res
- * is the result that followed (NULL: none).  An error has its message; but a
- * walsender also ends the stream without one: at a shutdown (pg_ctl stop or
- * restart) it sends CommandComplete "COPY 0" and exits, and a CopyDone ends
- * its side of the copy.  Those are named, so the reason is never empty.
+ * Why the server ended the stream, for errstr.  An error has its message;
+ * but a walsender also ends the stream without one: at a shutdown (pg_ctl
+ * stop or restart) it sends CommandComplete "COPY 0" and exits, and a
+ * CopyDone ends its side of the copy.  Those are named, so the reason is
+ * never empty.
  */
-static void stream_end_reason(PGconn *conn, PGresult *res, char *buf, size_t n) {
-    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
-    const char *m = res ? PQresultErrorMessage(res) : "";
-    if (!*m && (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR))
-        m = PQerrorMessage(conn); /* e.g. the connection broke while the result was read */
-    size_t len = strcspn(m, "\n");
-    if (len)
-        snprintf(buf, n, "%.*s", (int)len, m);
-    else if (!res)
+static void stream_end_reason(const crw_copystream_end_t *end, char *buf, size_t n) {
+    if (end->message[0])
+        snprintf(buf, n, "%s", end->message);
+    else if (end->lost)
         snprintf(buf, n, "the server closed the connection");
-    else if (st == PGRES_COMMAND_OK)
-        snprintf(buf, n, "the server ended it (\"%s\"): it is shutting down or restarting",
-                 *PQcmdStatus(res) ? PQcmdStatus(res) : "CommandComplete");
-    else if (st == PGRES_COPY_IN)
+    else if (end->tag[0])
+        snprintf(buf, n, "the server ended it (\"%s\"): it is shutting down or restarting", end->tag);
+    else if (end->copy_done)
         snprintf(buf, n, "the server ended its side of the copy (CopyDone)");
     else
-        snprintf(buf, n, "the server ended it (%s)", PQresStatus(st));
+        snprintf(buf, n, "the server ended it");
+}
+
+/* The copy ended (crw_copystream_next said -1): errstr says why, and the error code. */
+static int stream_ended(const crw_copystream_end_t *end, char *errstr, size_t n) {
+    char why[600];
+    stream_end_reason(end, why, sizeof why);
+    snprintf(errstr, n, "replication stream ended: %s", why);
+    /* Class 42 (undefined object, ...) will fail the same way again: the
+     * usual one is a slot created before its publication existed. */
+    if (strncmp(end->sqlstate, "42", 2))
+        return CRW_ERR_CONN;
+    if (strstr(end->message, "publication"))
+        snprintf(errstr + strlen(errstr), n - strlen(errstr),
+                 " (the slot's position predates the publication: drop the slot, or create the "
+                 "publication before the slot)");
+    return CRW_ERR_PREREQ;
 }
 
 static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t n) {
@@ -573,28 +571,22 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
                 return CRW_ERR_CONN;
             return 0;
         }
-        char *buf = NULL;
-        int len = PQgetCopyData(r->ses.repl, &buf, 1);
+        char *buf;
+        crw_copystream_end_t end;
+        int len = crw_copystream_next(r->copy, &buf, &end, errstr, n);
         if (len == 0) {
             /* Nothing buffered: send feedback if due, then wait for the socket. */
             if (crw_clock_mono_us() - r->last_status_us >= interval && send_status(r, false) < 0)
                 return CRW_ERR_CONN;
             if (timeout_ms <= 0)
                 return 0;
-            int fd = PQsocket(r->ses.repl);
-            fd_set rfds;
-            FD_ZERO(&rfds);
-            FD_SET(fd, &rfds);
             int64_t until_status = interval - (crw_clock_mono_us() - r->last_status_us);
             int64_t wait_us = (int64_t)timeout_ms * 1000;
             if (until_status < wait_us)
                 wait_us = until_status > 0 ? until_status : 0;
-            struct timeval tv = {(time_t)(wait_us / 1000000), (suseconds_t)(wait_us % 1000000)};
-            int s = select(fd + 1, &rfds, NULL, NULL, &tv);
-            if (s < 0 && errno != EINTR) {
-                snprintf(errstr, n, "select: %s", strerror(errno));
+            int s = crw_copystream_wait(r->copy, wait_us, errstr, n);
+            if (s < 0)
                 return CRW_ERR_CONN;
-            }
             if (s == 0) { /* nothing came while waiting: is the stream stalled? */
                 bool ask = false;
                 int rc = crw_guard_silence(&r->guard, &ask, errstr, n);
@@ -603,33 +595,12 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
                 if (ask && send_status(r, true) < 0)
                     return CRW_ERR_CONN;
             }
-            if (s > 0 && !PQconsumeInput(r->ses.repl)) {
-                conn_lost(r->ses.repl, errstr, n);
-                return CRW_ERR_CONN;
-            }
             return 0; /* let the caller look at signals, sinks and endpos */
         }
-        if (len == -1) {
-            PGresult *res = PQgetResult(r->ses.repl);
-            const char *m = res ? PQresultErrorMessage(res) : "";
-            const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-            char why[512];
-            stream_end_reason(r->ses.repl, res, why, sizeof why);
-            snprintf(errstr, n, "replication stream ended: %s", why);
-            /* Class 42 (undefined object, ...) will fail the same way again: the
-             * usual one is a slot created before its publication existed. */
-            int rc = state && !strncmp(state, "42", 2) ? CRW_ERR_PREREQ : CRW_ERR_CONN;
-            if (rc == CRW_ERR_PREREQ && strstr(m, "publication"))
-                snprintf(errstr + strlen(errstr), n - strlen(errstr),
-                         " (the slot's position predates the publication: drop the slot, or create the "
-                         "publication before the slot)");
-            PQclear(res);
-            return rc;
-        }
-        if (len < 0) {
-            conn_lost(r->ses.repl, errstr, n);
+        if (len == -1)
+            return stream_ended(&end, errstr, n);
+        if (len < 0)
             return CRW_ERR_CONN;
-        }
         int rc = 0;
         crw_guard_frame(&r->guard);
         if (buf[0] == 'k' && len >= 18) {
@@ -661,7 +632,6 @@ static int logical_poll(crw_source_t *base, int timeout_ms, char *errstr, size_t
             snprintf(errstr, n, "unexpected replication frame '%c' of %d bytes", buf[0], len);
             rc = CRW_ERR_PROTOCOL;
         }
-        PQfreemem(buf);
         if (rc < 0)
             return rc;
         if (r->at_end)
@@ -701,6 +671,7 @@ CRW_SOURCE_CONSTRUCTOR(crw_source_logical_new) {
     r->cat = crw_catalog_new(r->rels);
     r->dec = crw_pgo_decoder_new();
     r->spool = crw_spool_new(conf->spool_dir);
+    r->copy = crw_copystream_new();
     crw_guard_init(&r->guard, conf);
     return &r->base;
 }

@@ -106,7 +106,11 @@ static void start(run_t *r, PGconn *c, const char *db, crw_config_t *conf) {
     pthread_t t;
     cr_assert_eq(pthread_create(&t, NULL, run_main, r), 0);
     pthread_detach(t);
-    cr_assert(it_wait_sql_true(c, 15000, "SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = '%s' AND active",
+    /* Active is not enough: a slot being created is active before its consistent point, and a change committed
+     * then is not the slot's.  START_REPLICATION puts its walsender in catchup, then streaming. */
+    cr_assert(it_wait_sql_true(c, 15000,
+                               "SELECT count(*) = 1 FROM pg_replication_slots s JOIN pg_stat_replication r ON "
+                               "r.pid = s.active_pid WHERE s.slot_name = '%s' AND r.state IN ('catchup', 'streaming')",
                                db),
               "the stream did not start");
 }

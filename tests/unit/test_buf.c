@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 
@@ -223,4 +224,50 @@ Test(buf, json_string_matches_the_obvious_escaper) {
     }
     crw_buf_free(&in);
     crw_buf_free(&want);
+}
+
+/*
+ * A large value escaped with its pages handed back: the same JSON as the
+ * plain escaper's, sequences and escapes across the 1 MiB steps included,
+ * and the input's pages behind the last step read as zeros (given back).
+ */
+Test(buf, json_string_discard_gives_the_same_json_and_gives_the_pages_back) {
+    static const char *specials[] = {"\"", "\\", "\n", "\x01", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xff",
+                                     "\xe2\x82"};
+    const size_t n = (5u << 20) + 12345, step = 1u << 20;
+    char *in = malloc(n), *copy = malloc(n);
+    cr_assert(in && copy);
+    uint32_t x = 0x9e3779b9u;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        in[i] = (char)(' ' + (x >> 8) % 95);
+    }
+    for (size_t s = step; s < n; s += step) /* every special at every offset around each step */
+        for (size_t k = 0; k < sizeof specials / sizeof specials[0]; k++) {
+            size_t at = s - 16 + k * 4 + (s / step) % 3, len = strlen(specials[k]);
+            memcpy(in + at, specials[k], len);
+        }
+    for (size_t i = 1000; i < n; i += 77777) /* and their first bytes alone here and there */
+        in[i] = specials[i % (sizeof specials / sizeof specials[0])][0];
+    memcpy(copy, in, n);
+    crw_buf_t want = CRW_BUF_INIT;
+    ref_escape(&want, (const unsigned char *)in, n);
+    crw_buf_reset(&b);
+    crw_buf_puts(&b, "{\"v\":");
+    crw_buf_put_json_str_discard(&b, copy, n);
+    cr_assert_eq(b.len - 5, want.len);
+    cr_assert_eq(memcmp(b.data + 5, want.data, want.len), 0, "the discarding escaper differs");
+    /* a page well inside the first steps is given back; the tail after the last step is kept */
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const char *given = (const char *)(((uintptr_t)copy + step / 2) & ~(page - 1));
+    size_t nonzero = 0;
+    for (size_t i = 0; i < page; i++)
+        nonzero += given[i] != 0;
+    cr_assert_eq(nonzero, 0, "the pages escaped were not given back");
+    cr_assert_eq(memcmp(copy + n - 100, in + n - 100, 100), 0);
+    crw_buf_free(&want);
+    free(in);
+    free(copy);
 }
