@@ -45,24 +45,9 @@ CONNINFO="dbname=$DB"
 # ---------------------------------------------------------------- setup
 q "CREATE DATABASE $DB"
 psqlx -d "$DB" -f "$ROOT/sql/crwatch.sql" >/dev/null 2>&1
-qb "CREATE TABLE public.jobs (
-  namespace text NOT NULL, name text NOT NULL, uid uuid NOT NULL DEFAULT gen_random_uuid(),
-  generation bigint NOT NULL DEFAULT 1, resource_version bigint NOT NULL DEFAULT 0,
-  labels jsonb NOT NULL DEFAULT '{}', annotations jsonb NOT NULL DEFAULT '{}', spec jsonb NOT NULL,
-  status jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL DEFAULT now(),
-  updated_at timestamptz NOT NULL DEFAULT now(), deleted_at timestamptz, PRIMARY KEY (namespace, name));
-  SELECT crwatch.manage('public.jobs');" >/dev/null
+qb "$(bench_jobs_table public.jobs)" >/dev/null
 log "loading $ROWS rows"
-for ((lo = 1; lo <= ROWS; lo += 100000)); do
-  hi=$((lo + 99999))
-  ((hi > ROWS)) && hi=$ROWS
-  echo "INSERT INTO public.jobs (namespace, name, labels, spec, status)
-    SELECT 'ns-' || (g % 10), 'job-' || g, '{\"app\": \"transcoder\"}',
-      jsonb_build_object('input', 's3://media/in/' || g || '.mov', 'output', 's3://media/out/' || g,
-        'codec', 'h264', 'bitrate', 4000 + g % 1000, 'resolutions', jsonb_build_array('1080p', '720p', '480p')),
-      '{\"phase\": \"Pending\"}'
-    FROM generate_series($lo, $hi) g;"
-done | psqlx -d "$DB"
+bench_jobs_rows public.jobs 1 "$ROWS" | psqlx -d "$DB"
 qb "VACUUM ANALYZE public.jobs"
 COLS="$(qb "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
   WHERE attrelid = 'public.jobs'::regclass AND attnum > 0 AND NOT attisdropped")"

@@ -13,6 +13,8 @@
 #                            BENCH_DECODING_WORK_MEM and BENCH_PG_OPTS; its env is sourced
 #   psqlx ARG... / q SQL / qb SQL    psql -X -q, ON_ERROR_STOP; q in postgres, qb in $DB (-Atc)
 #   median                   the median of the numbers on stdin
+#   bench_mixed_columns      the mixed-type row's columns, for CREATE TABLE (bigint key id, ~200-byte jsonb)
+#   bench_mixed_row          its SELECT list for the id i (every column set)
 #   bench_mixed_table        creates public.$TABLE (the mixed-type row), publication $PUB and, before
 #                            any workload, the pgoutput slot $SRC_SLOT, in $DB
 #   bench_mixed_workload OUT writes OUT: TXNS x TXN_ROWS-row inserts, one BIG_ROWS-row insert, the first
@@ -21,9 +23,17 @@
 #   bench_stamp              copies stdin to stdout, each line prefixed with its arrival time (epoch s)
 #   bench_lat_stats FILE     "p50 p99 max n" in ms of arrival - the event's "time", over bench_stamp lines
 #   mock_start [--transactions] / mock_cmd LINE / mock_stop   a crwatch-mock-kafka ($MOCK) of the script's: BS
+#   bench_jobs_table TABLE   SQL: TABLE in the crd convention (sql/crwatch.sql loaded), crwatch.manage'd
+#   bench_jobs_rows TABLE LO HI [BATCH]   SQL: rows job-LO..job-HI of it (~340 bytes, 10 namespaces),
+#                            BATCH [100000] rows per INSERT
 #   copy_slot NAME [PLUGIN] / drop_slot NAME   copies of $SRC_SLOT, which nothing consumes, so every
 #                            copy decodes the same WAL
+#   bench_slot_stats SLOT    spill_txns spill_bytes stream_txns stream_bytes total_txns total_bytes
+#   bench_slot_behind SLOT ENDPOS   bytes SLOT's confirmed_flush_lsn is behind ENDPOS (<= 0: reached)
+#   bench_recvlogical SLOT ENDPOS   array CMD: pg_recvlogical (pgoutput proto 2, streaming, messages,
+#                            publication $PUB) from SLOT to ENDPOS into /dev/null
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # what these functions set is the sourcing script's
 
 bench_init() {
   BENCH_TAG=$1
@@ -112,18 +122,25 @@ qb() { psqlx -d "$DB" -Atc "$1"; }
 
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print 0; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
+bench_mixed_columns() {
+  echo "id bigint PRIMARY KEY, name text NOT NULL, qty int, price numeric(12,2), created_at timestamptz, payload jsonb,
+  active boolean"
+}
+
+# One row, i being the id: ~200-byte jsonb, every column set.
+bench_mixed_row() {
+  echo "i, 'item-' || i || '-' || md5(i::text), (i % 100000)::int, round((i * 1.37)::numeric % 100000, 2),
+  timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second',
+  jsonb_build_object('sku', 'SKU-' || lpad(i::text, 10, '0'), 'tags', jsonb_build_array('alpha', 'beta', 'gamma'),
+    'dims', jsonb_build_object('w', i % 100, 'h', i % 37, 'd', 12.5), 'seq', i,
+    'note', 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor'),
+  i % 2 = 0"
+}
+
 bench_mixed_table() {
   q "CREATE DATABASE $DB"
   qb "
-CREATE TABLE public.$TABLE (
-  id         bigint PRIMARY KEY,
-  name       text NOT NULL,
-  qty        int,
-  price      numeric(12,2),
-  created_at timestamptz,
-  payload    jsonb,
-  active     boolean
-);
+CREATE TABLE public.$TABLE ($(bench_mixed_columns));
 CREATE PUBLICATION $PUB FOR TABLE public.$TABLE;"
   qb "SELECT pg_create_logical_replication_slot('$SRC_SLOT', 'pgoutput')" >/dev/null
 }
@@ -132,13 +149,8 @@ bench_mixed_workload() {
   ((UPDATE_ROWS > TXNS * TXN_ROWS + BIG_ROWS)) && UPDATE_ROWS=$((TXNS * TXN_ROWS + BIG_ROWS))
   INSERT_ROWS=$((TXNS * TXN_ROWS + BIG_ROWS))
   TOTAL_ROWS=$((INSERT_ROWS + UPDATE_ROWS))
-  # One row, i being the id: ~200-byte jsonb, every column set.
-  local row="i, 'item-' || i || '-' || md5(i::text), (i % 100000)::int, round((i * 1.37)::numeric % 100000, 2),
-  timestamptz '2024-01-01 00:00:00+00' + i * interval '1 second',
-  jsonb_build_object('sku', 'SKU-' || lpad(i::text, 10, '0'), 'tags', jsonb_build_array('alpha', 'beta', 'gamma'),
-    'dims', jsonb_build_object('w', i % 100, 'h', i % 37, 'd', 12.5), 'seq', i,
-    'note', 'lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor'),
-  i % 2 = 0" t lo hi
+  local row t lo hi
+  row="$(bench_mixed_row)"
   {
     echo "\\set ON_ERROR_STOP 1"
     for ((t = 0; t < TXNS; t++)); do
@@ -164,6 +176,41 @@ copy_slot() {
   fi
 }
 drop_slot() { qb "SELECT pg_drop_replication_slot('$1')" >/dev/null; }
+bench_slot_stats() {
+  qb "SELECT spill_txns, spill_bytes, stream_txns, stream_bytes, total_txns, total_bytes
+        FROM pg_stat_replication_slots WHERE slot_name = '$1'" | tr '|' ' '
+}
+bench_slot_behind() {
+  qb "SELECT pg_wal_lsn_diff('$2', confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = '$1'"
+}
+bench_recvlogical() {
+  CMD=("$PG_BIN/pg_recvlogical" -d "$CONNINFO" --slot "$1" --start --no-loop
+       -o proto_version=2 -o streaming=on -o messages=true -o "publication_names=$PUB" --endpos "$2" -f /dev/null)
+}
+
+bench_jobs_table() {
+  echo "CREATE TABLE $1 (
+  namespace text NOT NULL, name text NOT NULL, uid uuid NOT NULL DEFAULT gen_random_uuid(),
+  generation bigint NOT NULL DEFAULT 1, resource_version bigint NOT NULL DEFAULT 0,
+  labels jsonb NOT NULL DEFAULT '{}', annotations jsonb NOT NULL DEFAULT '{}', spec jsonb NOT NULL,
+  status jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(), deleted_at timestamptz, PRIMARY KEY (namespace, name));
+  SELECT crwatch.manage('$1');"
+}
+
+bench_jobs_rows() {
+  local tbl=$1 from=$2 to=$3 batch=${4:-100000} lo hi
+  for ((lo = from; lo <= to; lo += batch)); do
+    hi=$((lo + batch - 1))
+    ((hi > to)) && hi=$to
+    echo "INSERT INTO $tbl (namespace, name, labels, spec, status)
+    SELECT 'ns-' || (g % 10), 'job-' || g, '{\"app\": \"transcoder\"}',
+      jsonb_build_object('input', 's3://media/in/' || g || '.mov', 'output', 's3://media/out/' || g,
+        'codec', 'h264', 'bitrate', 4000 + g % 1000, 'resolutions', jsonb_build_array('1080p', '720p', '480p')),
+      '{\"phase\": \"Pending\"}'
+    FROM generate_series($lo, $hi) g;"
+  done
+}
 
 bench_stamp() { perl -MTime::HiRes=time -ne 'BEGIN { $| = 1 } printf "%.6f %s", time(), $_'; }
 

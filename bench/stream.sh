@@ -97,21 +97,10 @@ PAYLOAD_BYTES="$(qb "SELECT round(avg(length(payload::text))) FROM public.$TABLE
 log "workload took $(printf '%.1f' "$(echo "$w1 - $w0" | bc -l)") s; WAL $START_LSN..$ENDPOS ($((WAL_BYTES / 1048576)) MiB), payload ~$PAYLOAD_BYTES bytes"
 
 # ---------------------------------------------------------------- helpers
-# Decoding statistics of a slot: spill_txns spill_bytes stream_txns stream_bytes total_txns total_bytes
-slot_stats() {
-  qb "SELECT spill_txns, spill_bytes, stream_txns, stream_bytes, total_txns, total_bytes
-        FROM pg_stat_replication_slots WHERE slot_name = '$1'" | tr '|' ' '
-}
-confirmed_behind() { # bytes the slot's confirmed_flush_lsn is behind endpos (<= 0: reached)
-  qb "SELECT pg_wal_lsn_diff('$ENDPOS', confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = '$1'"
-}
-
 # cmd_for CONTENDER SLOT -> the command line in array CMD
 cmd_for() {
   case "$1" in
-    recvlogical) CMD=("$PG_BIN/pg_recvlogical" -d "$CONNINFO" --slot "$2" --start --no-loop
-                      -o proto_version=2 -o streaming=on -o messages=true -o "publication_names=$PUB"
-                      --endpos "$ENDPOS" -f /dev/null) ;;
+    recvlogical) bench_recvlogical "$2" "$ENDPOS" ;;
     recvlogical-v1) CMD=("$PG_BIN/pg_recvlogical" -d "$CONNINFO" --slot "$2" --start --no-loop
                       -o proto_version=1 -o "publication_names=$PUB" --endpos "$ENDPOS" -f /dev/null) ;;
     wal2json) CMD=("$PG_BIN/pg_recvlogical" -d "$CONNINFO" --slot "$2" --start --no-loop
@@ -143,8 +132,8 @@ run_one() {
   read -r rss cpu_u cpu_s < <(tail -n 1 "$WORK/rss" 2>/dev/null || true) || true
   [[ "${rss:-}" =~ ^[0-9]+$ ]] || rss=0
   cpu=$(echo "${cpu_u:-0} + ${cpu_s:-0}" | bc -l)
-  behind=$(confirmed_behind "$slot")
-  stats="$(slot_stats "$slot")"
+  behind=$(bench_slot_behind "$slot" "$ENDPOS")
+  stats="$(bench_slot_stats "$slot")"
   drop_slot "$slot"
   printf '%s\t%s\t%.3f\t%s\t%s\t%s\t%.2f\t%s\n' "$c" "$i" "$secs" "$rss" "$rc" "$behind" "$cpu" "${stats// /$'\t'}" >>"$RAW"
   if ((rc != 0)); then
@@ -168,7 +157,7 @@ copy_slot bench_validate
 cmd_for crwatch bench_validate
 vrc=0
 timeout --kill-after=10 "$TIMEOUT" "${CMD[@]}" >"$WORK/validate.jsonl" 2>"$WORK/validate.err" || vrc=$?
-VSTATS="$(slot_stats bench_validate)"
+VSTATS="$(bench_slot_stats bench_validate)"
 drop_slot bench_validate
 V_LINES=$(wc -l <"$WORK/validate.jsonl")
 V_ADDED=$(grep -c '"data":{"type":"ADDED"' "$WORK/validate.jsonl" || true)

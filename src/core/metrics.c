@@ -1,9 +1,9 @@
 /*
  * metrics.c — the process's metrics and their Prometheus text rendering
  * (metrics.h).  Scalars and histogram buckets are atomics bumped with
- * relaxed order; events_total{kind,type} is a fixed open-addressing table
- * whose entries are published once (under a mutex, the only one) and then
- * counted without it.
+ * relaxed order; events_total{kind,type} is a fixed pool of counters in
+ * hash chains, each published once (under a mutex, the only one) and then
+ * found and counted without it.
  */
 #include "core/metrics.h"
 
@@ -94,16 +94,22 @@ static hist_t hists[CRW_H_N];
 static _Atomic int wal_status_code; /* 0 unknown, else 1 + index in wal_statuses */
 static const char *const wal_statuses[] = {"reserved", "extended", "unreserved", "lost"};
 
-/* events_total{kind,type} */
-#define NEVENTS 256
+/* events_total{kind,type}: NEVENT_BUCKETS hash chains over a pool of NEVENTS counters, taken in order.  A
+ * look-up walks one chain, without the lock (a counter is filled, then linked with release); adding one takes
+ * the lock.  One chain, not the whole table, is walked whatever the number of kinds (a table watched as a
+ * row-shaped resource is a kind: a publication of 1000 tables is 1000 kinds). */
+#define NEVENTS 4096
+#define NEVENT_BUCKETS 1024
 #define KIND_MAX 64
-typedef struct {
-    _Atomic bool used;
+typedef struct event_counter {
     char kind[KIND_MAX];
     char type[16];
     _Atomic uint64_t count;
+    struct event_counter *_Atomic next;
 } event_counter_t;
 static event_counter_t events[NEVENTS];
+static event_counter_t *_Atomic event_heads[NEVENT_BUCKETS];
+static _Atomic uint32_t nevents; /* events[0..nevents) are in use */
 static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void crw_metric_add(crw_metric_t m, uint64_t n) { atomic_fetch_add_explicit(&scalars[m], (int64_t)n, memory_order_relaxed); }
@@ -145,6 +151,13 @@ static bool same(const event_counter_t *e, const char *kind, const char *type) {
     return !strncmp(e->kind, kind, KIND_MAX) && !strcmp(e->type, type);
 }
 
+static event_counter_t *find_event(event_counter_t *e, const char *kind, const char *type) {
+    for (; e; e = atomic_load_explicit(&e->next, memory_order_acquire))
+        if (same(e, kind, type))
+            return e;
+    return NULL;
+}
+
 void crw_metric_event(const char *kind, const char *type) {
     if (!kind)
         kind = "";
@@ -152,35 +165,31 @@ void crw_metric_event(const char *kind, const char *type) {
         type = "";
     if (strlen(kind) >= KIND_MAX)
         kind = "_long"; /* a kind name is a label value, never this long in practice */
-    uint32_t h = hash2(kind, type);
-    for (uint32_t probe = 0; probe < NEVENTS; probe++) {
-        event_counter_t *e = &events[(h + probe) % NEVENTS];
-        if (atomic_load_explicit(&e->used, memory_order_acquire)) {
-            if (same(e, kind, type)) {
-                atomic_fetch_add_explicit(&e->count, 1, memory_order_relaxed);
-                return;
-            }
-            continue;
-        }
+    event_counter_t *_Atomic *head = &event_heads[hash2(kind, type) % NEVENT_BUCKETS];
+    event_counter_t *e = find_event(atomic_load_explicit(head, memory_order_acquire), kind, type);
+    if (!e) {
         pthread_mutex_lock(&events_lock);
-        if (!atomic_load_explicit(&e->used, memory_order_relaxed)) {
+        e = find_event(atomic_load_explicit(head, memory_order_acquire), kind, type); /* added meanwhile? */
+        uint32_t n = atomic_load_explicit(&nevents, memory_order_relaxed);
+        if (!e && n < NEVENTS) {
+            e = &events[n];
             snprintf(e->kind, sizeof e->kind, "%s", kind);
             snprintf(e->type, sizeof e->type, "%s", type);
-            atomic_store_explicit(&e->count, 1, memory_order_relaxed);
-            atomic_store_explicit(&e->used, true, memory_order_release);
-            pthread_mutex_unlock(&events_lock);
-            return;
+            atomic_store_explicit(&e->count, 0, memory_order_relaxed);
+            atomic_store_explicit(&e->next, atomic_load_explicit(head, memory_order_relaxed), memory_order_relaxed);
+            atomic_store_explicit(head, e, memory_order_release);
+            atomic_store_explicit(&nevents, n + 1, memory_order_release);
         }
         pthread_mutex_unlock(&events_lock);
-        if (same(e, kind, type)) { /* another thread published it meanwhile */
-            atomic_fetch_add_explicit(&e->count, 1, memory_order_relaxed);
+        if (!e) {
+            /* The pool is used up (4096 kind/type pairs): said once, the rest are not counted. */
+            static _Atomic bool warned;
+            if (!atomic_exchange(&warned, true))
+                crw_warn("metrics: more than %d kind/type pairs; crwatch_events_total leaves the rest out", NEVENTS);
             return;
         }
     }
-    /* The table is full (256 kind/type pairs): said once, the rest are not counted. */
-    static _Atomic bool warned;
-    if (!atomic_exchange(&warned, true))
-        crw_warn("metrics: more than %d kind/type pairs; crwatch_events_total leaves the rest out", NEVENTS);
+    atomic_fetch_add_explicit(&e->count, 1, memory_order_relaxed);
 }
 
 /* A label value: backslash, double quote and newline escaped. */
@@ -235,10 +244,9 @@ void crw_metrics_render(crw_buf_t *out) {
     }
 
     header(out, "crwatch_events_total", "counter", "Events handed to the sinks, by kind and type");
-    for (int i = 0; i < NEVENTS; i++) {
-        event_counter_t *e = &events[i];
-        if (!atomic_load_explicit(&e->used, memory_order_acquire))
-            continue;
+    uint32_t n = atomic_load_explicit(&nevents, memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++) {
+        const event_counter_t *e = &events[i];
         crw_buf_puts(out, "crwatch_events_total{kind=\"");
         label_value(out, e->kind);
         crw_buf_puts(out, "\",type=\"");
@@ -285,9 +293,8 @@ void crw_metrics_reset(void) {
     atomic_store(&last_beat_ms, 0);
     atomic_store(&ready, 0);
     pthread_mutex_lock(&events_lock);
-    for (int i = 0; i < NEVENTS; i++) {
-        atomic_store(&events[i].used, false);
-        atomic_store(&events[i].count, 0);
-    }
+    for (int i = 0; i < NEVENT_BUCKETS; i++)
+        atomic_store(&event_heads[i], NULL);
+    atomic_store(&nevents, 0);
     pthread_mutex_unlock(&events_lock);
 }

@@ -15,6 +15,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/lsn.h"
+#include "core/strmap.h"
 
 /* Session settings that make text output deterministic (docs/events.md, "Values"). */
 #define SESSION_OPTIONS                                                                                                \
@@ -565,6 +566,13 @@ out:
     return rc;
 }
 
+/* schema NUL table: a table's key (identifiers hold no NUL). */
+static void table_key(crw_buf_t *key, const char *schema, const char *table) {
+    crw_buf_reset(key);
+    crw_buf_put(key, schema, strlen(schema) + 1);
+    crw_buf_puts(key, table);
+}
+
 /* Creates the publication, or adds watched tables it lacks, when allowed. */
 int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t n) {
     const crw_config_t *cf = s->conf;
@@ -577,6 +585,21 @@ int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t n) {
     PQclear(res);
     char *pubq = crw_session_quote_ident(s->sql, cf->publication_name);
     crw_buf_t sql = CRW_BUF_INIT;
+    /* The tables it has, listed once: a query per watched table would cost each a listing of the whole
+     * publication (pg_publication_tables), n queries of n rows at start. Keys: schema NUL table. */
+    crw_strmap_t *have = crw_strmap_new(1);
+    crw_buf_t key = CRW_BUF_INIT;
+    if (exists && !all) {
+        rc = crw_session_query(s->sql, &res, errstr, n,
+                   "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1", 1, p);
+        if (rc < 0)
+            goto out;
+        for (int r = 0; r < PQntuples(res); r++) {
+            table_key(&key, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1));
+            crw_strmap_put(have, key.data, key.len, NULL);
+        }
+        PQclear(res);
+    }
     if (!exists) {
         if (!cf->publication_create) {
             snprintf(errstr, n, "publication %s does not exist and publication.create=false", cf->publication_name);
@@ -601,16 +624,8 @@ int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t n) {
         if (crw_config_table_named_before(cf, i)) /* a shared table is named by each of its kinds */
             continue;
         if (exists) {
-            const char *pp[3] = {cf->publication_name, rs->schema, rs->table};
-            rc = crw_session_query(s->sql, &res, errstr, n,
-                       "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND "
-                       "tablename = $3",
-                       3, pp);
-            if (rc < 0)
-                goto out;
-            int have = PQntuples(res);
-            PQclear(res);
-            if (have)
+            table_key(&key, rs->schema, rs->table);
+            if (crw_strmap_get(have, key.data, key.len))
                 continue;
             if (!cf->publication_create) {
                 snprintf(errstr, n, "publication %s does not include %s.%s and publication.create=false",
@@ -645,6 +660,8 @@ int crw_session_ensure_publication(crw_session_t *s, char *errstr, size_t n) {
 out:
     free(pubq);
     crw_buf_free(&sql);
+    crw_buf_free(&key);
+    crw_strmap_destroy(have);
     return rc;
 }
 

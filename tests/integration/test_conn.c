@@ -342,3 +342,50 @@ Test(conn, check_fails_for_a_role_that_cannot_publish_and_names_the_fix, .timeou
     it_db_drop(NULL, db);
     drop_role(role);
 }
+
+/* A publication that exists: the watched tables it has are left alone, those it lacks are added (one
+ * statement), or refused with publication.create=false; its tables are listed once, not queried one by one. */
+Test(conn, an_existing_publication_gets_the_tables_it_lacks, .timeout = 120) {
+    char db[64], slot[128], conninfo[256];
+    PGconn *c = it_db_create("connpub", db, sizeof db);
+    snprintf(slot, sizeof slot, "slot.name=%s", db);
+    snprintf(conninfo, sizeof conninfo, "dbname=%s", db);
+    it_exec(c, "CREATE SCHEMA other");
+    it_exec(c, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)");
+    it_exec(c, "CREATE TABLE other.a (id int PRIMARY KEY); CREATE TABLE c (id int PRIMARY KEY)");
+    it_exec(c, "CREATE PUBLICATION pp FOR TABLE a");
+    const char *pubcount = "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pp'";
+
+    /* It has a: nothing to do. */
+    const char *has[] = {"slot", "create", "-X", "tables=public.a", "-X", "publication.name=pp", "-X", slot,
+                         "-d", conninfo, NULL};
+    char *err = NULL;
+    cr_assert_eq(it_run_crwatch(NULL, has, RUN_TIMEOUT, NULL, &err), 0, "%s", err);
+    cr_expect(!strstr(err, "added"), "%s", err);
+    free(err);
+    cr_assert_eq(count_of(c, pubcount), 1);
+    it_exec(c, "SELECT pg_drop_replication_slot('%s')", db);
+
+    /* It lacks b and other.a (same table name, another schema): both added, a kept. */
+    const char *lacks[] = {"slot", "create", "-X", "tables=public.a,public.b,other.a", "-X",
+                           "publication.name=pp", "-X", slot, "-d", conninfo, NULL};
+    cr_assert_eq(it_run_crwatch(NULL, lacks, RUN_TIMEOUT, NULL, &err), 0, "%s", err);
+    expect_in(err, "publication pp: added 2 table(s)", "ADD TABLE");
+    free(err);
+    cr_assert_eq(count_of(c, pubcount), 3);
+    cr_assert_eq(count_of(c, "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pp' AND "
+                             "schemaname = 'other' AND tablename = 'a'"), 1);
+    it_exec(c, "SELECT pg_drop_replication_slot('%s')", db);
+
+    /* publication.create=false: a lacking table is an error naming it, and nothing changes. */
+    const char *refused[] = {"slot", "create", "-X", "tables=public.a,public.c", "-X", "publication.name=pp",
+                             "-X", "publication.create=false", "-X", slot, "-d", conninfo, NULL};
+    cr_assert_eq(it_run_crwatch(NULL, refused, RUN_TIMEOUT, NULL, &err), 3, "%s", err);
+    expect_in(err, "publication pp does not include public.c and publication.create=false", "refused");
+    free(err);
+    cr_assert_eq(count_of(c, pubcount), 3);
+    cr_assert_eq(count_of(c, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = current_database()"), 0);
+
+    PQfinish(c);
+    it_db_drop(NULL, db);
+}

@@ -4,6 +4,7 @@
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,6 +121,48 @@ Test(metrics, events_from_threads_are_all_counted) {
     char *page = render();
     cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"a\",type=\"ADDED\"}"), 20000, "%s", page);
     cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"b\",type=\"ADDED\"}"), 20000, "%s", page);
+    free(page);
+}
+
+Test(metrics, events_of_a_thousand_kinds_are_all_counted) {
+    /* 1000 tables watched as rows are 1000 kinds: 3000 kind/type pairs, each counted on its own */
+    static const char *const types[3] = {"ADDED", "MODIFIED", "DELETED"};
+    char kind[32];
+    for (int round = 0; round < 2; round++)
+        for (int k = 0; k < 1000; k++)
+            for (int t = 0; t < 3; t++) {
+                snprintf(kind, sizeof kind, "t%d", k);
+                for (int i = 0; i <= t; i++)
+                    crw_metric_event(kind, types[t]);
+            }
+    char *page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"t0\",type=\"ADDED\"}"), 2, "%.300s", page);
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"t999\",type=\"DELETED\"}"), 6);
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"t500\",type=\"MODIFIED\"}"), 4);
+    int lines = 0;
+    for (const char *p = page; (p = strstr(p, "\ncrwatch_events_total{")); p++)
+        lines++;
+    cr_expect_eq(lines, 3000, "one sample per pair");
+    free(page);
+}
+
+Test(metrics, events_past_the_pool_are_left_out, .fini = crw_metrics_reset) {
+    char kind[32];
+    for (int k = 0; k < 5000; k++) {
+        snprintf(kind, sizeof kind, "k%d", k);
+        crw_metric_event(kind, "SYNC");
+        crw_metric_event(kind, "SYNC");
+    }
+    char *page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"k0\",type=\"SYNC\"}"), 2);
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"k4095\",type=\"SYNC\"}"), 2);
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"k4096\",type=\"SYNC\"}"), -1, "past the pool");
+    free(page);
+    crw_metrics_reset();
+    crw_metric_event("k4096", "SYNC");
+    page = render();
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"k4096\",type=\"SYNC\"}"), 1, "reset empties it");
+    cr_expect_eq(prom_sample(page, "crwatch_events_total{kind=\"k0\",type=\"SYNC\"}"), -1, "reset empties it");
     free(page);
 }
 
