@@ -818,6 +818,10 @@ static void refuse_produce(crw_txnlayer_t *t, pend_t *p) {
         put_i64(out, -1); /* log_append_time_ms (v2+) */
         if (p->ver >= 5)
             put_i64(out, -1); /* log_start_offset */
+        if (p->ver >= 8) {
+            put_i32(out, 0);  /* record_errors */
+            put_i16(out, -1); /* error_message: null */
+        }
     }
     put_i32(out, 0); /* throttle_time_ms */
 }

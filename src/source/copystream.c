@@ -23,7 +23,8 @@
 #include "core/log.h"
 
 #define BUF_SIZE (128 * 1024)
-#define MAX_MSG 0x7ffffff0u /* a length the int of next() can carry */
+#define MAX_MSG ((1u << 30) + 64) /* CopyData: PostgreSQL sends none over 1 GB (MaxAllocSize) */
+#define MAX_OTHER_MSG (1u << 20)   /* any other message (errors, notices, parameters) is far smaller */
 
 struct crw_copystream {
     PGconn *conn; /* NULL: no copy in progress */
@@ -173,7 +174,7 @@ static int take(crw_copystream_t *cs, char *type, char **body, size_t *len) {
         return 0;
     char *m = cs->buf + cs->rd;
     uint32_t l = get32(m + 1);
-    if (l < 4 || l > MAX_MSG) {
+    if (l < 4 || l > (m[0] == 'd' ? MAX_MSG : MAX_OTHER_MSG)) { /* a wrong length word is not grown into */
         lose(cs, "invalid message length %u (type \"%c\") in the replication stream", l, m[0]);
         cs->broken = true;
         return 0;
@@ -291,7 +292,7 @@ static int direct_wait(crw_copystream_t *cs, int64_t timeout_us, char *errstr, s
     int s = ppoll(&p, 1, &ts, NULL);
     if (s < 0) {
         if (errno == EINTR)
-            return 1;
+            return 0; /* a signal: nothing came */
         snprintf(errstr, n, "poll: %s", strerror(errno));
         return -1;
     }
@@ -381,7 +382,7 @@ static int libpq_wait(crw_copystream_t *cs, int64_t timeout_us, char *errstr, si
         conn_lost(cs->conn, errstr, n);
         return -1;
     }
-    return s != 0;
+    return s > 0; /* 0: a timeout or a signal */
 }
 
 /* ---- the interface ------------------------------------------------------ */

@@ -53,7 +53,6 @@ typedef struct {
     int table;
     bound_t lo, hi;    /* key values, or block numbers (ctid) */
     uint64_t since;    /* a catch-up: the rows written by transactions from this xid8 on; 0: a range */
-    char *since_snap;  /* a catch-up: ... and not visible to this snapshot (pg_snapshot text); NULL: since only */
     uint64_t position; /* the position it was last delivered with; 0: never */
     int epoch;         /* the snapshot it was last delivered from */
     bool done;         /* that position was confirmed */
@@ -64,8 +63,8 @@ typedef struct {
 
 /* One snapshot read from: each start takes one. */
 typedef struct {
-    uint64_t xmin;      /* the snapshot's xmin (xid8): every transaction below it had ended */
-    char *snap;         /* the snapshot itself (pg_snapshot text: xmin:xmax:xip,...); NULL in older state files */
+    uint64_t xmin;      /* the oldest transaction (xid8) that may have written a row here this snapshot did not see:
+                         * its xmin, or above it (snap_since) */
     uint32_t *filenode; /* per table: a rewrite (VACUUM FULL, CLUSTER) changes it, and with it every ctid */
 } epoch_t;
 
@@ -125,7 +124,6 @@ typedef struct {
     int nep;
     char *snapshot;
     uint64_t snap_lsn, snap_xmin;
-    char *snap_text; /* pg_current_snapshot() of the snapshot read from */
     int64_t snap_time;
     char *dbname;
     bool loaded, in_txn, at_end, stop_after_commit, finished_before, warned_new_snapshot;
@@ -190,19 +188,13 @@ static void put_compare(PGconn *c, crw_buf_t *out, const stable_t *t, const char
     "(((pg_snapshot_xmax(pg_current_snapshot())::text::int8 >> 32) - (xmin::text::int8 > "                             \
     "(pg_snapshot_xmax(pg_current_snapshot())::text::int8 & 4294967295))::int) << 32 | xmin::text::int8)"
 
-/* pg_snapshot text as PostgreSQL prints it ("xmin:xmax:xip,xip"), safe inside a literal. */
-static bool snapshot_text_ok(const char *v) {
-    return v && *v && strspn(v, "0123456789:,") == strlen(v) && strchr(v, ':');
-}
-
 /*
  * " WHERE filter AND <range>" onto out: the range is lo < key <= hi (key
  * chunks), lo <= block < hi (ctid chunks), or, for a catch-up, the rows
- * written by a transaction from xid8 since on that since_snap (when known)
- * did not see.  A NULL or unset bound is open.
+ * written by a transaction from xid8 since on.  A NULL or unset bound is open.
  */
 static void put_where(PGconn *c, crw_buf_t *out, const stable_t *t, const bound_t *lo, const bound_t *hi,
-                      uint64_t since, const char *since_snap) {
+                      uint64_t since) {
     const char *sep = " WHERE ";
     if (t->filter) {
         crw_buf_printf(out, "%s(%s)", sep, t->filter);
@@ -212,11 +204,6 @@ static void put_where(PGconn *c, crw_buf_t *out, const stable_t *t, const bound_
         /* xids 0-2 are frozen or bootstrap rows: old.  A subtransaction's xid is above its top's, so >= xmin
          * of the snapshot catches it too. */
         crw_buf_printf(out, "%sxmin::text::int8 >= 3 AND " ROW_XID8 " >= %" PRIu64, sep, since);
-        /* A row an earlier transaction wrote is not read again because a still older one held the snapshot's xmin
-         * back (another database's, a long report's): only what the earlier snapshot did not see. */
-        if (snapshot_text_ok(since_snap))
-            crw_buf_printf(out, " AND NOT pg_visible_in_snapshot((" ROW_XID8 ")::text::xid8, '%s'::pg_snapshot)",
-                           since_snap);
         return;
     }
     if (t->by_ctid) {
@@ -319,11 +306,10 @@ static chunk_t *chunk_add(snap_t *s, int table) {
     return c;
 }
 
-static epoch_t *epoch_add(snap_t *s, uint64_t xmin, const char *snap) {
+static epoch_t *epoch_add(snap_t *s, uint64_t xmin) {
     s->ep = crw_realloc(s->ep, sizeof *s->ep * (size_t)(s->nep + 1));
     epoch_t *e = &s->ep[s->nep++];
     e->xmin = xmin;
-    e->snap = snapshot_text_ok(snap) ? crw_strdup(snap) : NULL;
     e->filenode = crw_calloc((size_t)s->nt + 1, sizeof *e->filenode);
     return e;
 }
@@ -386,11 +372,9 @@ static int state_replay(snap_t *s, FILE *f, char *errstr, size_t n) {
                 break;
             }
             chunk_t *c = chunk_add(s, ti);
-            json_object *since = NULL, *ss = NULL;
+            json_object *since = NULL;
             if (json_object_object_get_ex(j, "since", &since)) {
                 c->since = (uint64_t)json_object_get_int64(since);
-                if (json_object_object_get_ex(j, "snap", &ss) && snapshot_text_ok(json_object_get_string(ss)))
-                    c->since_snap = crw_strdup(json_object_get_string(ss));
                 json_object_put(j);
                 s->state_good += len;
                 continue;
@@ -425,15 +409,14 @@ static int state_replay(snap_t *s, FILE *f, char *errstr, size_t n) {
             if (pos > s->confirmed)
                 s->confirmed = pos;
         } else if (json_object_object_get_ex(j, "epoch", &v)) {
-            json_object *x = NULL, *fn = NULL, *sn = NULL;
+            json_object *x = NULL, *fn = NULL;
             json_object_object_get_ex(j, "xmin", &x);
             json_object_object_get_ex(j, "filenodes", &fn);
-            json_object_object_get_ex(j, "snap", &sn);
             if (json_object_get_int(v) != s->nep || !x || !fn) {
                 json_object_put(j);
                 break;
             }
-            epoch_t *ep = epoch_add(s, (uint64_t)json_object_get_int64(x), sn ? json_object_get_string(sn) : NULL);
+            epoch_t *ep = epoch_add(s, (uint64_t)json_object_get_int64(x));
             for (int i = 0; i < s->nt && i < (int)json_object_array_length(fn); i++)
                 ep->filenode[i] = (uint32_t)json_object_get_int64(json_object_array_get_idx(fn, i));
         } else if (json_object_object_get_ex(j, "void", &v)) {
@@ -501,6 +484,24 @@ static int state_open(snap_t *s, char *errstr, size_t n) {
 
 /* ---- connections and tables ------------------------------------------ */
 
+/*
+ * The catch-up's bound (rebuild): the oldest transaction that may have
+ * written a row of this database that the snapshot did not see.  Every
+ * transaction below the snapshot's xmin had ended; one of those in progress
+ * (pg_snapshot_xip, top-level ids only: a subtransaction's id is above its
+ * top's) may have written here unless it is seen running in another
+ * database, whose tables are not ours (another database's long transaction,
+ * an ANALYZE there, holds the xmin back cluster-wide, and the catch-up would
+ * read every row written since).  A transaction not seen (ended meanwhile,
+ * or its backend hidden from this role) counts as ours.  In recovery the
+ * snapshot lists no top-level ids: its xmin, as before.
+ */
+#define SNAP_SINCE                                                                                                     \
+    "CASE WHEN pg_is_in_recovery() THEN pg_snapshot_xmin(pg_current_snapshot())::text::int8 ELSE "                     \
+    "coalesce((SELECT min(x::text::int8) FROM pg_snapshot_xip(pg_current_snapshot()) x WHERE NOT EXISTS ("            \
+    "SELECT 1 FROM pg_stat_activity a WHERE a.backend_xid::text::int8 = x::text::int8 & 4294967295 "                  \
+    "AND a.datname <> current_database())), pg_snapshot_xmax(pg_current_snapshot())::text::int8) END"
+
 /* Takes the snapshot on ctl (or imports the one given), and where and when it stands. */
 static int take_snapshot(snap_t *s, char *errstr, size_t n) {
     PGconn *c = s->ctl.sql;
@@ -518,7 +519,7 @@ static int take_snapshot(snap_t *s, char *errstr, size_t n) {
                            "SELECT CASE WHEN $1 = '' THEN pg_export_snapshot() END, "
                            "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END, "
                            "(extract(epoch FROM statement_timestamp()) * 1000000)::int8 - 946684800000000, "
-                           "current_database(), pg_snapshot_xmin(pg_current_snapshot()), pg_current_snapshot()",
+                           "current_database(), " SNAP_SINCE,
                            1, (const char *[]){s->snapshot ? s->snapshot : ""});
     if (rc < 0)
         return rc;
@@ -532,8 +533,6 @@ static int take_snapshot(snap_t *s, char *errstr, size_t n) {
     free(s->dbname);
     s->dbname = crw_strdup(PQgetvalue(res, 0, 3));
     s->snap_xmin = strtoull(PQgetvalue(res, 0, 4), NULL, 10);
-    free(s->snap_text);
-    s->snap_text = crw_strdup(PQgetvalue(res, 0, 5));
     PQclear(res);
     crw_lsn_format(s->lsn_str, s->snap_lsn);
     return 0;
@@ -601,7 +600,7 @@ static int describe(snap_t *s, stable_t *t, char *errstr, size_t n) {
     /* The filter must be an SQL condition on this table: say so now, naming the key. */
     crw_buf_reset(&s->sql);
     crw_buf_printf(&s->sql, "EXPLAIN SELECT 1 FROM %s", t->qname);
-    put_where(c, &s->sql, t, NULL, NULL, 0, NULL);
+    put_where(c, &s->sql, t, NULL, NULL, 0);
     if (t->filter && (rc = crw_session_query(c, &res, why, sizeof why, s->sql.data, 0, NULL)) < 0) {
         snprintf(errstr, n, "resource.%s.filter: %s", t->rs->id, why);
         return rc == CRW_ERR_CONN ? rc : CRW_ERR_CONFIG;
@@ -629,7 +628,7 @@ static int describe(snap_t *s, stable_t *t, char *errstr, size_t n) {
         if (t->pub.estimate < 0) { /* never analyzed: count */
             crw_buf_reset(&s->sql);
             crw_buf_printf(&s->sql, "SELECT count(*) FROM %s", t->qname);
-            put_where(c, &s->sql, t, NULL, NULL, 0, NULL);
+            put_where(c, &s->sql, t, NULL, NULL, 0);
             if ((rc = crw_session_query(c, &res, errstr, n, s->sql.data, 0, NULL)) < 0)
                 return rc;
             t->pub.estimate = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -731,13 +730,11 @@ static int rebuild(snap_t *s, char *errstr, size_t n) {
             continue;
         chunk_t *c = chunk_add(s, ti);
         c->since = s->ep[oldest].xmin;
-        c->since_snap = s->ep[oldest].snap ? crw_strdup(s->ep[oldest].snap) : NULL;
         crw_info("snapshot: %s.%s: reading again the rows written since the earlier snapshot (they may have moved "
                  "to blocks read already)",
                  t->pub.schema, t->pub.table);
-        if ((rc = state_line(s, errstr, n, "{\"cut\":%d,\"table\":%d,\"since\":%" PRIu64 "%s%s%s}\n",
-                             (int)(c - s->ch), ti, c->since, c->since_snap ? ",\"snap\":\"" : "",
-                             c->since_snap ? c->since_snap : "", c->since_snap ? "\"" : "")) < 0)
+        if ((rc = state_line(s, errstr, n, "{\"cut\":%d,\"table\":%d,\"since\":%" PRIu64 "}\n", (int)(c - s->ch), ti,
+                             c->since)) < 0)
             return rc;
     }
     for (int i = 0; i < s->nt; i++)
@@ -757,12 +754,9 @@ static bool work_left(const snap_t *s) {
 
 /* A new snapshot to read from: its xmin and the tables' filenodes, recorded. */
 static int new_epoch(snap_t *s, char *errstr, size_t n) {
-    epoch_t *e = epoch_add(s, s->snap_xmin, s->snap_text);
+    epoch_t *e = epoch_add(s, s->snap_xmin);
     crw_buf_t b = CRW_BUF_INIT;
-    crw_buf_printf(&b, "{\"epoch\":%d,\"xmin\":%" PRIu64 ",", s->nep - 1, e->xmin);
-    if (e->snap)
-        crw_buf_printf(&b, "\"snap\":\"%s\",", e->snap);
-    crw_buf_puts(&b, "\"filenodes\":[");
+    crw_buf_printf(&b, "{\"epoch\":%d,\"xmin\":%" PRIu64 ",\"filenodes\":[", s->nep - 1, e->xmin);
     for (int i = 0; i < s->nt; i++) {
         e->filenode[i] = s->t[i].filenode;
         crw_buf_printf(&b, "%s%u", i ? "," : "", e->filenode[i]);
@@ -825,7 +819,7 @@ static int send_bound(snap_t *s, worker_t *w, int ti, char *errstr, size_t n) {
     for (int k = 0; k < t->keyq.n; k++)
         crw_buf_printf(&s->sql, "%s%s", k ? ", " : "", t->keyq.v[k]);
     crw_buf_printf(&s->sql, " FROM %s", t->qname);
-    put_where(c, &s->sql, t, &t->frontier, NULL, 0, NULL);
+    put_where(c, &s->sql, t, &t->frontier, NULL, 0);
     crw_buf_puts(&s->sql, " ORDER BY ");
     for (int k = 0; k < t->keyq.n; k++)
         crw_buf_printf(&s->sql, "%s%s", k ? ", " : "", t->keyq.v[k]);
@@ -845,7 +839,7 @@ static int send_copy(snap_t *s, worker_t *w, int ci, char *errstr, size_t n) {
     PGconn *conn = w->ses.sql;
     crw_buf_reset(&s->sql);
     crw_buf_printf(&s->sql, "COPY (SELECT %s FROM %s", t->cols, t->qname);
-    put_where(conn, &s->sql, t, &c->lo, &c->hi, c->since, c->since_snap);
+    put_where(conn, &s->sql, t, &c->lo, &c->hi, c->since);
     crw_buf_puts(&s->sql, ") TO STDOUT");
     if (!PQsendQueryParams(conn, s->sql.data, 0, NULL, NULL, NULL, NULL, 0))
         return crw_session_error(conn, NULL, "snapshot: reading a chunk", errstr, n);
@@ -1230,15 +1224,11 @@ static void snap_destroy(crw_source_t *base) {
     for (int i = 0; i < s->nch; i++) {
         bound_clear(&s->ch[i].lo);
         bound_clear(&s->ch[i].hi);
-        free(s->ch[i].since_snap);
     }
     free(s->ch);
     free(s->acks);
-    free(s->snap_text);
-    for (int i = 0; i < s->nep; i++) {
+    for (int i = 0; i < s->nep; i++)
         free(s->ep[i].filenode);
-        free(s->ep[i].snap);
-    }
     free(s->ep);
     for (int i = 0; i < s->nt; i++) {
         stable_t *t = &s->t[i];

@@ -387,6 +387,21 @@ static void kill_and_resume(const char *chunking) {
 Test(backfill, kill_9_then_resume_by_blocks, .timeout = 180) { kill_and_resume("ctid"); }
 Test(backfill, kill_9_then_resume_by_key, .timeout = 180) { kill_and_resume("key"); }
 
+/* A block-chunked backfill of one worker (chunks of 1,000 rows) into *t, killed with SIGKILL after count rows. */
+static void backfill_killed(const char *db, const char *sf, tally_t *t, int n, int count) {
+    const char *args[] = {"backfill", "-X", "tables=public.acct", "-X", "snapshot.workers=1", "-X",
+                          "snapshot.chunk.rows=1000", "-X", sf, NULL};
+    it_proc_t *p = it_crwatch_start(db, args);
+    tally_init(t, n);
+    tally_some(t, p, count);
+    it_sleep_ms(500);
+    kill(it_proc_pid(p), SIGKILL);
+    tally_all(t, p);
+    it_proc_wait(p, 10000);
+    it_proc_free(p);
+    t->bad = 0; /* the last line may be torn */
+}
+
 /* Rows that move between blocks while a block-chunked backfill is down are caught up on --resume. */
 Test(backfill, resume_by_blocks_catches_rows_that_moved, .timeout = 180) {
     bf_t b;
@@ -394,18 +409,8 @@ Test(backfill, resume_by_blocks_catches_rows_that_moved, .timeout = 180) {
     bf_open(&b, "bfmove", n);
     PGconn *c = b.c;
     const char *db = b.db, *sf = b.sf;
-    const char *args[] = {"backfill", "-X", "tables=public.acct", "-X", "snapshot.workers=1", "-X",
-                          "snapshot.chunk.rows=1000", "-X", sf, NULL};
-    it_proc_t *p = it_crwatch_start(db, args);
     tally_t t;
-    tally_init(&t, n);
-    tally_some(&t, p, n / 2);
-    it_sleep_ms(500);
-    kill(it_proc_pid(p), SIGKILL);
-    tally_all(&t, p);
-    it_proc_wait(p, 10000);
-    it_proc_free(p);
-    t.bad = 0; /* the last line may be torn */
+    backfill_killed(db, sf, &t, n, n / 2);
     /* While it is down: the last rows (in blocks not read yet) are updated and land in free space at the
      * table's start, which was read already. */
     cr_assert(it_wait_sql_true(c, 30000,
@@ -428,6 +433,49 @@ Test(backfill, resume_by_blocks_catches_rows_that_moved, .timeout = 180) {
     for (int i = 1; i <= n; i++)
         missing += t.seen[i] == 0;
     cr_expect_eq(missing, 0, "%d rows were never delivered", missing);
+    cr_expect(strstr(err, "reading again the rows written since"), "%s", err);
+    free(err);
+    free(t.seen);
+    bf_close(&b);
+}
+
+/*
+ * A row moved by a subtransaction of a writer running when the first
+ * snapshot was taken: the snapshot lists its top transaction only, and the
+ * subtransaction's id is above it.  The catch-up must still read the row's
+ * new version, which landed in a block read already.
+ */
+Test(backfill, resume_by_blocks_catches_rows_a_running_subtransaction_moved, .timeout = 180) {
+    bf_t b;
+    const int n = 20000;
+    bf_open(&b, "bfsub", n);
+    PGconn *c = b.c;
+    const char *db = b.db, *sf = b.sf;
+    it_exec(c, "DELETE FROM acct WHERE id <= 2000");
+    it_exec(c, "VACUUM acct"); /* free space in the first blocks */
+    PGconn *w = it_connect(db);
+    it_exec(w, "BEGIN");
+    it_exec(w, "SELECT txid_current()"); /* the top transaction has its id first */
+    it_exec(w, "SAVEPOINT s");
+    it_exec(w, "UPDATE acct SET bal = 101 WHERE id > %d", n - 500); /* the new versions go to the first blocks */
+    char *moved = it_query_value(w, "SELECT count(*) FROM acct WHERE id > %d AND (ctid::text::point)[0] < 100",
+                                 n - 500);
+    cr_assert(moved && atoi(moved) > 0, "rows moved to the first blocks (%s)", moved ? moved : "none");
+    free(moved);
+    it_exec(c, "INSERT INTO acct VALUES (1, 100, 'x')"); /* a later transaction ends: the writer is in the xip */
+    tally_t t;
+    backfill_killed(db, sf, &t, n, n / 3); /* past the first blocks, before the last */
+    it_exec(w, "RELEASE s");
+    it_exec(w, "COMMIT");
+    PQfinish(w);
+    const char *const settings[] = {"snapshot.workers=1", "snapshot.chunk.rows=1000", sf, NULL};
+    const char *const more[] = {"--resume", NULL};
+    char *err = NULL;
+    cr_assert_eq(backfill(db, settings, more, &t, &err), 0);
+    int missing = 0;
+    for (int i = n - 499; i <= n; i++)
+        missing += t.seen[i] == 0;
+    cr_expect_eq(missing, 0, "%d rows the subtransaction moved were never delivered", missing);
     cr_expect(strstr(err, "reading again the rows written since"), "%s", err);
     free(err);
     free(t.seen);
