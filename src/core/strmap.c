@@ -133,3 +133,26 @@ void crw_strmap_sweep(crw_strmap_t *m, crw_strmap_sweep_fn fn, void *opaque) {
                 pp = &e->next;
         }
 }
+
+const char *crw_names_intern(crw_names_t *names, const char *s) {
+    if (!s)
+        return NULL;
+    if (names->last >= 0 && !strcmp(names->v[names->last], s))
+        return names->v[names->last];
+    for (int i = 0; i < names->n; i++)
+        if (!strcmp(names->v[i], s)) {
+            names->last = i;
+            return names->v[i];
+        }
+    names->v = crw_realloc(names->v, sizeof *names->v * (size_t)(names->n + 1));
+    names->v[names->n] = crw_strdup(s);
+    names->last = names->n;
+    return names->v[names->n++];
+}
+
+void crw_names_free(crw_names_t *names) {
+    for (int i = 0; i < names->n; i++)
+        free(names->v[i]);
+    free(names->v);
+    *names = (crw_names_t)CRW_NAMES_INIT;
+}

@@ -34,4 +34,18 @@ bool crw_strmap_remove(crw_strmap_t *m, const void *key, size_t len);
 typedef bool (*crw_strmap_sweep_fn)(void *opaque, const void *key, size_t len, void *value);
 void crw_strmap_sweep(crw_strmap_t *m, crw_strmap_sweep_fn fn, void *opaque);
 
+/*
+ * One copy of each of a handful of strings (the sinks' event sources: one
+ * per table), so that many records can point at it.  Zero-initialised with
+ * last = -1 (CRW_NAMES_INIT); a linear look-up, the last hit first.
+ */
+typedef struct {
+    char **v;
+    int n, last;
+} crw_names_t;
+#define CRW_NAMES_INIT {NULL, 0, -1}
+/* The kept copy of s (NULL: NULL), made on first sight. */
+const char *crw_names_intern(crw_names_t *names, const char *s);
+void crw_names_free(crw_names_t *names);
+
 #endif

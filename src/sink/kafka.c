@@ -532,9 +532,7 @@ static void kafka_destroy(crw_sink_t *base) {
     for (int i = 0; i < s->nslabs; i++)
         free(s->slabs[i]);
     free(s->slabs);
-    for (int i = 0; i < s->nsources; i++)
-        free(s->sources[i]);
-    free(s->sources);
+    crw_names_free(&s->sources);
     free(s);
 }
 
@@ -611,7 +609,7 @@ CRW_SINK_CONSTRUCTOR(crw_sink_kafka_new) {
     s->eos = eos;
     s->binary = c->cloudevents_mode == 1;
     s->last_topic = -1;
-    s->last_source = -1;
+    s->sources = (crw_names_t)CRW_NAMES_INIT;
     const char *txn_id = user_prop(c, "transactional.id");
     if (eos) {
         crw_buf_t b = CRW_BUF_INIT;

@@ -19,6 +19,7 @@
 
 #include "core/buf.h"
 #include "core/clock.h"
+#include "core/strmap.h"
 #include "sink/kafka.h"
 #include "sink/sink.h"
 
@@ -116,8 +117,7 @@ typedef struct {
     kmsg_t **slabs;
     int nslabs;
     kmsg_t *free_kmsgs;
-    char **sources;
-    int nsources, last_source;
+    crw_names_t sources; /* one copy of each event source, for the records to point at */
 
     /* the PostgreSQL transaction being emitted */
     bool partial;              /* events of cur_seq were sent but its commit() has not come */

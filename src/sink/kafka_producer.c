@@ -40,23 +40,6 @@ void kafka_set_fatal(kafka_sink_t *s, const char *fmt, const char *a, const char
 
 /* ---- message identities ---------------------------------------------- */
 
-/* One copy of each source name (a handful: one per table), so identities point at it. */
-static const char *intern(kafka_sink_t *s, const char *src) {
-    if (!src)
-        return NULL;
-    if (s->last_source >= 0 && !strcmp(s->sources[s->last_source], src))
-        return s->sources[s->last_source];
-    for (int i = 0; i < s->nsources; i++)
-        if (!strcmp(s->sources[i], src)) {
-            s->last_source = i;
-            return s->sources[i];
-        }
-    s->sources = crw_realloc(s->sources, sizeof *s->sources * (size_t)(s->nsources + 1));
-    s->sources[s->nsources] = crw_strdup(src);
-    s->last_source = s->nsources;
-    return s->sources[s->nsources++];
-}
-
 kmsg_t *kafka_kmsg_new(kafka_sink_t *s, int what, const kmsg_t *from) {
     if (!s->free_kmsgs) {
         kmsg_t *slab = crw_malloc(sizeof *slab * KMSG_SLAB);
@@ -81,7 +64,8 @@ void kafka_kmsg_put(kafka_sink_t *s, kmsg_t *m) {
 
 /* The identity of ev's change (its source interned). */
 kmsg_t kafka_identity(kafka_sink_t *s, const crw_event_t *ev) {
-    return (kmsg_t){NULL, KMSG_EVENT, ev->txn, ev->position, ev->lsn, ev->ordinal, ev->xid, intern(s, ev->source), 0};
+    return (kmsg_t){NULL, KMSG_EVENT, ev->txn, ev->position, ev->lsn, ev->ordinal, ev->xid,
+                    crw_names_intern(&s->sources, ev->source), 0};
 }
 
 kmsg_t *kafka_kmsg(kafka_sink_t *s, int what, const crw_event_t *ev) {

@@ -55,6 +55,7 @@
 #include "core/log.h"
 #include "core/lsn.h"
 #include "core/metrics.h"
+#include "core/strmap.h"
 #include "sink/sink.h"
 
 #include <nats/nats.h>
@@ -281,8 +282,7 @@ typedef struct nats_sink {
     char fatal_msg[1024];
     uint64_t acked, duplicates, resent, deadlettered;
 
-    char **sources;
-    int nsources, last_source;
+    crw_names_t sources; /* one copy of each event source, for the records to point at */
 
     /* shared with on_ack() under g_mu */
     answer_t *answers, *work;
@@ -375,22 +375,6 @@ static bool warn_due(nats_sink_t *s) {
         return false;
     s->last_warn_ms = now;
     return true;
-}
-
-static const char *intern(nats_sink_t *s, const char *src) {
-    if (!src)
-        return NULL;
-    if (s->last_source >= 0 && !strcmp(s->sources[s->last_source], src))
-        return s->sources[s->last_source];
-    for (int i = 0; i < s->nsources; i++)
-        if (!strcmp(s->sources[i], src)) {
-            s->last_source = i;
-            return s->sources[i];
-        }
-    s->sources = crw_realloc(s->sources, sizeof *s->sources * (size_t)(s->nsources + 1));
-    s->sources[s->nsources] = crw_strdup(src);
-    s->last_source = s->nsources;
-    return s->sources[s->nsources++];
 }
 
 static entry_t *at(nats_sink_t *s, uint64_t pos) { return &s->ring[pos % s->cap]; }
@@ -891,7 +875,7 @@ static int nats_emit(crw_sink_t *base, const crw_event_t *ev) {
 
     crw_pipeline_hold(s->pipeline, ev->txn, 1);
     entry_t *e = at(s, s->tail++);
-    *e = (entry_t){m, ev->txn, ev->lsn, ev->ordinal, ev->xid, intern(s, ev->source), E_TOSEND};
+    *e = (entry_t){m, ev->txn, ev->lsn, ev->ordinal, ev->xid, crw_names_intern(&s->sources, ev->source), E_TOSEND};
     pump(s);
     return s->fatal ? s->fatal_rc : 0;
 }
@@ -970,9 +954,7 @@ static void nats_destroy(crw_sink_t *base) {
     crw_buf_free(&s->msgid);
     crw_buf_free(&s->hval);
     crw_buf_free(&s->hname);
-    for (int i = 0; i < s->nsources; i++)
-        free(s->sources[i]);
-    free(s->sources);
+    crw_names_free(&s->sources);
     free(s->answers);
     free(s->work);
     free(s->ring);
@@ -1125,7 +1107,7 @@ CRW_SINK_CONSTRUCTOR(crw_sink_nats_new) {
     s->binary = c->cloudevents_mode == 1;
     s->debezium = c->event_format == CRW_FORMAT_DEBEZIUM;
     s->dup_window_ns = window;
-    s->last_source = -1;
+    s->sources = (crw_names_t)CRW_NAMES_INIT;
     s->backoff_ms = 100;
     s->wake_at = 1;
     s->cap = (uint64_t)c->nats_max_pending;

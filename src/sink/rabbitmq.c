@@ -57,6 +57,7 @@
 #include "core/log.h"
 #include "core/lsn.h"
 #include "core/metrics.h"
+#include "core/strmap.h"
 #include "sink/sink.h"
 
 #define CH_PUB 1                  /* the publishing channel, in confirm mode */
@@ -133,8 +134,7 @@ typedef struct {
 
     char **exchanges;             /* declared (or found) on this connection */
     int nexchanges, last_exchange;
-    char **sources;
-    int nsources, last_source;
+    crw_names_t sources; /* one copy of each event source, for the records to point at */
     crw_buf_t scratch_ex, scratch_rk;
 
     bool fatal;
@@ -172,22 +172,6 @@ static void nap_ms(int ms) {
         return;
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-static const char *intern(rmq_sink_t *s, const char *src) {
-    if (!src)
-        return NULL;
-    if (s->last_source >= 0 && !strcmp(s->sources[s->last_source], src))
-        return s->sources[s->last_source];
-    for (int i = 0; i < s->nsources; i++)
-        if (!strcmp(s->sources[i], src)) {
-            s->last_source = i;
-            return s->sources[i];
-        }
-    s->sources = crw_realloc(s->sources, sizeof *s->sources * (size_t)(s->nsources + 1));
-    s->sources[s->nsources] = crw_strdup(src);
-    s->last_source = s->nsources;
-    return s->sources[s->nsources++];
 }
 
 static msg_t *at(rmq_sink_t *s, int i) { return &s->ring[(s->head + i) % s->cap]; }
@@ -951,7 +935,7 @@ static int rmq_emit(crw_sink_t *base, const crw_event_t *ev) {
                  .lsn = ev->lsn,
                  .ordinal = ev->ordinal,
                  .xid = ev->xid,
-                 .source = intern(s, ev->source),
+                 .source = crw_names_intern(&s->sources, ev->source),
                  .b = m->b};
     put_part(m, F_EXCH, s->scratch_ex.data, s->scratch_ex.len);
     crw_buf_putc(&m->b, '\0'); /* the exchange is looked up as a C string */
@@ -1039,9 +1023,7 @@ static void rmq_destroy(crw_sink_t *base) {
     for (int i = 0; i < s->nexchanges; i++)
         free(s->exchanges[i]);
     free(s->exchanges);
-    for (int i = 0; i < s->nsources; i++)
-        free(s->sources[i]);
-    free(s->sources);
+    crw_names_free(&s->sources);
     for (int i = 0; i < s->nurls; i++) {
         /* The parsed password points into the copy, or (none in the URL) at librabbitmq's default. */
         url_t *u = &s->urls[i];
@@ -1155,7 +1137,7 @@ CRW_SINK_CONSTRUCTOR(crw_sink_rabbitmq_new) {
     s->binary = c->cloudevents_mode == 1;
     s->exch_fixed = !ex_ph;
     s->last_exchange = -1;
-    s->last_source = -1;
+    s->sources = (crw_names_t)CRW_NAMES_INIT;
     s->backoff_ms = 100;
     s->cap = c->rabbitmq_max_unconfirmed;
     s->ring = crw_calloc((size_t)s->cap, sizeof *s->ring);

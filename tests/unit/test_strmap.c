@@ -70,3 +70,19 @@ Test(strmap, sweep_removes_what_it_is_told_and_clear_empties) {
     cr_assert_eq(((val_t *)crw_strmap_get(m, "again", 5))->seen, 7u);
     crw_strmap_destroy(m);
 }
+
+Test(names, one_copy_of_each_string) {
+    crw_names_t n = CRW_NAMES_INIT;
+    char a[] = "/crwatch/app/public/t", b[] = "/crwatch/app/public/u", a2[] = "/crwatch/app/public/t";
+    const char *x = crw_names_intern(&n, a), *y = crw_names_intern(&n, b);
+    cr_assert_str_eq(x, a);
+    cr_assert_neq(x, a, "a copy, not the caller's string");
+    cr_assert_eq(crw_names_intern(&n, a2), x, "the same string gives the same copy");
+    cr_assert_eq(crw_names_intern(&n, b), y);
+    cr_assert_eq(crw_names_intern(&n, a), x, "and again after another one");
+    cr_assert_eq(n.n, 2);
+    cr_assert_null(crw_names_intern(&n, NULL));
+    crw_names_free(&n);
+    cr_assert_eq(n.n, 0);
+    cr_assert_eq(n.last, -1);
+}
